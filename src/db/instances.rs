@@ -1,0 +1,1 @@
+//! Instances: onboarding rows, token sources, status.

@@ -1,0 +1,96 @@
+//! Error classes of the Intercom boundary. Each variant drives behaviour: instance status,
+//! retry or not, snooze, which checks become `error` or `not_evaluated`.
+//! No variant ever carries the token or an Authorization header.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IntercomError {
+    /// 401 `unauthorized`, `token_not_found`, `token_revoked`, ...: the token is dead or wrong
+    /// for this region. Do not retry.
+    #[error("{endpoint}: token rejected (HTTP 401 {code}): it is invalid, revoked, or belongs to another region")]
+    Unauthorized { endpoint: String, code: String },
+    /// 401 `token_unauthorized`, 403 `forbidden`: valid token, missing scope or permission.
+    #[error("{endpoint}: token not permitted (HTTP {status} {code}): {message}")]
+    NotPermitted {
+        endpoint: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// 403 `api_plan_restricted`: the workspace's plan lacks the feature.
+    #[error("{endpoint}: not available on this workspace's plan (HTTP 403 api_plan_restricted): {message}")]
+    PlanRestricted { endpoint: String, message: String },
+    /// 403 "not on the allowlist for API access": the customer's REST API IP allowlist.
+    #[error("{endpoint}: this host's IP address is not on the workspace's REST API IP allowlist (HTTP 403): add the scanner's egress IPs in Intercom")]
+    IpNotAllowed { endpoint: String },
+    /// 429. `reset` is how long until the window resets.
+    #[error("{endpoint}: rate limited (HTTP 429), window resets in {reset:?}")]
+    RateLimited { endpoint: String, reset: Duration },
+    /// 5xx, timeouts, connection failures: worth retrying.
+    #[error("{endpoint}: temporary failure: {reason}")]
+    Transient { endpoint: String, reason: String },
+    /// The body was not the JSON we expect; `path` is the failing field.
+    #[error("{endpoint}: malformed response at `{path}`: {reason}")]
+    Decode {
+        endpoint: String,
+        path: String,
+        reason: String,
+    },
+    /// The body exceeded `intercom.max_body_bytes`, or pagination exceeded `intercom.max_pages`.
+    #[error("{endpoint}: response too large: {reason}")]
+    TooLarge { endpoint: String, reason: String },
+    /// A `pages.next` or redirect pointing off the configured regional origin.
+    #[error("{endpoint}: refused to follow {url_origin}: not the configured origin {expected_origin} (the token is never sent elsewhere)")]
+    ForeignOrigin {
+        endpoint: String,
+        url_origin: String,
+        expected_origin: String,
+    },
+    /// Any other 4xx: a bug on our side or an API change.
+    #[error("{endpoint}: unexpected HTTP {status} {code}: {message}")]
+    Unexpected {
+        endpoint: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The whole-scan time budget ran out.
+    #[error("scan time budget of {0:?} exhausted")]
+    BudgetExhausted(Duration),
+}
+
+impl IntercomError {
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            IntercomError::Unauthorized { endpoint, .. }
+            | IntercomError::NotPermitted { endpoint, .. }
+            | IntercomError::PlanRestricted { endpoint, .. }
+            | IntercomError::IpNotAllowed { endpoint }
+            | IntercomError::RateLimited { endpoint, .. }
+            | IntercomError::Transient { endpoint, .. }
+            | IntercomError::Decode { endpoint, .. }
+            | IntercomError::TooLarge { endpoint, .. }
+            | IntercomError::ForeignOrigin { endpoint, .. }
+            | IntercomError::Unexpected { endpoint, .. } => Some(endpoint),
+            IntercomError::BudgetExhausted(_) => None,
+        }
+    }
+
+    /// Short machine-readable class, stored as `scans.error_kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IntercomError::Unauthorized { .. } => "unauthorized",
+            IntercomError::NotPermitted { .. } => "not_permitted",
+            IntercomError::PlanRestricted { .. } => "plan_restricted",
+            IntercomError::IpNotAllowed { .. } => "ip_not_allowed",
+            IntercomError::RateLimited { .. } => "rate_limited",
+            IntercomError::Transient { .. } => "unreachable",
+            IntercomError::Decode { .. } => "decode",
+            IntercomError::TooLarge { .. } => "too_large",
+            IntercomError::ForeignOrigin { .. } => "foreign_origin",
+            IntercomError::Unexpected { .. } => "unexpected",
+            IntercomError::BudgetExhausted(_) => "timeout",
+        }
+    }
+}

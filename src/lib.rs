@@ -1,0 +1,25 @@
+//! intercom-sspm: a self-hosted security posture scanner for Intercom workspaces.
+//!
+//! Layout: `config` (settings), `crypto` (token sealing), `db` (Postgres access),
+//! `intercom` (API client and models), `checks` (pure check logic), `scan`
+//! (collect → evaluate → persist), `simulator` (the test double of the Intercom API),
+//! `cli` (command handlers).
+#![forbid(unsafe_code)]
+
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod intercom;
+pub mod region;
+pub mod scan;
+pub mod schedule;
+pub mod simulator;
+pub mod telemetry;
+pub mod token;
+
+pub use region::Region;
+
+/// Sent as `User-Agent` so Intercom (and proxies) can tell who is calling.
+pub const USER_AGENT: &str = concat!("intercom-sspm/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,185 @@
+//! Per-instance scan schedules: an interval (`30m`, `6h`, `1d`) or a cron expression,
+//! optionally prefixed `CRON_TZ=<IANA zone>` (the cronie convention) so that "03:00 in
+//! Berlin" stays 03:00 across daylight-saving changes.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+/// The shortest interval accepted: below this a scan would hammer the customer's rate limit.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Interval(Duration),
+    Cron {
+        cron: Box<Cron>,
+        tz: Tz,
+        text: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScheduleError {
+    #[error(
+        "schedule is empty: use an interval such as 6h or a cron expression such as \"0 3 * * *\""
+    )]
+    Empty,
+    #[error("interval {0:?} is shorter than the minimum of 1m")]
+    TooShort(String),
+    #[error("unknown time zone {0:?}: use an IANA name such as Europe/Berlin or America/New_York")]
+    UnknownTimeZone(String),
+    #[error(
+        "{input:?} is neither an interval (30m, 6h, 1d) nor a valid cron expression: {reason}"
+    )]
+    Invalid { input: String, reason: String },
+}
+
+impl Schedule {
+    pub fn parse(input: &str) -> Result<Self, ScheduleError> {
+        let text = input.trim();
+        if text.is_empty() {
+            return Err(ScheduleError::Empty);
+        }
+        if let Ok(d) = humantime::parse_duration(text) {
+            if d < MIN_INTERVAL {
+                return Err(ScheduleError::TooShort(text.to_string()));
+            }
+            return Ok(Schedule::Interval(d));
+        }
+        let (tz, expr) = match text.strip_prefix("CRON_TZ=") {
+            Some(rest) => {
+                let (zone, expr) =
+                    rest.split_once(char::is_whitespace)
+                        .ok_or_else(|| ScheduleError::Invalid {
+                            input: text.to_string(),
+                            reason: "CRON_TZ=<zone> must be followed by a cron expression".into(),
+                        })?;
+                let tz = Tz::from_str(zone)
+                    .map_err(|_| ScheduleError::UnknownTimeZone(zone.to_string()))?;
+                (tz, expr.trim())
+            }
+            None => (Tz::UTC, text),
+        };
+        let fields = expr.split_whitespace().count();
+        if !(5..=6).contains(&fields) && !expr.starts_with('@') {
+            return Err(ScheduleError::Invalid {
+                input: text.to_string(),
+                reason: format!(
+                    "a cron expression has 5 fields (or 6 with seconds), found {fields}"
+                ),
+            });
+        }
+        let cron = Cron::from_str(expr).map_err(|e| ScheduleError::Invalid {
+            input: text.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Schedule::Cron {
+            cron: Box::new(cron),
+            tz,
+            text: text.to_string(),
+        })
+    }
+
+    /// The next time a scan is due after `after`, before jitter.
+    pub fn next_after(&self, after: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Schedule::Interval(d) => {
+                after + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::days(1))
+            }
+            Schedule::Cron { cron, tz, .. } => {
+                let local = after.with_timezone(tz);
+                cron.find_next_occurrence(&local, false)
+                    .map(|t| t.with_timezone(&Utc))
+                    // A pattern with no future match (e.g. 30 February) degrades to daily.
+                    .unwrap_or(after + chrono::Duration::days(1))
+            }
+        }
+    }
+
+    /// The typical spacing between runs; bounds backoff and sizes jitter.
+    pub fn nominal_interval(&self, around: DateTime<Utc>) -> Duration {
+        match self {
+            Schedule::Interval(d) => *d,
+            Schedule::Cron { .. } => {
+                let first = self.next_after(around);
+                let second = self.next_after(first);
+                (second - first)
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(86_400))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Interval(d) => f.write_str(&humantime::format_duration(*d).to_string()),
+            Schedule::Cron { text, .. } => f.write_str(text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn intervals_parse() {
+        assert!(
+            matches!(Schedule::parse("6h").unwrap(), Schedule::Interval(d) if d == Duration::from_secs(21600))
+        );
+        assert!(
+            matches!(Schedule::parse("1d").unwrap(), Schedule::Interval(d) if d == Duration::from_secs(86400))
+        );
+        assert_eq!(
+            Schedule::parse("10s").unwrap_err(),
+            ScheduleError::TooShort("10s".into())
+        );
+        assert_eq!(Schedule::parse("  ").unwrap_err(), ScheduleError::Empty);
+    }
+
+    #[test]
+    fn cron_with_zone_is_dst_correct() {
+        let s = Schedule::parse("CRON_TZ=Europe/Berlin 0 3 * * *").unwrap();
+        // Berlin switches to summer time on 2026-03-29: 03:00 local is 02:00 UTC before, 01:00 after.
+        let before = Utc.with_ymd_and_hms(2026, 3, 27, 12, 0, 0).unwrap();
+        assert_eq!(
+            s.next_after(before),
+            Utc.with_ymd_and_hms(2026, 3, 28, 2, 0, 0).unwrap()
+        );
+        let after = Utc.with_ymd_and_hms(2026, 3, 29, 12, 0, 0).unwrap();
+        assert_eq!(
+            s.next_after(after),
+            Utc.with_ymd_and_hms(2026, 3, 30, 1, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_cron_and_zone_are_clear_errors() {
+        assert!(matches!(
+            Schedule::parse("61 * * * *").unwrap_err(),
+            ScheduleError::Invalid { .. }
+        ));
+        assert!(matches!(
+            Schedule::parse("every day").unwrap_err(),
+            ScheduleError::Invalid { .. }
+        ));
+        assert_eq!(
+            Schedule::parse("CRON_TZ=Mars/Olympus 0 3 * * *").unwrap_err(),
+            ScheduleError::UnknownTimeZone("Mars/Olympus".into())
+        );
+    }
+
+    #[test]
+    fn nominal_interval_of_hourly_cron_is_an_hour() {
+        let s = Schedule::parse("0 * * * *").unwrap();
+        assert_eq!(s.nominal_interval(Utc::now()), Duration::from_secs(3600));
+    }
+}

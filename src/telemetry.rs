@@ -1,0 +1,25 @@
+//! Logging: `tracing` with a `RUST_LOG`-style filter, pretty for people or JSON for
+//! collectors. Spans carry instance and scan ids, never tokens.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global subscriber. `RUST_LOG` wins over `log.level`. Logs go to stderr so
+/// command output on stdout stays machine-readable.
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Pretty => builder.with_target(false).try_init(),
+    };
+    // A second init (tests, embedded use) keeps the first subscriber.
+    let _ = result;
+}
