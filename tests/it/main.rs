@@ -1,0 +1,2 @@
+//! Integration tests, compiled as one binary so the suite links once.
+//! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
