@@ -1,0 +1,204 @@
+//! What every check function sees once `/me` succeeded, with the gates shared by families:
+//! the teammate list, the allowed domains and the per-admin result aggregation.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::domains::email_domain;
+use super::settings::CheckSettings;
+use super::snapshot::{PreviousState, Snapshot};
+use super::types::{FindingDraft, Verdict};
+use crate::intercom::models::{Admin, Me};
+use crate::intercom::IntercomError;
+
+pub(crate) struct Ctx<'a> {
+    pub snap: &'a Snapshot,
+    pub prev: &'a PreviousState,
+    pub settings: &'a CheckSettings,
+    pub me: &'a Me,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.snap.now
+    }
+
+    /// The teammate list, or the verdict a check needing it must return.
+    pub fn admins(&self) -> Result<&'a [Admin], Verdict> {
+        self.snap
+            .admins
+            .as_deref()
+            .map_err(|e| Verdict::Error(fetch_error_reason(e)))
+    }
+
+    /// The instance's allowed domains, else the token owner's domain; `None` when neither
+    /// is known (the caller must not guess).
+    pub fn allowed_domains(&self) -> Option<Vec<String>> {
+        let configured: Vec<String> = self
+            .snap
+            .allowed_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
+        if !configured.is_empty() {
+            return Some(configured);
+        }
+        self.me
+            .email
+            .as_deref()
+            .and_then(email_domain)
+            .map(|d| vec![d])
+    }
+}
+
+/// Reason for a check whose input could not be fetched. Rate limiting gets a fixed reason
+/// because it is routine and never a failure.
+pub(crate) fn fetch_error_reason(e: &IntercomError) -> String {
+    match e {
+        IntercomError::RateLimited { .. } => "rate limited".to_string(),
+        IntercomError::Unauthorized { .. } => "token rejected".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `admin:<id>`: Intercom admin ids never change, unlike emails and names.
+pub(crate) fn admin_resource(admin: &Admin) -> Option<String> {
+    admin
+        .id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(|id| format!("admin:{id}"))
+}
+
+/// How a teammate is named in titles: the email identifies a person best.
+pub(crate) fn admin_label(admin: &Admin) -> String {
+    admin
+        .email
+        .clone()
+        .or_else(|| admin.name.clone())
+        .or_else(|| admin.id.as_deref().map(|id| format!("admin {}", id.trim())))
+        .unwrap_or_else(|| "unnamed teammate".to_string())
+}
+
+/// Identity fields repeated in every per-admin finding's evidence.
+pub(crate) fn admin_evidence(admin: &Admin) -> Value {
+    json!({
+        "admin_id": admin.id,
+        "name": admin.name,
+        "email": admin.email,
+    })
+}
+
+/// Collects per-teammate results. Teammates the check cannot judge (no id, no email, a
+/// missing field) are never silently passed: they are named in the reason, and when no
+/// other teammate fails the check is `error` rather than `pass`.
+#[derive(Default)]
+pub(crate) struct PerAdmin {
+    findings: Vec<FindingDraft>,
+    unknown: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl PerAdmin {
+    pub fn fail(&mut self, finding: FindingDraft) {
+        self.findings.push(finding);
+    }
+
+    /// A teammate the check could not judge, e.g. `"admin:12 has no email"`.
+    pub fn unknown(&mut self, what: String) {
+        self.unknown.push(what);
+    }
+
+    /// Context for the reason that does not affect the status.
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    pub fn finish(self) -> Verdict {
+        let mut parts = self.notes;
+        if !self.unknown.is_empty() {
+            const SHOWN: usize = 10;
+            let more = self.unknown.len().saturating_sub(SHOWN);
+            let mut list = self.unknown[..self.unknown.len().min(SHOWN)].join("; ");
+            if more > 0 {
+                list.push_str(&format!("; and {more} more"));
+            }
+            parts.insert(
+                0,
+                format!(
+                    "{} teammate(s) could not be checked: {list}",
+                    self.unknown.len()
+                ),
+            );
+        }
+        let reason = (!parts.is_empty()).then(|| parts.join(". "));
+        match (self.findings.is_empty(), self.unknown.is_empty()) {
+            (false, _) => Verdict::Fail {
+                findings: self.findings,
+                reason,
+            },
+            (true, false) => Verdict::Error(reason.unwrap_or_default()),
+            (true, true) => Verdict::Pass(reason),
+        }
+    }
+}
+
+/// How an admin without a resource key is named in an `unknown` entry.
+pub(crate) fn unnamed(admin: &Admin) -> String {
+    format!("{} has no id", admin_label(admin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::types::Severity;
+
+    fn finding() -> FindingDraft {
+        FindingDraft {
+            resource: "admin:1".into(),
+            severity: Severity::Low,
+            title: "t".into(),
+            evidence: Value::Null,
+        }
+    }
+
+    #[test]
+    fn unknown_teammates_turn_a_pass_into_an_error() {
+        let mut agg = PerAdmin::default();
+        agg.unknown("admin:2 has no email".into());
+        match agg.finish() {
+            Verdict::Error(reason) => assert!(reason.contains("admin:2 has no email"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failures_win_and_still_mention_unknown_teammates() {
+        let mut agg = PerAdmin::default();
+        agg.fail(finding());
+        agg.unknown("admin:2 has no email".into());
+        match agg.finish() {
+            Verdict::Fail { findings, reason } => {
+                assert_eq!(findings.len(), 1);
+                assert!(reason
+                    .unwrap()
+                    .contains("1 teammate(s) could not be checked"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(PerAdmin::default().finish(), Verdict::Pass(None));
+    }
+
+    #[test]
+    fn resource_keys_use_the_admin_id() {
+        let a = Admin {
+            id: Some(" 42 ".into()),
+            ..Default::default()
+        };
+        assert_eq!(admin_resource(&a).as_deref(), Some("admin:42"));
+        assert_eq!(admin_resource(&Admin::default()), None);
+        assert_eq!(admin_label(&a), "admin 42");
+    }
+}

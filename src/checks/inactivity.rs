@@ -1,0 +1,253 @@
+//! Teammates with no activity for a period: `inbox_seat_inactive` (O, needs activity
+//! data) and `admin_dormant` (A). Resource: `admin:<id>`.
+//!
+//! "Activity by a teammate" is any event whose `performed_by` id equals the admin id or
+//! whose email equals the admin email (case-insensitive), plus the inventory's
+//! `last_active_at` from earlier scans. Failed logins do not count: anyone can fail to
+//! log into a dormant account, and that is no sign its owner still uses it. Both checks wait until the fetched history covers
+//! their period, and neither judges a teammate who joined within it (an invitee who has
+//! not logged in for three days is not dormant).
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::activity::available;
+use super::catalog::CheckMeta;
+use super::context::{admin_evidence, admin_label, admin_resource, unnamed, Ctx, PerAdmin};
+use super::types::{FindingDraft, Verdict};
+
+/// Teammates first seen within this long after the earliest inventory entry were there
+/// at the baseline scan (one scan writes all of its rows within its time budget).
+const BASELINE_TOLERANCE: Duration = Duration::minutes(10);
+const NOT_ACTIVITY: &str = "admin_login_failure";
+
+pub(super) fn inbox_seat_inactive(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
+    inactive(ctx, m, ctx.settings.inbox_inactive_days, true)
+}
+
+pub(super) fn dormant(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
+    inactive(ctx, m, ctx.settings.dormant_days, false)
+}
+
+fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict {
+    let (events, _) = match available(ctx) {
+        Ok(a) => a,
+        Err(v) => return v,
+    };
+    let now = ctx.now();
+    if !ctx.snap.activity.covers_days(now, days) {
+        return Verdict::not_evaluated(format!(
+            "activity history covers {} days; this check needs {days}",
+            ctx.snap.activity.covered_days(now)
+        ));
+    }
+    let admins = match ctx.admins() {
+        Ok(a) => a,
+        Err(v) => return v,
+    };
+    let cutoff = now - Duration::days(i64::from(days));
+    let mut agg = PerAdmin::default();
+    let mut recent_joiners = 0;
+    for admin in admins {
+        let (Some(resource), Some(id)) = (admin_resource(admin), admin.id.as_deref()) else {
+            agg.unknown(unnamed(admin));
+            continue;
+        };
+        let id = id.trim();
+        if seat_only {
+            match admin.has_inbox_seat {
+                None => {
+                    agg.unknown(format!("{resource} has no has_inbox_seat"));
+                    continue;
+                }
+                Some(false) => continue,
+                Some(true) => {}
+            }
+        }
+        if joined_after(ctx, id, cutoff) {
+            recent_joiners += 1;
+            continue;
+        }
+        let seen_in_events = events
+            .iter()
+            .filter(|e| e.activity_type != NOT_ACTIVITY && e.performed_by(admin))
+            .map(|e| e.created_at)
+            .max();
+        let remembered = ctx.prev.admins.get(id).and_then(|h| h.last_active_at);
+        let last_active = seen_in_events.max(remembered);
+        if last_active.is_some_and(|t| t >= cutoff) {
+            continue;
+        }
+        let mut evidence = admin_evidence(admin);
+        evidence["last_activity_at"] = json!(last_active);
+        evidence["inactive_days_threshold"] = json!(days);
+        evidence["has_inbox_seat"] = json!(admin.has_inbox_seat);
+        let title = if seat_only {
+            format!(
+                "Inbox seat of {} unused for over {days} days",
+                admin_label(admin)
+            )
+        } else {
+            format!(
+                "Teammate {} has had no activity for over {days} days",
+                admin_label(admin)
+            )
+        };
+        agg.fail(FindingDraft {
+            resource,
+            severity: m.severity,
+            title,
+            evidence,
+        });
+    }
+    if recent_joiners > 0 {
+        agg.note(format!(
+            "{recent_joiners} teammate(s) joined within the last {days} days and are not judged yet"
+        ));
+    }
+    agg.finish()
+}
+
+/// Whether the teammate appeared after the baseline scan and after `cutoff`. On a first
+/// scan, or with an empty inventory (missing data), nobody counts as a recent joiner.
+fn joined_after(ctx: &Ctx<'_>, id: &str, cutoff: DateTime<Utc>) -> bool {
+    let prev = ctx.prev;
+    if !prev.has_completed_scan || (prev.admins.is_empty() && prev.previous_admin_ids.is_empty()) {
+        return false;
+    }
+    match prev.admins.get(id) {
+        None => !prev.previous_admin_ids.contains(id),
+        Some(h) => {
+            let baseline = prev.admins.values().map(|h| h.first_seen_at).min();
+            let after_baseline = baseline.is_some_and(|b| h.first_seen_at > b + BASELINE_TOLERANCE);
+            after_baseline && h.first_seen_at > cutoff
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::super::testutil::*;
+    use super::super::types::{CheckStatus, Severity};
+    use super::super::{ActivityData, CheckSettings, PreviousState};
+
+    /// Teammate 2 last logged in 45 days ago: dormant (30) but not inbox-inactive (60).
+    fn quiet_colleague() -> super::super::Snapshot {
+        let mut snap = snapshot();
+        let now = snap.now;
+        set_events(
+            &mut snap,
+            vec![
+                login("l1", "1", now - Duration::days(1)),
+                login("l2", "2", now - Duration::days(45)),
+            ],
+        );
+        snap
+    }
+
+    #[test]
+    fn dormant_and_inbox_inactive_use_their_own_windows() {
+        let snap = quiet_colleague();
+        let o = run("admin_dormant", &snap);
+        assert_eq!(o.status, CheckStatus::Fail);
+        assert_eq!(resources(&o), ["admin:2"]);
+        assert_eq!(o.findings[0].severity, Severity::Medium);
+        assert_eq!(run("inbox_seat_inactive", &snap).status, CheckStatus::Pass);
+
+        let mut snap = snap;
+        set_events(&mut snap, vec![login("l1", "1", now())]);
+        let o = run("inbox_seat_inactive", &snap);
+        assert_eq!(o.status, CheckStatus::Fail);
+        assert_eq!(resources(&o), ["admin:2"]);
+        assert_eq!(o.findings[0].severity, Severity::Low);
+    }
+
+    #[test]
+    fn inbox_check_only_looks_at_seat_holders() {
+        let mut snap = snapshot();
+        set_events(&mut snap, vec![login("l1", "1", now())]);
+        let mut seatless = admin("2", "bo@acme.com");
+        seatless.has_inbox_seat = Some(false);
+        snap.admins = Ok(vec![admin("1", "owner@acme.com"), seatless]);
+        assert_eq!(run("inbox_seat_inactive", &snap).status, CheckStatus::Pass);
+        assert_eq!(run("admin_dormant", &snap).status, CheckStatus::Fail);
+    }
+
+    #[test]
+    fn any_event_by_id_or_email_counts_as_activity() {
+        let mut snap = quiet_colleague();
+        let mut ev = event("x", "admin_away_mode_change", "other-id", snap.now);
+        ev.performed_by_id = None;
+        ev.performed_by_email = Some("BO@acme.com".into());
+        push_events(&mut snap, vec![ev]);
+        assert_eq!(run("admin_dormant", &snap).status, CheckStatus::Pass);
+    }
+
+    #[test]
+    fn failed_logins_are_not_activity() {
+        let mut snap = quiet_colleague();
+        push_events(
+            &mut snap,
+            vec![event("f", "admin_login_failure", "2", now())],
+        );
+        assert_eq!(run("admin_dormant", &snap).status, CheckStatus::Fail);
+    }
+
+    #[test]
+    fn remembered_activity_counts_too() {
+        let snap = quiet_colleague();
+        let mut prev = previous();
+        prev.admins.get_mut("2").unwrap().last_active_at = Some(snap.now - Duration::days(3));
+        let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
+        assert_eq!(o.status, CheckStatus::Pass);
+    }
+
+    #[test]
+    fn short_history_is_not_evaluated_with_the_covered_days() {
+        let mut snap = quiet_colleague();
+        if let ActivityData::Available { covered_from, .. } = &mut snap.activity {
+            *covered_from = snap.now - Duration::days(20);
+        }
+        let o = run("admin_dormant", &snap);
+        assert_eq!(o.status, CheckStatus::NotEvaluated);
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("activity history covers 20 days; this check needs 30")
+        );
+        let o = run("inbox_seat_inactive", &snap);
+        assert_eq!(o.status, CheckStatus::NotEvaluated);
+        assert!(o.reason.unwrap().contains("needs 60"));
+    }
+
+    #[test]
+    fn recent_joiners_are_not_dormant_but_baseline_admins_are() {
+        let mut snap = quiet_colleague();
+        snap.admins
+            .as_mut()
+            .unwrap()
+            .push(admin("3", "new@acme.com"));
+        // 3 is not in the previous scan: it joined now.
+        let o = run("admin_dormant", &snap);
+        assert_eq!(resources(&o), ["admin:2"]);
+        assert!(o.reason.unwrap().contains("1 teammate(s) joined"));
+
+        // 3 first seen 5 days ago, well after the baseline: still too new.
+        let mut prev = previous();
+        prev.previous_admin_ids.insert("3".into());
+        prev.admins
+            .insert("3".into(), history(snap.now - Duration::days(5)));
+        let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
+        assert_eq!(resources(&o), ["admin:2"]);
+
+        // First scan: everybody is judged, the inventory knows nothing yet.
+        let o = run_with(
+            "admin_dormant",
+            &snap,
+            &PreviousState::default(),
+            &CheckSettings::default(),
+        );
+        assert_eq!(resources(&o), ["admin:2", "admin:3"]);
+    }
+}

@@ -1,0 +1,222 @@
+//! Everything one scan collected, plus what earlier scans left behind: the only input of
+//! the checks.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::intercom::models::{ActivityLog, Admin, Me};
+use crate::intercom::IntercomError;
+use crate::Region;
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub now: DateTime<Utc>,
+    pub onboarded_region: Region,
+    /// The Intercom-Version we sent (roles exist from "2.16").
+    pub api_version: String,
+    pub me: Result<Me, IntercomError>,
+    /// Not fetched when /me failed: use Err with the same error.
+    pub admins: Result<Vec<Admin>, IntercomError>,
+    pub activity: ActivityData,
+    /// Extra-scope probes (token_least_privilege); empty + probes_enabled=false means disabled by config.
+    pub probes: Vec<Probe>,
+    pub probes_enabled: bool,
+    /// Instance's allowed email domains; empty = the token owner's (/me email) domain.
+    pub allowed_domains: Vec<String>,
+    /// Valid (unexpired) manual-control attestations: control ids.
+    pub attestations: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActivityData {
+    /// Every stored event of the instance in the look-back window (de-duplicated, any order),
+    /// and the start of the window fetched without gaps ("history covers N days" iff
+    /// covered_from <= now - N days).
+    Available {
+        events: Vec<ActivityEvent>,
+        covered_from: DateTime<Utc>,
+    },
+    /// The endpoint refused the token: NotPermitted (scope) or PlanRestricted.
+    Refused(IntercomError),
+    /// Fetching failed otherwise (5xx, decode, ...): A checks are `error`, not pass.
+    Failed(IntercomError),
+    /// Not attempted (e.g. /me failed first).
+    NotFetched,
+}
+
+impl ActivityData {
+    /// Whole days of gap-free history before `now` (0 when nothing is available).
+    pub fn covered_days(&self, now: DateTime<Utc>) -> i64 {
+        match self {
+            ActivityData::Available { covered_from, .. } => (now - *covered_from).num_days().max(0),
+            _ => 0,
+        }
+    }
+
+    /// "History covers N days" (CHECKS.md): the fetched window reaches N days back.
+    pub fn covers_days(&self, now: DateTime<Utc>, days: u32) -> bool {
+        match self {
+            ActivityData::Available { covered_from, .. } => {
+                *covered_from <= now - Duration::days(i64::from(days))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityEvent {
+    pub id: String,
+    pub activity_type: String,
+    pub performed_by_id: Option<String>,
+    pub performed_by_email: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub description: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+impl ActivityEvent {
+    /// `None` when the log has no id or no usable `created_at`: such an event can neither
+    /// be de-duplicated nor placed in a window, so it cannot support any finding.
+    pub fn from_log(log: &ActivityLog) -> Option<Self> {
+        let id = non_empty(log.id.as_deref())?;
+        let created_at = DateTime::from_timestamp(log.created_at?, 0)?;
+        let by = log.performed_by.as_ref();
+        Some(Self {
+            id,
+            activity_type: non_empty(log.activity_type.as_deref())
+                .unwrap_or_else(|| "unknown".to_string()),
+            performed_by_id: by.and_then(|b| non_empty(b.id.as_deref())),
+            performed_by_email: by.and_then(|b| non_empty(b.email.as_deref())),
+            ip: by.and_then(|b| non_empty(b.ip.as_deref())),
+            created_at,
+            description: non_empty(log.activity_description.as_deref()),
+            metadata: log.metadata.clone().unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// Whether `admin` performed this event: same id, or (ids missing on either side or
+    /// differing in form) the same email, case-insensitively.
+    pub fn performed_by(&self, admin: &Admin) -> bool {
+        let same_id = matches!((&self.performed_by_id, &admin.id), (Some(a), Some(b)) if a == b);
+        let same_email = matches!(
+            (&self.performed_by_email, &admin.email),
+            (Some(a), Some(b)) if a.trim().eq_ignore_ascii_case(b.trim())
+        );
+        same_id || same_email
+    }
+}
+
+fn non_empty(s: Option<&str>) -> Option<String> {
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// Human name of the capability, e.g. "Read tags".
+    pub capability: String,
+    /// e.g. "/tags".
+    pub endpoint: String,
+    pub outcome: ProbeOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeOutcome {
+    /// HTTP 200: the token holds the capability.
+    Allowed,
+    /// Refused for scope or plan: the token does not hold it.
+    Refused,
+    /// Anything else: unknown.
+    Error(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreviousState {
+    /// Whether the instance has at least one earlier completed scan.
+    pub has_completed_scan: bool,
+    /// Admin ids present in the previous completed scan.
+    pub previous_admin_ids: HashSet<String>,
+    /// Inventory per admin id from earlier scans.
+    pub admins: HashMap<String, AdminHistory>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminHistory {
+    pub first_seen_at: DateTime<Utc>,
+    pub away_since: Option<DateTime<Utc>>,
+    pub last_active_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intercom::models::{ActivityLogPage, PerformedBy};
+
+    #[test]
+    fn from_log_keeps_fields_and_rejects_unplaceable_events() {
+        let log = ActivityLog {
+            id: Some("e1".into()),
+            created_at: Some(1_734_537_900),
+            activity_type: None,
+            performed_by: Some(PerformedBy {
+                id: Some("7".into()),
+                email: Some("a@x.com".into()),
+                ip: Some("".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ev = ActivityEvent::from_log(&log).unwrap();
+        assert_eq!(ev.activity_type, "unknown");
+        assert_eq!(ev.performed_by_id.as_deref(), Some("7"));
+        assert_eq!(ev.ip, None);
+        assert_eq!(ev.metadata, serde_json::Value::Null);
+        assert_eq!(ev.created_at.timestamp(), 1_734_537_900);
+
+        let no_id = ActivityLog {
+            id: None,
+            ..log.clone()
+        };
+        assert!(ActivityEvent::from_log(&no_id).is_none());
+        let no_time = ActivityLog {
+            created_at: None,
+            ..log
+        };
+        assert!(ActivityEvent::from_log(&no_time).is_none());
+    }
+
+    #[test]
+    fn fixture_page_converts_completely() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/intercom/activity_logs_page1.json"
+        );
+        let page: ActivityLogPage =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let events: Vec<_> = page
+            .activity_logs
+            .iter()
+            .filter_map(ActivityEvent::from_log)
+            .collect();
+        assert_eq!(events.len(), page.activity_logs.len());
+        assert_eq!(events[0].activity_type, "admin_login_success");
+        assert_eq!(events[0].metadata["sign_in_method"], "email_password");
+    }
+
+    #[test]
+    fn coverage_is_measured_from_the_fetched_window() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let data = ActivityData::Available {
+            events: Vec::new(),
+            covered_from: now - Duration::days(30),
+        };
+        assert!(data.covers_days(now, 30));
+        assert!(!data.covers_days(now, 31));
+        assert_eq!(data.covered_days(now), 30);
+        assert!(!ActivityData::NotFetched.covers_days(now, 1));
+    }
+}

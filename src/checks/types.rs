@@ -1,0 +1,322 @@
+//! The vocabulary shared by the catalog, the checks and the code that persists results.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Declared most severe first; compare with [`Severity::weight`], not with the enum order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+
+    /// Posture-score weight (CHECKS.md "Posture score").
+    pub fn weight(self) -> u32 {
+        match self {
+            Severity::Critical => 10,
+            Severity::High => 5,
+            Severity::Medium => 3,
+            Severity::Low => 1,
+            Severity::Info => 0,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown severity {0:?}: use one of critical, high, medium, low, info")]
+pub struct UnknownSeverity(pub String);
+
+impl FromStr for Severity {
+    type Err = UnknownSeverity;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Severity::ALL
+            .into_iter()
+            .find(|sev| sev.as_str() == wanted)
+            .ok_or_else(|| UnknownSeverity(s.to_string()))
+    }
+}
+
+/// CHECKS.md categories. `Integration` is the scanner's own connection to Intercom;
+/// `Integrations` are third-party apps, webhooks and tokens installed in the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Integration,
+    Workspace,
+    Identity,
+    Authentication,
+    Data,
+    Integrations,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Integration => "integration",
+            Category::Workspace => "workspace",
+            Category::Identity => "identity",
+            Category::Authentication => "authentication",
+            Category::Data => "data",
+            Category::Integrations => "integrations",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a check's evidence comes from (CHECKS.md: H, O, A, manual).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// H: the scan's own health (token, reachability, scopes).
+    Health,
+    /// O: fields of `/me` and `/admins`.
+    Object,
+    /// A: `/admins/activity_logs` events.
+    Activity,
+    /// No API evidence; an operator attests.
+    Manual,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Health => "health",
+            Source::Object => "object",
+            Source::Activity => "activity",
+            Source::Manual => "manual",
+        }
+    }
+
+    /// The short code CHECKS.md uses.
+    pub fn code(self) -> &'static str {
+        match self {
+            Source::Health => "H",
+            Source::Object => "O",
+            Source::Activity => "A",
+            Source::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Pass,
+    Fail,
+    /// The data the check needs could not be fetched or read: neither pass nor fail.
+    Error,
+    /// The check could not run by design (disabled, scope not granted, history too short, manual).
+    NotEvaluated,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Fail => "fail",
+            CheckStatus::Error => "error",
+            CheckStatus::NotEvaluated => "not_evaluated",
+        }
+    }
+
+    /// Pass or fail: the check saw the data it needs.
+    pub fn is_evaluated(self) -> bool {
+        matches!(self, CheckStatus::Pass | CheckStatus::Fail)
+    }
+}
+
+impl fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown check status {0:?}: use one of pass, fail, error, not_evaluated")]
+pub struct UnknownCheckStatus(pub String);
+
+impl FromStr for CheckStatus {
+    type Err = UnknownCheckStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pass" => Ok(CheckStatus::Pass),
+            "fail" => Ok(CheckStatus::Fail),
+            "error" => Ok(CheckStatus::Error),
+            "not_evaluated" => Ok(CheckStatus::NotEvaluated),
+            _ => Err(UnknownCheckStatus(s.to_string())),
+        }
+    }
+}
+
+/// One failing resource of a check, before persistence gives it an identity and a lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingDraft {
+    /// Stable across scans for the same underlying thing: `workspace`, `admin:<id>`,
+    /// `event:<id>`, or a key the check documents.
+    pub resource: String,
+    /// Usually the check's; some checks raise it for one resource.
+    pub severity: Severity,
+    /// Specific to the resource, e.g. "Teammate j.doe@gmail.com uses a personal email domain".
+    pub title: String,
+    /// Data from the snapshot only.
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckOutcome {
+    pub check_id: &'static str,
+    pub status: CheckStatus,
+    pub reason: Option<String>,
+    /// Non-empty only for `Fail`; one per resource.
+    pub findings: Vec<FindingDraft>,
+}
+
+impl CheckOutcome {
+    pub fn failed_count(&self) -> usize {
+        self.findings.len()
+    }
+}
+
+/// What a check function returns; [`Verdict::into_outcome`] attaches the check id.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    Pass(Option<String>),
+    Fail {
+        findings: Vec<FindingDraft>,
+        reason: Option<String>,
+    },
+    Error(String),
+    NotEvaluated(String),
+}
+
+impl Verdict {
+    pub(crate) fn pass() -> Self {
+        Verdict::Pass(None)
+    }
+
+    pub(crate) fn error(reason: impl Into<String>) -> Self {
+        Verdict::Error(reason.into())
+    }
+
+    pub(crate) fn not_evaluated(reason: impl Into<String>) -> Self {
+        Verdict::NotEvaluated(reason.into())
+    }
+
+    /// Fail when there are findings, otherwise pass; `reason` is kept either way.
+    pub(crate) fn from_findings(findings: Vec<FindingDraft>, reason: Option<String>) -> Self {
+        if findings.is_empty() {
+            Verdict::Pass(reason)
+        } else {
+            Verdict::Fail { findings, reason }
+        }
+    }
+
+    pub(crate) fn into_outcome(self, check_id: &'static str) -> CheckOutcome {
+        let (status, reason, findings) = match self {
+            Verdict::Pass(reason) => (CheckStatus::Pass, reason, Vec::new()),
+            Verdict::Fail { findings, reason } => (CheckStatus::Fail, reason, findings),
+            Verdict::Error(reason) => (CheckStatus::Error, Some(reason), Vec::new()),
+            Verdict::NotEvaluated(reason) => (CheckStatus::NotEvaluated, Some(reason), Vec::new()),
+        };
+        CheckOutcome {
+            check_id,
+            status,
+            reason,
+            findings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_strings_weights_and_serde_agree() {
+        let weights: Vec<u32> = Severity::ALL.iter().map(|s| s.weight()).collect();
+        assert_eq!(weights, [10, 5, 3, 1, 0]);
+        for sev in Severity::ALL {
+            assert_eq!(sev.as_str().parse::<Severity>().unwrap(), sev);
+            assert_eq!(
+                serde_json::to_value(sev).unwrap(),
+                serde_json::json!(sev.as_str())
+            );
+        }
+        assert_eq!(" HIGH ".parse::<Severity>().unwrap(), Severity::High);
+        assert!("severe".parse::<Severity>().is_err());
+    }
+
+    #[test]
+    fn status_strings_round_trip() {
+        for st in [
+            CheckStatus::Pass,
+            CheckStatus::Fail,
+            CheckStatus::Error,
+            CheckStatus::NotEvaluated,
+        ] {
+            assert_eq!(st.as_str().parse::<CheckStatus>().unwrap(), st);
+            assert_eq!(
+                serde_json::to_value(st).unwrap(),
+                serde_json::json!(st.as_str())
+            );
+        }
+        assert_eq!(CheckStatus::NotEvaluated.as_str(), "not_evaluated");
+    }
+
+    #[test]
+    fn verdict_without_findings_is_a_pass() {
+        let o = Verdict::from_findings(Vec::new(), Some("note".into())).into_outcome("x");
+        assert_eq!(o.status, CheckStatus::Pass);
+        assert_eq!(o.reason.as_deref(), Some("note"));
+        let o = Verdict::error("boom").into_outcome("x");
+        assert_eq!(
+            (o.status, o.reason.as_deref()),
+            (CheckStatus::Error, Some("boom"))
+        );
+    }
+}
