@@ -8,13 +8,17 @@
 //! their period, and neither judges a teammate who joined within it (an invitee who has
 //! not logged in for three days is not dormant).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use super::activity::available;
 use super::catalog::CheckMeta;
 use super::context::{admin_evidence, admin_label, admin_resource, unnamed, Ctx, PerAdmin};
+use super::snapshot::ActivityEvent;
 use super::types::{FindingDraft, Verdict};
+use crate::intercom::models::Admin;
 
 /// Teammates first seen within this long after the earliest inventory entry were there
 /// at the baseline scan (one scan writes all of its rows within its time budget).
@@ -46,6 +50,7 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
         Err(v) => return v,
     };
     let cutoff = now - Duration::days(i64::from(days));
+    let last_seen = LastSeen::index(events);
     let mut agg = PerAdmin::default();
     let mut recent_joiners = 0;
     for admin in admins {
@@ -68,11 +73,7 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
             recent_joiners += 1;
             continue;
         }
-        let seen_in_events = events
-            .iter()
-            .filter(|e| e.activity_type != NOT_ACTIVITY && e.performed_by(admin))
-            .map(|e| e.created_at)
-            .max();
+        let seen_in_events = last_seen.of(admin);
         let remembered = ctx.prev.admins.get(id).and_then(|h| h.last_active_at);
         let last_active = seen_in_events.max(remembered);
         if last_active.is_some_and(|t| t >= cutoff) {
@@ -106,6 +107,48 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
         ));
     }
     agg.finish()
+}
+
+/// Latest activity per performer id and per lower-cased performer email, built once so
+/// that large workspaces cost one pass over the events, not one per teammate.
+struct LastSeen<'a> {
+    by_id: HashMap<&'a str, DateTime<Utc>>,
+    by_email: HashMap<String, DateTime<Utc>>,
+}
+
+impl<'a> LastSeen<'a> {
+    fn index(events: &'a [ActivityEvent]) -> Self {
+        let mut by_id: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        let mut by_email: HashMap<String, DateTime<Utc>> = HashMap::new();
+        for e in events.iter().filter(|e| e.activity_type != NOT_ACTIVITY) {
+            if let Some(id) = e.performed_by_id.as_deref() {
+                let t = by_id.entry(id).or_insert(e.created_at);
+                *t = (*t).max(e.created_at);
+            }
+            if let Some(email) = e.performed_by_email.as_deref() {
+                let t = by_email
+                    .entry(email.trim().to_ascii_lowercase())
+                    .or_insert(e.created_at);
+                *t = (*t).max(e.created_at);
+            }
+        }
+        Self { by_id, by_email }
+    }
+
+    /// Same matching as [`ActivityEvent::performed_by`].
+    fn of(&self, admin: &Admin) -> Option<DateTime<Utc>> {
+        let by_id = admin
+            .id
+            .as_deref()
+            .and_then(|id| self.by_id.get(id))
+            .copied();
+        let by_email = admin
+            .email
+            .as_deref()
+            .and_then(|e| self.by_email.get(&e.trim().to_ascii_lowercase()))
+            .copied();
+        by_id.max(by_email)
+    }
 }
 
 /// Whether the teammate appeared after the baseline scan and after `cutoff`. On a first

@@ -208,6 +208,30 @@ mod tests {
     }
 
     #[test]
+    fn performed_by_matches_id_or_email_case_insensitively() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ev = ActivityEvent {
+            id: "e".into(),
+            activity_type: "admin_logout".into(),
+            performed_by_id: Some("7".into()),
+            performed_by_email: Some("Bo@Acme.com".into()),
+            ip: None,
+            created_at: now,
+            description: None,
+            metadata: serde_json::Value::Null,
+        };
+        let admin = |id: Option<&str>, email: Option<&str>| Admin {
+            id: id.map(str::to_string),
+            email: email.map(str::to_string),
+            ..Default::default()
+        };
+        assert!(ev.performed_by(&admin(Some("7"), None)));
+        assert!(ev.performed_by(&admin(Some("8"), Some("bo@acme.com"))));
+        assert!(!ev.performed_by(&admin(Some("8"), Some("al@acme.com"))));
+        assert!(!ev.performed_by(&admin(None, None)));
+    }
+
+    #[test]
     fn coverage_is_measured_from_the_fetched_window() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let data = ActivityData::Available {

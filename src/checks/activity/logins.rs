@@ -178,15 +178,14 @@ pub(in crate::checks) fn failed_login_burst(ctx: &Ctx<'_>, m: &CheckMeta) -> Ver
                     failures: Vec::new(),
                     grouped_by: Vec::new(),
                 });
-                for f in failures {
-                    if !burst.failures.iter().any(|x| x.id == f.id) {
-                        burst.failures.push(f);
-                    }
-                }
-                sort_events(&mut burst.failures);
+                burst.failures.extend(failures);
                 burst.grouped_by.push(dimension);
             }
         }
+    }
+    for burst in merged.values_mut() {
+        sort_events(&mut burst.failures);
+        burst.failures.dedup_by(|a, b| a.id == b.id);
     }
 
     let start = window_start(ctx);
