@@ -1,20 +1,30 @@
 //! The Intercom HTTP client: one shared `reqwest::Client`; a `Session` per scan holds the
-//! token, the region's origin and the call counter.
+//! token, the region's origin, the time budget, pacing state and counters.
+//!
+//! Every request goes through `Session::get`, which owns the policy: pacing before sending,
+//! retries with backoff for transient failures, waiting out short 429s, and the budget.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
-use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::error::IntercomError;
-use super::models::{Admin, AdminList, ErrorList, Me};
+use super::models::{Admin, AdminList, Me};
+use super::pacing::Pacer;
+use super::pagination::{ActivityLogPager, ACTIVITY_LOGS};
+use super::probe::{valid_probe_path, ProbeOutcome};
+use super::response::{classify, decode, read_capped, transient};
+use super::retry::{backoff, wait_jitter, Budget};
 use crate::config::IntercomSettings;
 use crate::region::Region;
+
+/// Error bodies are a few hundred bytes; more than this is not an Intercom error document.
+const ERROR_BODY_CAP: u64 = 64 * 1024;
 
 /// Shared by every scan: connection pools, TLS sessions and settings.
 #[derive(Clone)]
@@ -56,44 +66,85 @@ impl IntercomClient {
         &self.settings
     }
 
-    /// A session for one scan (or one onboarding check) of one workspace.
+    /// A session for one scan (or one onboarding check) of one workspace. Its time budget
+    /// (`intercom.scan_timeout`) starts now.
     pub fn session(&self, region: Region, token: SecretString) -> Session {
         Session {
-            client: self.clone(),
-            region,
-            base: self.settings.base_url.url(region),
-            token,
-            calls: Arc::new(AtomicU32::new(0)),
+            inner: Arc::new(SessionInner {
+                client: self.clone(),
+                region,
+                base: self.settings.base_url.url(region),
+                token,
+                budget: Budget::starting_now(self.settings.scan_timeout),
+                pacer: Pacer::default(),
+                calls: AtomicU32::new(0),
+                retries: AtomicU32::new(0),
+                rate_limited: AtomicU32::new(0),
+            }),
         }
     }
 }
 
-/// Requests on behalf of one token in one region.
+/// Requests on behalf of one token in one region. Cloning is cheap and yields the same
+/// session (shared budget, pacing and counters), which is how a pager keeps using it.
+#[derive(Clone)]
 pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
     client: IntercomClient,
     region: Region,
     base: Url,
     token: SecretString,
-    calls: Arc<AtomicU32>,
+    budget: Budget,
+    pacer: Pacer,
+    calls: AtomicU32,
+    retries: AtomicU32,
+    rate_limited: AtomicU32,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("region", &self.region)
-            .field("base", &self.base.as_str())
+            .field("region", &self.inner.region)
+            .field("base", &self.inner.base.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl Session {
     pub fn region(&self) -> Region {
-        self.region
+        self.inner.region
     }
 
-    /// HTTP requests made so far (retries included).
+    /// HTTP requests made so far (retries, rate-limited attempts and pages included).
     pub fn api_calls(&self) -> u32 {
-        self.calls.load(Ordering::Relaxed)
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// Requests repeated after a transient failure.
+    pub fn retry_count(&self) -> u32 {
+        self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// 429 responses received (waited out or returned).
+    pub fn rate_limited_count(&self) -> u32 {
+        self.inner.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// When the session's time budget runs out.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.inner.budget.deadline()
+    }
+
+    pub(crate) fn settings(&self) -> &IntercomSettings {
+        &self.inner.client.settings
+    }
+
+    /// The configured regional base URL: the only origin the token is ever sent to.
+    pub(crate) fn base(&self) -> &Url {
+        &self.inner.base
     }
 
     pub async fn me(&self) -> Result<Me, IntercomError> {
@@ -105,8 +156,32 @@ impl Session {
         Ok(list.into_admins())
     }
 
+    /// The activity log between two Unix timestamps (seconds), newest first, page by page.
+    pub fn activity_logs(&self, created_at_after: i64, created_at_before: i64) -> ActivityLogPager {
+        let first = self.endpoint_url(
+            ACTIVITY_LOGS,
+            &[
+                ("created_at_after", created_at_after.to_string()),
+                ("created_at_before", created_at_before.to_string()),
+                ("per_page", self.settings().activity_page_size.to_string()),
+            ],
+        );
+        ActivityLogPager::new(self.clone(), first)
+    }
+
+    /// Whether the token may call `endpoint` (e.g. `/tags`, `/ip_allowlist`, `/teams`).
+    pub async fn probe(&self, endpoint: &str) -> Result<ProbeOutcome, IntercomError> {
+        if !valid_probe_path(endpoint) {
+            return Err(IntercomError::InvalidEndpoint {
+                endpoint: endpoint.chars().take(100).collect(),
+            });
+        }
+        let url = self.endpoint_url(endpoint, &[]);
+        ProbeOutcome::from_result(self.get(endpoint, url).await)
+    }
+
     fn endpoint_url(&self, path: &str, query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
+        let mut url = self.inner.base.clone();
         let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
         url.set_path(&joined);
         if !query.is_empty() {
@@ -122,27 +197,89 @@ impl Session {
         query: &[(&str, String)],
     ) -> Result<T, IntercomError> {
         let url = self.endpoint_url(path, query);
-        let body = self.get_bytes(path, url).await?;
+        let body = self.get(path, url).await?;
         decode(path, &body)
     }
 
     fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", self.inner.token.expose_secret()))
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
         auth.set_sensitive(true);
         headers.insert(AUTHORIZATION, auth);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        if let Ok(v) = HeaderValue::from_str(&self.client.settings.api_version) {
+        if let Ok(v) = HeaderValue::from_str(&self.settings().api_version) {
             headers.insert("Intercom-Version", v);
         }
         headers
     }
 
-    /// One GET with the body read up to the configured cap.
-    async fn get_bytes(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+    /// One logical GET: pacing, the request, and the retry/429 policy, all within budget.
+    /// `url` must already be on the configured origin (callers build it from `base` or have
+    /// checked it with `check_same_origin`).
+    pub(crate) async fn get(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
+        let inner = &*self.inner;
+        let settings = self.settings();
+        let mut attempt: u32 = 0;
+        loop {
+            self.pace().await;
+            let left = inner.budget.remaining()?;
+            inner.calls.fetch_add(1, Ordering::Relaxed);
+            let result = tokio::time::timeout(left, self.send_once(endpoint, url.clone()))
+                .await
+                .map_err(|_| inner.budget.exhausted())?;
+            match result {
+                Ok(body) => return Ok(body),
+                // A 429 is the API asking us to slow down, not a failure: wait it out when
+                // the wait is short and affordable, without spending a retry.
+                Err(IntercomError::RateLimited { endpoint, reset }) => {
+                    inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let wait = reset + wait_jitter(reset);
+                    if reset > settings.max_rate_limit_wait || !inner.budget.allows(wait) {
+                        return Err(IntercomError::RateLimited { endpoint, reset });
+                    }
+                    tracing::debug!(endpoint, ?wait, "rate limited; waiting for the window");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e @ IntercomError::Transient { .. }) => {
+                    if attempt >= settings.max_retries {
+                        return Err(e);
+                    }
+                    let delay = backoff(settings.retry_base_delay, attempt);
+                    if !inner.budget.allows(delay) {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    inner.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(endpoint, attempt, ?delay, error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sleeps until the rate-limit window resets when the last response said the budget is
+    /// nearly spent, if that wait is short enough to be worth it (otherwise the request goes
+    /// ahead and a real 429, if any, is handled as such).
+    async fn pace(&self) {
+        let Some(pause) = self.inner.pacer.take_pause(SystemTime::now()) else {
+            return;
+        };
+        if pause <= self.settings().max_rate_limit_wait && self.inner.budget.allows(pause) {
+            tracing::debug!(
+                ?pause,
+                "rate-limit budget low; pausing until the window resets"
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Exactly one HTTP request, its body read up to the cap.
+    async fn send_once(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
         let response = self
+            .inner
             .client
             .http
             .get(url)
@@ -152,216 +289,16 @@ impl Session {
             .map_err(|e| transient(endpoint, &e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_capped(endpoint, response, self.client.settings.max_body_bytes).await?;
+        self.inner.pacer.observe(&headers);
+        let cap = self.settings().max_body_bytes;
         if status.is_success() {
-            return Ok(body);
+            return read_capped(endpoint, response, cap).await;
         }
+        // An error body only serves classification: read a little of it, and let a huge or
+        // broken one degrade to "no body" so the status still decides (a 503 stays Transient).
+        let body = read_capped(endpoint, response, cap.min(ERROR_BODY_CAP))
+            .await
+            .unwrap_or_default();
         Err(classify(endpoint, status, &headers, &body))
-    }
-}
-
-fn transient(endpoint: &str, e: &reqwest::Error) -> IntercomError {
-    // reqwest's Display includes the URL, which never holds the token (it is a header).
-    let reason = if e.is_timeout() {
-        "request timed out".to_string()
-    } else if e.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        e.to_string()
-    };
-    IntercomError::Transient {
-        endpoint: endpoint.to_string(),
-        reason,
-    }
-}
-
-async fn read_capped(
-    endpoint: &str,
-    mut response: reqwest::Response,
-    cap: u64,
-) -> Result<Vec<u8>, IntercomError> {
-    let too_large = |seen: u64| IntercomError::TooLarge {
-        endpoint: endpoint.to_string(),
-        reason: format!(
-            "body exceeds intercom.max_body_bytes ({cap} bytes; at least {seen} received)"
-        ),
-    };
-    if let Some(len) = response.content_length() {
-        if len > cap {
-            return Err(too_large(len));
-        }
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transient(endpoint, &e))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > cap {
-            return Err(too_large(body.len() as u64 + chunk.len() as u64));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, IntercomError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| IntercomError::Decode {
-        endpoint: endpoint.to_string(),
-        path: e.path().to_string(),
-        reason: e.inner().to_string(),
-    })
-}
-
-const IP_ALLOWLIST_MARKER: &str = "not on the allowlist";
-const DEFAULT_RATE_LIMIT_RESET: Duration = Duration::from_secs(10);
-
-/// Maps a non-2xx response to its error class (see API.md §4.2 and §5).
-pub(crate) fn classify(
-    endpoint: &str,
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> IntercomError {
-    let errors: ErrorList = serde_json::from_slice(body).unwrap_or_default();
-    let code = errors.first_code().unwrap_or("").to_string();
-    let message = errors
-        .first_message()
-        .map(|m| m.chars().take(300).collect::<String>())
-        .unwrap_or_default();
-    let endpoint = endpoint.to_string();
-    match status.as_u16() {
-        401 if code == "token_unauthorized" => IntercomError::NotPermitted {
-            endpoint,
-            status: 401,
-            code,
-            message,
-        },
-        401 => IntercomError::Unauthorized {
-            endpoint,
-            code: if code.is_empty() {
-                "unauthorized".into()
-            } else {
-                code
-            },
-        },
-        403 if message.to_ascii_lowercase().contains(IP_ALLOWLIST_MARKER) => {
-            IntercomError::IpNotAllowed { endpoint }
-        }
-        403 if code == "api_plan_restricted" => IntercomError::PlanRestricted { endpoint, message },
-        403 => IntercomError::NotPermitted {
-            endpoint,
-            status: 403,
-            code: if code.is_empty() {
-                "forbidden".into()
-            } else {
-                code
-            },
-            message,
-        },
-        429 => IntercomError::RateLimited {
-            endpoint,
-            reset: rate_limit_reset(headers).unwrap_or(DEFAULT_RATE_LIMIT_RESET),
-        },
-        s if s >= 500 => IntercomError::Transient {
-            endpoint,
-            reason: format!("HTTP {s}"),
-        },
-        s => IntercomError::Unexpected {
-            endpoint,
-            status: s,
-            code,
-            message,
-        },
-    }
-}
-
-/// `Retry-After` (seconds) or `X-RateLimit-Reset` (Unix seconds) as a wait from now.
-pub(crate) fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
-    let header_u64 = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
-    if let Some(secs) = header_u64("retry-after") {
-        return Some(Duration::from_secs(secs));
-    }
-    let reset = header_u64("x-ratelimit-reset")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/intercom/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    #[test]
-    fn classifies_fixture_errors() {
-        let h = HeaderMap::new();
-        let c = |status: u16, f: &str| {
-            classify("/x", StatusCode::from_u16(status).unwrap(), &h, &fixture(f))
-        };
-        assert!(matches!(
-            c(401, "error_401_unauthorized.json"),
-            IntercomError::Unauthorized { .. }
-        ));
-        assert!(matches!(
-            c(401, "error_401_token_unauthorized.json"),
-            IntercomError::NotPermitted { status: 401, .. }
-        ));
-        assert!(matches!(
-            c(403, "error_403_forbidden_scope.json"),
-            IntercomError::NotPermitted { status: 403, .. }
-        ));
-        assert!(matches!(
-            c(403, "error_403_api_plan_restricted.json"),
-            IntercomError::PlanRestricted { .. }
-        ));
-        assert!(matches!(
-            c(429, "error_429_rate_limited.json"),
-            IntercomError::RateLimited { .. }
-        ));
-        let ip = br#"{"type":"error.list","errors":[{"code":"forbidden","message":"Your IP address is not on the allowlist for API access"}]}"#;
-        assert!(matches!(
-            classify("/me", StatusCode::FORBIDDEN, &h, ip),
-            IntercomError::IpNotAllowed { .. }
-        ));
-        assert!(matches!(
-            classify("/me", StatusCode::BAD_GATEWAY, &h, b"<html>"),
-            IntercomError::Transient { .. }
-        ));
-        assert!(matches!(
-            classify("/me", StatusCode::UNAUTHORIZED, &h, b""),
-            IntercomError::Unauthorized { .. }
-        ));
-    }
-
-    #[test]
-    fn decode_error_names_the_failing_field() {
-        let e = decode::<AdminList>(
-            "/admins",
-            br#"{"admins":[{"id":"1","has_inbox_seat":"yes"}]}"#,
-        )
-        .unwrap_err();
-        match e {
-            IntercomError::Decode { path, .. } => assert_eq!(path, "admins[0].has_inbox_seat"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn retry_after_beats_reset_header() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("7"));
-        h.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
-        assert_eq!(rate_limit_reset(&h), Some(Duration::from_secs(7)));
     }
 }

@@ -58,6 +58,9 @@ pub enum IntercomError {
     /// The whole-scan time budget ran out.
     #[error("scan time budget of {0:?} exhausted")]
     BudgetExhausted(Duration),
+    /// A caller asked for a path the client will not build a request for (a bug in the caller).
+    #[error("{endpoint}: not a plain API path; refused before any request was made")]
+    InvalidEndpoint { endpoint: String },
 }
 
 impl IntercomError {
@@ -72,7 +75,8 @@ impl IntercomError {
             | IntercomError::Decode { endpoint, .. }
             | IntercomError::TooLarge { endpoint, .. }
             | IntercomError::ForeignOrigin { endpoint, .. }
-            | IntercomError::Unexpected { endpoint, .. } => Some(endpoint),
+            | IntercomError::Unexpected { endpoint, .. }
+            | IntercomError::InvalidEndpoint { endpoint } => Some(endpoint),
             IntercomError::BudgetExhausted(_) => None,
         }
     }
@@ -91,6 +95,7 @@ impl IntercomError {
             IntercomError::ForeignOrigin { .. } => "foreign_origin",
             IntercomError::Unexpected { .. } => "unexpected",
             IntercomError::BudgetExhausted(_) => "timeout",
+            IntercomError::InvalidEndpoint { .. } => "invalid_endpoint",
         }
     }
 }

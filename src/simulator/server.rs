@@ -1,0 +1,633 @@
+//! The HTTP side: one axum fallback handler that routes by region prefix and runs every
+//! request through the same pipeline: authenticate, count, inject faults, check scope,
+//! render, corrupt (if asked), add rate-limit headers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+use super::faults::{ActiveFaults, Interrupt, Malformed};
+use super::render::{self, LogQuery, NextOverride, Position};
+use super::scenario::{scopes, RateLimitSpec, Refusal, TokenSpec, Workspace};
+use super::state::{unix_now, RateStatus, SimState, TokenEntry};
+use crate::region::Region;
+
+pub(crate) struct AppState {
+    pub sim: Arc<SimState>,
+    pub local: SocketAddr,
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// The endpoints served under each region prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Me,
+    Admins,
+    ActivityLogs,
+    Tags,
+    IpAllowlist,
+    Teams,
+}
+
+impl Endpoint {
+    fn parse(path: &str) -> Option<Self> {
+        Some(match path.trim_end_matches('/') {
+            "/me" => Endpoint::Me,
+            "/admins" => Endpoint::Admins,
+            "/admins/activity_logs" => Endpoint::ActivityLogs,
+            "/tags" => Endpoint::Tags,
+            "/ip_allowlist" => Endpoint::IpAllowlist,
+            "/teams" => Endpoint::Teams,
+            _ => return None,
+        })
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Me => "/me",
+            Endpoint::Admins => "/admins",
+            Endpoint::ActivityLogs => "/admins/activity_logs",
+            Endpoint::Tags => "/tags",
+            Endpoint::IpAllowlist => "/ip_allowlist",
+            Endpoint::Teams => "/teams",
+        }
+    }
+
+    fn scope(self) -> &'static str {
+        match self {
+            Endpoint::Me | Endpoint::Admins => scopes::READ_ADMINS,
+            Endpoint::ActivityLogs => scopes::READ_ADMIN_ACTIVITY_LOGS,
+            Endpoint::Tags => scopes::READ_TAGS,
+            Endpoint::IpAllowlist => scopes::MANAGE_IP_ALLOWLIST,
+            Endpoint::Teams => scopes::READ_TEAMS,
+        }
+    }
+}
+
+fn split_region(path: &str) -> Option<(Region, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (prefix, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let region = match prefix {
+        "us" => Region::Us,
+        "eu" => Region::Eu,
+        "au" => Region::Au,
+        _ => return None,
+    };
+    Some((region, tail))
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+fn error(sim: &SimState, status: StatusCode, code: &str, message: &str) -> Response {
+    json(
+        status,
+        render::error_body(Some(&sim.request_id()), code, message),
+    )
+}
+
+fn unauthorized(sim: &SimState) -> Response {
+    error(
+        sim,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Access Token Invalid",
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// `admin.role` exists from API 2.16 on; no header means the app's default (2.16 here).
+fn version_has_roles(headers: &HeaderMap) -> bool {
+    let Some(v) = headers
+        .get("intercom-version")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("preview") || v.eq_ignore_ascii_case("unstable") {
+        return true;
+    }
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 16),
+        _ => true,
+    }
+}
+
+/// Sleeps, but gives up (and says so) when the simulator shuts down, so a hung request never
+/// holds up `Simulator::shutdown`.
+async fn pause(sim: &SimState, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = sim.shutdown.cancelled() => false,
+    }
+}
+
+fn shutting_down(sim: &SimState) -> Response {
+    error(
+        sim,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "Simulator shutting down",
+    )
+}
+
+async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    // GET requests carry no body; only the head is needed (and, unlike the body, it is Sync).
+    let (request, _body) = request.into_parts();
+    let sim = &*app.sim;
+    sim.requests.fetch_add(1, Ordering::Relaxed);
+    let Some((region, tail)) = split_region(request.uri.path()) else {
+        return error(
+            sim,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Resource Not Found (the simulator serves /us, /eu and /au)",
+        );
+    };
+    let headers = &request.headers;
+    // Authentication first, as the API does: an unknown token, or a token of a workspace in
+    // another region (what a wrong regional host looks like), is the same 401.
+    let Some(entry) = bearer(headers).and_then(|t| sim.lookup(t)) else {
+        return unauthorized(sim);
+    };
+    let ws = entry.workspace.data();
+    let token_value = bearer(headers).unwrap_or_default();
+    let Some(token) = ws.tokens.iter().find(|t| t.token == token_value) else {
+        return unauthorized(sim);
+    };
+    if ws.region != region {
+        return unauthorized(sim);
+    }
+    let rate = entry.workspace.count_request(ws.rate_limit, unix_now());
+    let cx = Ctx {
+        app: &app,
+        ws: &ws,
+        token,
+        entry: &entry,
+        region,
+        tail,
+        request: &request,
+        rate,
+    };
+    let mut response = authenticated(cx).await;
+    let status = response.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        sim.served_429.fetch_add(1, Ordering::Relaxed);
+    } else if status != StatusCode::UNAUTHORIZED {
+        // Intercom sends the headers on authenticated responses only; a revoked token's 401
+        // is not one.
+        set_rate_headers(
+            response.headers_mut(),
+            rate.limit,
+            rate.remaining,
+            rate.reset,
+        );
+    }
+    response
+}
+
+/// Everything known about an authenticated request.
+struct Ctx<'a> {
+    app: &'a AppState,
+    ws: &'a Workspace,
+    token: &'a TokenSpec,
+    entry: &'a TokenEntry,
+    region: Region,
+    /// The path after the region prefix.
+    tail: &'a str,
+    request: &'a Parts,
+    rate: RateStatus,
+}
+
+fn set_rate_headers(h: &mut HeaderMap, limit: u32, remaining: u32, reset: u64) {
+    h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+}
+
+fn too_many(
+    sim: &SimState,
+    window: RateLimitSpec,
+    reset: u64,
+    retry_after: Option<u64>,
+) -> Response {
+    let limit = window.limit;
+    let mut r = error(
+        sim,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_exceeded",
+        &format!(
+            "Exceeded rate limit of {limit} in {}_seconds",
+            window.window_secs
+        ),
+    );
+    set_rate_headers(r.headers_mut(), limit, 0, reset);
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+async fn authenticated(cx: Ctx<'_>) -> Response {
+    let Ctx {
+        app,
+        ws,
+        token,
+        entry,
+        region,
+        tail,
+        request,
+        rate,
+    } = cx;
+    let sim = &*app.sim;
+    let endpoint = Endpoint::parse(tail);
+    let endpoint_path = endpoint.map_or(tail, |e| e.path());
+
+    // Token faults first, then the workspace's.
+    let in_force: Vec<Arc<ActiveFaults>> = [entry.runtime.faults(), entry.workspace.faults()]
+        .into_iter()
+        .flatten()
+        .collect();
+    // Revocation counts every call of the token, whatever the endpoint.
+    let calls = entry.runtime.count_call();
+    let revoke_after = in_force
+        .iter()
+        .filter_map(|f| f.spec().revoke_after_calls)
+        .min();
+    if revoke_after.is_some_and(|n| calls > n) {
+        entry.runtime.revoke();
+    }
+    if token.revoked || entry.runtime.is_revoked() {
+        return error(
+            sim,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            "The token or API Key has been revoked",
+        );
+    }
+
+    let faults: Vec<&Arc<ActiveFaults>> = in_force
+        .iter()
+        .filter(|f| f.spec().applies_to(endpoint_path))
+        .collect();
+    for f in &faults {
+        let spec = f.spec();
+        if spec.latency_ms > 0 && !pause(sim, Duration::from_millis(spec.latency_ms)).await {
+            return shutting_down(sim);
+        }
+        if let Some(ms) = spec.hang_ms {
+            if !pause(sim, Duration::from_millis(ms)).await {
+                return shutting_down(sim);
+            }
+        }
+    }
+    for f in &faults {
+        match f.interrupt() {
+            None => {}
+            Some(Interrupt::IpNotAllowed) => {
+                return error(
+                    sim,
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Your IP address is not on the allowlist for API access",
+                )
+            }
+            Some(Interrupt::RateLimited {
+                reset_after_secs,
+                retry_after_secs,
+            }) => {
+                return too_many(
+                    sim,
+                    ws.rate_limit,
+                    unix_now() + reset_after_secs,
+                    retry_after_secs,
+                )
+            }
+            Some(Interrupt::ServerError(status)) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return error(sim, status, "server_error", "Simulated server error");
+            }
+        }
+    }
+    if rate.exceeded {
+        return too_many(sim, ws.rate_limit, rate.reset, None);
+    }
+
+    let Some(endpoint) = endpoint else {
+        return error(
+            sim,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Resource Not Found",
+        );
+    };
+    if request.method != Method::GET {
+        return error(
+            sim,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Resource Not Found",
+        );
+    }
+    if !token.has_scope(endpoint.scope()) {
+        return refusal(sim, token.refusal.unwrap_or(ws.refusal), endpoint.scope());
+    }
+
+    let query = request.uri.query().unwrap_or("");
+    let body = match endpoint {
+        Endpoint::Me => render::me(ws, render::token_owner(ws, token)),
+        Endpoint::Admins => {
+            let display_avatar = query_param(query, "display_avatar").as_deref() == Some("true");
+            render::admins(ws, display_avatar, version_has_roles(&request.headers))
+        }
+        Endpoint::ActivityLogs => {
+            let q = match parse_log_query(ws, query) {
+                Ok(q) => q,
+                Err(response) => return response(sim),
+            };
+            let host = host_of(&request.headers, app.local);
+            let base = format!("http://{host}/{region}{}", endpoint.path());
+            let self_url = match query {
+                "" => base.clone(),
+                q => format!("{base}?{q}"),
+            };
+            let next_override = faults
+                .iter()
+                .find_map(|f| {
+                    let s = f.spec();
+                    s.foreign_next_url
+                        .as_deref()
+                        .map(NextOverride::Foreign)
+                        .or(s.next_loop.then_some(NextOverride::Loop))
+                })
+                .unwrap_or(NextOverride::None);
+            render::activity_page(ws, &q, &base, &self_url, next_override)
+        }
+        Endpoint::Tags => render::tags(ws),
+        Endpoint::IpAllowlist => render::ip_allowlist(ws),
+        Endpoint::Teams => render::teams(ws),
+    };
+
+    for f in &faults {
+        let spec = f.spec();
+        if let Some(bytes) = spec.oversized_body {
+            return oversized(bytes);
+        }
+        if let Some(kind) = spec.malformed_json {
+            return json(StatusCode::OK, corrupt(endpoint, body, kind));
+        }
+    }
+    json(StatusCode::OK, body)
+}
+
+fn refusal(sim: &SimState, style: Refusal, scope: &str) -> Response {
+    match style {
+        Refusal::TokenUnauthorized => error(
+            sim,
+            StatusCode::UNAUTHORIZED,
+            "token_unauthorized",
+            "Not authorized to access resource",
+        ),
+        Refusal::Forbidden => error(
+            sim,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("You do not have the required scope ({scope}) to access this resource"),
+        ),
+        Refusal::ApiPlanRestricted => error(
+            sim,
+            StatusCode::FORBIDDEN,
+            "api_plan_restricted",
+            "This feature is not yet available to your app",
+        ),
+    }
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+type ErrorResponse = Box<dyn FnOnce(&SimState) -> Response + Send>;
+
+fn parse_log_query(ws: &Workspace, query: &str) -> Result<LogQuery, ErrorResponse> {
+    let invalid = |name: &'static str| -> ErrorResponse {
+        Box::new(move |sim: &SimState| {
+            error(
+                sim,
+                StatusCode::BAD_REQUEST,
+                "parameter_invalid",
+                &format!("{name} is invalid"),
+            )
+        })
+    };
+    let Some(after) = query_param(query, "created_at_after") else {
+        // The legacy documented answer, verbatim (fixtures/error_missing_created_at_after.json).
+        return Err(Box::new(|_: &SimState| {
+            json(
+                StatusCode::NOT_FOUND,
+                render::error_body(
+                    None,
+                    "parameter_not_found",
+                    "Please provide the following parameters: created_at_after",
+                ),
+            )
+        }));
+    };
+    let after: i64 = after
+        .trim()
+        .parse()
+        .map_err(|_| invalid("created_at_after"))?;
+    let before = match query_param(query, "created_at_before") {
+        Some(b) => Some(
+            b.trim()
+                .parse::<i64>()
+                .map_err(|_| invalid("created_at_before"))?,
+        ),
+        None => None,
+    };
+    let p = ws.pagination;
+    let per_page = query_param(query, "per_page")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(p.default_per_page)
+        .clamp(1, p.max_per_page);
+    let position = if let Some(cursor) = query_param(query, "starting_after") {
+        let (t, id) = render::decode_cursor(&cursor).ok_or_else(|| invalid("starting_after"))?;
+        Position::After(t, id)
+    } else {
+        let page = match query_param(query, "page") {
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p >= 1)
+                .ok_or_else(|| invalid("page"))?,
+            None => 1,
+        };
+        Position::Page(page)
+    };
+    Ok(LogQuery {
+        after,
+        before,
+        per_page,
+        position,
+    })
+}
+
+/// The host the client addressed (so `pages.next` stays on it), if it looks like a host;
+/// otherwise the listening address.
+fn host_of(headers: &HeaderMap, local: SocketAddr) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'[' | b']')
+                })
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| local.to_string())
+}
+
+/// A valid-looking JSON document of `bytes` bytes, streamed without Content-Length so the
+/// client has to enforce its cap while reading.
+fn oversized(bytes: u64) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let head: &'static [u8] = br#"{"type":"padding","padding":""#;
+    let tail: &'static [u8] = br#""}"#;
+    let fill = Bytes::from(vec![b'a'; CHUNK]);
+    let mut left = bytes.saturating_sub((head.len() + tail.len()) as u64);
+    let mut chunks: Vec<Bytes> = vec![Bytes::from_static(head)];
+    let stream = futures_util::stream::iter(std::iter::from_fn(move || {
+        if let Some(first) = chunks.pop() {
+            return Some(first);
+        }
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(CHUNK as u64) as usize;
+        left -= n as u64;
+        Some(fill.slice(..n))
+    }))
+    .chain(futures_util::stream::once(async move {
+        Bytes::from_static(tail)
+    }))
+    .map(Ok::<Bytes, Infallible>);
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// Breaks a rendered body the way `kind` says.
+fn corrupt(endpoint: Endpoint, body: Vec<u8>, kind: Malformed) -> Vec<u8> {
+    match kind {
+        Malformed::Truncated => {
+            let mut body = body;
+            body.truncate(body.len() / 2);
+            body
+        }
+        Malformed::WrongType => {
+            let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+                return body;
+            };
+            let wrong = Value::String("not-the-right-type".into());
+            match endpoint {
+                Endpoint::Me => v["has_inbox_seat"] = wrong,
+                Endpoint::Admins => match v["admins"].get_mut(0) {
+                    Some(first) => first["has_inbox_seat"] = wrong,
+                    None => v["admins"] = wrong,
+                },
+                Endpoint::ActivityLogs => match v["activity_logs"].get_mut(0) {
+                    Some(first) => first["created_at"] = wrong,
+                    None => v["activity_logs"] = wrong,
+                },
+                Endpoint::Tags | Endpoint::IpAllowlist | Endpoint::Teams => {
+                    v["type"] = Value::Bool(true)
+                }
+            }
+            serde_json::to_vec(&v).unwrap_or(body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_prefixes() {
+        assert_eq!(split_region("/us/me"), Some((Region::Us, "/me")));
+        assert_eq!(
+            split_region("/eu/admins/activity_logs"),
+            Some((Region::Eu, "/admins/activity_logs"))
+        );
+        assert_eq!(split_region("/au"), Some((Region::Au, "")));
+        assert_eq!(split_region("/ca/me"), None);
+        assert_eq!(split_region("/me"), None);
+    }
+
+    #[test]
+    fn roles_from_2_16() {
+        let h = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert("intercom-version", HeaderValue::from_static(v));
+            m
+        };
+        assert!(version_has_roles(&HeaderMap::new()));
+        assert!(version_has_roles(&h("2.16")));
+        assert!(version_has_roles(&h("Preview")));
+        assert!(!version_has_roles(&h("2.15")));
+        assert!(!version_has_roles(&h("2.9")));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut m = HeaderMap::new();
+        m.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&m), Some("abc"));
+        m.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&m), None);
+        m.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&m), None);
+    }
+}
