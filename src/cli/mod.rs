@@ -1,7 +1,115 @@
-//! Command-line interface: argument parsing and one module per command family.
+//! Command-line interface: argument parsing, then one module per command family.
+//! Results go to stdout (tables or JSON); logs and errors go to stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Settings, Sources};
+
+mod checks;
+mod context;
+mod exception;
+mod findings;
+mod instance;
+mod keygen;
+mod migrate;
+mod output;
+mod scan;
+mod simulate;
+
+pub use context::Context;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "intercom-sspm",
+    version,
+    about = "Security posture scanner for Intercom workspaces",
+    long_about = "Security posture scanner for Intercom workspaces.\n\n\
+        Onboard workspaces with a read-only access token and their region, then run the \
+        daemon (`intercom-sspm run`) to scan them on a schedule. Findings are written to \
+        the Postgres schema `sspm`.\n\n\
+        Configuration: built-in defaults < config/default.toml < --config FILE (or SSPM_CONFIG) \
+        < environment SSPM__SECTION__KEY. DATABASE_URL sets database.url.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Configuration file (TOML); overrides config/default.toml. Also SSPM_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (schema `sspm`) and exit.
+    Migrate,
+    /// Print a new random token key (base64, 32 bytes) for security.token_key.
+    Keygen,
+    /// Onboard and manage Intercom workspaces ("instances").
+    #[command(subcommand)]
+    Instance(instance::InstanceCommand),
+    /// Scan one instance now, in the foreground, and print a summary (exit 1 unless it completed).
+    Scan(scan::ScanArgs),
+    /// List findings (open by default) as a table, JSON, CSV or OCSF.
+    Findings(findings::FindingsArgs),
+    /// Print the check catalog.
+    Checks(checks::ChecksArgs),
+    /// Run the Intercom API simulator (tests and demos only), or generate scenarios.
+    Simulate(simulate::SimulateArgs),
+    /// Accept risks: exceptions mute matching findings until removed or expired.
+    #[command(subcommand)]
+    Exception(exception::ExceptionCommand),
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Json,
+}
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // keygen needs no configuration at all: it must work before any exists.
+    match cli.command {
+        Command::Keygen => return keygen::run(),
+        Command::Checks(args) => return checks::run(args),
+        Command::Simulate(args) => {
+            crate::telemetry::init(&crate::config::LogSettings::default());
+            return simulate::run(args).await;
+        }
+        _ => {}
+    }
+    let settings = Settings::load(&Sources::from_process(cli.config.clone()))?;
+    crate::telemetry::init(&settings.log);
+    let ctx = Context::new(settings);
+    match cli.command {
+        Command::Keygen | Command::Checks(_) | Command::Simulate(_) => unreachable!("handled above"),
+        Command::Migrate => migrate::run(&ctx).await,
+        Command::Instance(cmd) => instance::run(&ctx, cmd).await,
+        Command::Scan(args) => scan::run(&ctx, args).await,
+        Command::Findings(args) => findings::run(&ctx, args).await,
+        Command::Exception(cmd) => exception::run(&ctx, cmd).await,
+    }
 }

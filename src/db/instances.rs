@@ -1,1 +1,376 @@
-//! Instances: onboarding rows, token sources, status.
+//! Instances: onboarding rows, token sources, enable/disable, schedules.
+//! The sealed token columns are read only by `token_source`; listings never select them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::crypto::Sealed;
+use crate::region::Region;
+use crate::token::{TokenRef, TokenSource};
+
+/// What operators and listings see of an instance: everything but the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: Uuid,
+    pub name: String,
+    pub region: String,
+    pub workspace_id: Option<String>,
+    pub workspace_name: Option<String>,
+    pub enabled: bool,
+    pub schedule: Option<String>,
+    pub next_scan_at: DateTime<Utc>,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub last_scan_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// `sealed` or `reference`.
+    pub token_kind: String,
+    pub token_key_id: Option<String>,
+    pub token_ref: Option<String>,
+    pub allowed_domains: Vec<String>,
+}
+
+impl Instance {
+    pub fn region(&self) -> Region {
+        // The column is constrained to us|eu|au.
+        self.region.parse().unwrap_or(Region::Us)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("an instance named {0:?} already exists: choose another --name")]
+    DuplicateName(String),
+    #[error("workspace {workspace_id} ({region}) is already onboarded as instance {existing:?}: use `instance set-token {existing}` to replace its token")]
+    DuplicateWorkspace {
+        workspace_id: String,
+        region: Region,
+        existing: String,
+    },
+    #[error("no instance named or with id {0:?}: see `intercom-sspm instance list`")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub struct NewInstance<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub region: Region,
+    pub workspace_id: &'a str,
+    pub workspace_name: Option<&'a str>,
+    pub token: &'a TokenSource,
+    pub schedule: Option<&'a str>,
+    pub allowed_domains: &'a [String],
+}
+
+fn token_columns(token: &TokenSource) -> (Option<&[u8]>, Option<&[u8]>, Option<&str>, Option<String>) {
+    match token {
+        TokenSource::Sealed(s) => (Some(&s.ciphertext), Some(&s.nonce), Some(&s.key_id), None),
+        TokenSource::Reference(r) => (None, None, None, Some(r.to_string())),
+    }
+}
+
+pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, InstanceError> {
+    let (ciphertext, nonce, key_id, token_ref) = token_columns(new.token);
+    let inserted = sqlx::query!(
+        r#"INSERT INTO sspm.instances
+               (id, name, region, workspace_id, workspace_name, token_ciphertext, token_nonce,
+                token_key_id, token_ref, schedule, allowed_domains, next_scan_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())"#,
+        new.id,
+        new.name,
+        new.region.as_str(),
+        new.workspace_id,
+        new.workspace_name,
+        ciphertext,
+        nonce,
+        key_id,
+        token_ref,
+        new.schedule,
+        new.allowed_domains,
+    )
+    .execute(pool)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("instances_name_key") => {
+            return Err(InstanceError::DuplicateName(new.name.to_string()))
+        }
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("instances_workspace_key") => {
+            let existing = find_by_workspace(pool, new.region, new.workspace_id)
+                .await?
+                .map(|i| i.name)
+                .unwrap_or_default();
+            return Err(InstanceError::DuplicateWorkspace {
+                workspace_id: new.workspace_id.to_string(),
+                region: new.region,
+                existing,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    get(pool, &new.id.to_string()).await
+}
+
+/// Looks an instance up by id or (case-insensitive) name.
+pub async fn find(executor: impl PgExecutor<'_>, name_or_id: &str) -> Result<Option<Instance>, sqlx::Error> {
+    let id = Uuid::parse_str(name_or_id).ok();
+    sqlx::query_as!(
+        Instance,
+        r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
+                  status, status_detail, last_scan_at, created_at,
+                  CASE WHEN token_ref IS NULL THEN 'sealed' ELSE 'reference' END AS "token_kind!",
+                  token_key_id, token_ref, allowed_domains
+           FROM sspm.instances
+           WHERE id = $1 OR lower(name) = lower($2)
+           ORDER BY (id = $1) DESC NULLS LAST
+           LIMIT 1"#,
+        id,
+        name_or_id,
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+pub async fn get(pool: &PgPool, name_or_id: &str) -> Result<Instance, InstanceError> {
+    find(pool, name_or_id)
+        .await?
+        .ok_or_else(|| InstanceError::NotFound(name_or_id.to_string()))
+}
+
+pub async fn find_by_workspace(
+    pool: &PgPool,
+    region: Region,
+    workspace_id: &str,
+) -> Result<Option<Instance>, sqlx::Error> {
+    let row = sqlx::query_scalar!(
+        "SELECT id FROM sspm.instances WHERE region = $1 AND workspace_id = $2",
+        region.as_str(),
+        workspace_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(id) => find(pool, &id.to_string()).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn name_taken(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM sspm.instances WHERE lower(name) = lower($1)) AS "taken!""#,
+        name
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(taken)
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Instance>, sqlx::Error> {
+    sqlx::query_as!(
+        Instance,
+        r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
+                  status, status_detail, last_scan_at, created_at,
+                  CASE WHEN token_ref IS NULL THEN 'sealed' ELSE 'reference' END AS "token_kind!",
+                  token_key_id, token_ref, allowed_domains
+           FROM sspm.instances
+           ORDER BY lower(name)"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The token columns of one instance, read only when a scan or a check needs them.
+pub async fn token_source(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TokenSource>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT token_ciphertext, token_nonce, token_key_id, token_ref FROM sspm.instances WHERE id = $1",
+        id
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.and_then(|r| match (r.token_ref, r.token_ciphertext, r.token_nonce, r.token_key_id) {
+        (Some(reference), _, _, _) => reference.parse::<TokenRef>().ok().map(TokenSource::Reference),
+        (None, Some(ciphertext), Some(nonce), Some(key_id)) => Some(TokenSource::Sealed(Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        })),
+        _ => None,
+    }))
+}
+
+pub async fn set_enabled(pool: &PgPool, id: Uuid, enabled: bool) -> Result<(), sqlx::Error> {
+    // Enabling makes the instance due now so the operator sees a scan soon.
+    sqlx::query!(
+        r#"UPDATE sspm.instances
+           SET enabled = $2, updated_at = now(),
+               next_scan_at = CASE WHEN $2 AND NOT enabled THEN now() ELSE next_scan_at END
+           WHERE id = $1"#,
+        id,
+        enabled
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_token(pool: &PgPool, id: Uuid, token: &TokenSource) -> Result<(), sqlx::Error> {
+    let (ciphertext, nonce, key_id, token_ref) = token_columns(token);
+    // A new token is worth trying at once; failures counted against the old one are void.
+    sqlx::query!(
+        r#"UPDATE sspm.instances
+           SET token_ciphertext = $2, token_nonce = $3, token_key_id = $4, token_ref = $5,
+               consecutive_failures = 0, next_scan_at = now(), updated_at = now()
+           WHERE id = $1"#,
+        id,
+        ciphertext,
+        nonce,
+        key_id,
+        token_ref
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_schedule(
+    pool: &PgPool,
+    id: Uuid,
+    schedule: Option<&str>,
+    next_scan_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE sspm.instances SET schedule = $2, next_scan_at = $3, updated_at = now() WHERE id = $1",
+        id,
+        schedule,
+        next_scan_at
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_allowed_domains(pool: &PgPool, id: Uuid, domains: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE sspm.instances SET allowed_domains = $2, updated_at = now() WHERE id = $1",
+        id,
+        domains
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Removes an instance and, by cascade, its scans, findings and history.
+pub async fn remove(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM sspm.instances WHERE id = $1", id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Wakes running daemons (`LISTEN sspm_wakeup`) so a change takes effect within seconds.
+pub async fn notify_wakeup(executor: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_notify('sspm_wakeup', '')").execute(executor).await?;
+    Ok(())
+}
+
+/// Everything a scan needs to know about its instance beyond `Instance`.
+#[derive(Debug, Clone)]
+pub struct ScanTarget {
+    pub check_overrides: serde_json::Value,
+    pub activity_cursor_at: Option<DateTime<Utc>>,
+    pub activity_covered_from: Option<DateTime<Utc>>,
+    pub has_completed_scan: bool,
+    pub attestations: Vec<String>,
+}
+
+pub async fn scan_target(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<ScanTarget>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT check_overrides, activity_cursor_at, activity_covered_from,
+                  last_success_at IS NOT NULL AS "has_completed_scan!",
+                  ARRAY(SELECT DISTINCT control_id FROM sspm.attestations a
+                        WHERE a.instance_id = i.id AND a.expires_at > $2) AS "attestations!"
+           FROM sspm.instances i WHERE id = $1"#,
+        id,
+        now
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| ScanTarget {
+        check_overrides: r.check_overrides,
+        activity_cursor_at: r.activity_cursor_at,
+        activity_covered_from: r.activity_covered_from,
+        has_completed_scan: r.has_completed_scan,
+        attestations: r.attestations,
+    }))
+}
+
+/// How a scan ended, written to the instance in the scan's transaction.
+pub struct InstanceScanUpdate<'a> {
+    pub status: Option<&'a str>,
+    pub status_detail: Option<&'a str>,
+    pub scan_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub succeeded: bool,
+    pub workspace_id: Option<&'a str>,
+    pub workspace_name: Option<&'a str>,
+    pub activity_cursor_at: Option<DateTime<Utc>>,
+    pub activity_covered_from: Option<DateTime<Utc>>,
+    /// Whether this outcome counts toward failure backoff (a 429 does not).
+    pub failure: bool,
+}
+
+pub async fn record_scan(conn: &mut sqlx::PgConnection, id: Uuid, u: &InstanceScanUpdate<'_>) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE sspm.instances SET
+               status = COALESCE($2, status),
+               status_detail = CASE WHEN $2::text IS NULL THEN status_detail ELSE $3 END,
+               last_scan_at = $4,
+               last_scan_id = $5,
+               last_success_at = CASE WHEN $6 THEN $4 ELSE last_success_at END,
+               workspace_id = COALESCE(workspace_id, $7),
+               workspace_name = COALESCE($8, workspace_name),
+               activity_cursor_at = COALESCE($9, activity_cursor_at),
+               activity_covered_from = COALESCE($10, activity_covered_from),
+               consecutive_failures = CASE WHEN $6 THEN 0 WHEN $11 THEN consecutive_failures + 1
+                                           ELSE consecutive_failures END,
+               updated_at = now()
+           WHERE id = $1"#,
+        id,
+        u.status,
+        u.status_detail,
+        u.at,
+        u.scan_id,
+        u.succeeded,
+        u.workspace_id,
+        u.workspace_name,
+        u.activity_cursor_at,
+        u.activity_covered_from,
+        u.failure,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Makes an instance due now and wakes the daemons (`scan --queue`).
+pub async fn queue_now(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "UPDATE sspm.instances SET next_scan_at = LEAST(next_scan_at, now()), updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    notify_wakeup(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

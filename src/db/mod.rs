@@ -9,7 +9,12 @@ use sqlx::PgPool;
 
 use crate::config::Settings;
 
+pub mod activity;
+pub mod admins;
+pub mod exceptions;
+pub mod findings;
 pub mod instances;
+pub mod scans;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -1,0 +1,44 @@
+//! What command handlers share: settings, and lazily the database, keyring and client.
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+
+use crate::config::Settings;
+use crate::crypto::Keyring;
+use crate::intercom::IntercomClient;
+
+pub struct Context {
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn new(settings: Settings) -> Self {
+        Self { settings }
+    }
+
+    /// Connects and brings the schema up to date (under sqlx's advisory lock, so
+    /// concurrent commands and daemons do not race).
+    pub async fn db(&self) -> anyhow::Result<PgPool> {
+        let pool = crate::db::connect(&self.settings).await?;
+        crate::db::migrate(&pool).await?;
+        Ok(pool)
+    }
+
+    pub fn keyring(&self) -> anyhow::Result<Keyring> {
+        Ok(Keyring::from_settings(&self.settings.security)?)
+    }
+
+    /// The keyring when configured; commands that can work without it (token references)
+    /// decide themselves whether its absence is an error.
+    pub fn keyring_optional(&self) -> anyhow::Result<Option<Keyring>> {
+        match Keyring::from_settings(&self.settings.security) {
+            Ok(k) => Ok(Some(k)),
+            Err(crate::crypto::CryptoError::MissingKey) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn intercom(&self) -> anyhow::Result<IntercomClient> {
+        IntercomClient::new(&self.settings.intercom).context("building the Intercom client")
+    }
+}

@@ -1,0 +1,153 @@
+//! `intercom-sspm exception add | list | remove`: accepted risks that mute findings.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::Subcommand;
+use uuid::Uuid;
+
+use super::output::{self, opt};
+use super::{Context, ListFormat};
+use crate::db::exceptions::{self, NewException};
+use crate::db::instances;
+
+#[derive(Debug, Subcommand)]
+pub enum ExceptionCommand {
+    /// Accept a risk: matching findings become `muted` (still recorded, excluded from the score).
+    Add {
+        /// Instance name or id.
+        #[arg(long)]
+        instance: String,
+        /// Check id (see `intercom-sspm checks`).
+        #[arg(long)]
+        check: String,
+        /// One resource (e.g. admin:123); omit to cover every resource of the check.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Why the risk is accepted (kept for audit).
+        #[arg(long)]
+        reason: String,
+        /// Expiry date (YYYY-MM-DD, end of day UTC) or RFC 3339 time; the findings reopen then.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Who approved it; defaults to $USER.
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List exceptions.
+    List {
+        #[arg(long)]
+        instance: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Remove an exception; its muted findings reopen.
+    Remove {
+        /// Exception id (see `exception list`).
+        id: Uuid,
+    },
+}
+
+fn parse_expiry(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("--expires {s:?}: use YYYY-MM-DD or an RFC 3339 time"))?;
+    Ok(date
+        .and_hms_opt(23, 59, 59)
+        .expect("valid time of day")
+        .and_utc())
+}
+
+pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ExceptionCommand::Add {
+            instance,
+            check,
+            resource,
+            reason,
+            expires,
+            author,
+        } => {
+            if crate::checks::meta(&check).is_none() {
+                bail!("unknown check {check:?}: see `intercom-sspm checks`");
+            }
+            if reason.trim().is_empty() {
+                bail!("--reason must say why the risk is accepted");
+            }
+            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
+            if expires_at.is_some_and(|t| t <= Utc::now()) {
+                bail!("--expires is in the past");
+            }
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".into());
+            let pool = ctx.db().await?;
+            let found = instances::get(&pool, &instance).await?;
+            let (id, muted) = exceptions::add(
+                &pool,
+                &NewException {
+                    instance_id: found.id,
+                    check_id: &check,
+                    resource: resource.as_deref(),
+                    reason: reason.trim(),
+                    author: &author,
+                    expires_at,
+                },
+            )
+            .await?;
+            println!(
+                "exception {id} added for {} / {check}{}; {muted} finding(s) muted{}",
+                found.name,
+                resource.map(|r| format!(" / {r}")).unwrap_or_default(),
+                expires_at.map(|t| format!(" until {}", t.to_rfc3339())).unwrap_or_default()
+            );
+        }
+        ExceptionCommand::List { instance, format } => {
+            let pool = ctx.db().await?;
+            let instance_id = match instance {
+                Some(name) => Some(instances::get(&pool, &name).await?.id),
+                None => None,
+            };
+            let rows = exceptions::list(&pool, instance_id).await?;
+            match format {
+                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Table => {
+                    let now = Utc::now();
+                    let table = rows
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                e.id.to_string(),
+                                e.instance_name.clone(),
+                                e.check_id.clone(),
+                                e.resource.clone().unwrap_or_else(|| "(all)".into()),
+                                e.reason.clone(),
+                                e.author.clone(),
+                                match e.expires_at {
+                                    Some(t) if t <= now => format!("expired {}", t.format("%Y-%m-%d")),
+                                    other => opt(&other.map(|t| t.format("%Y-%m-%d").to_string())),
+                                },
+                                e.muted_findings.to_string(),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        output::table(&["id", "instance", "check", "resource", "reason", "author", "expires", "muted"], table)
+                    );
+                }
+            }
+        }
+        ExceptionCommand::Remove { id } => {
+            let pool = ctx.db().await?;
+            match exceptions::remove(&pool, id).await? {
+                Some(n) => println!("exception {id} removed; {n} finding(s) reopened"),
+                None => bail!("no exception with id {id}: see `intercom-sspm exception list`"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

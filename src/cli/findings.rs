@@ -1,0 +1,158 @@
+//! `intercom-sspm findings`: list findings as a table, JSON, CSV or OCSF.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+
+use super::output::{self, opt};
+use super::Context;
+use crate::checks::Severity;
+use crate::db::findings::{self, FindingFilter, FindingListRow};
+use crate::db::instances;
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum FindingsFormat {
+    #[default]
+    Table,
+    Json,
+    Csv,
+    /// OCSF 1.1 Detection Finding events, one JSON object per line.
+    Ocsf,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum StatusFilter {
+    #[default]
+    Open,
+    Resolved,
+    Muted,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct FindingsArgs {
+    /// Only this instance (name or id).
+    #[arg(long)]
+    instance: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    status: StatusFilter,
+    /// Only findings at or above this severity (critical, high, medium, low, info).
+    #[arg(long)]
+    severity: Option<String>,
+    /// Only this check id (see `intercom-sspm checks`).
+    #[arg(long)]
+    check: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: FindingsFormat,
+}
+
+const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+
+pub async fn run(ctx: &Context, args: FindingsArgs) -> anyhow::Result<ExitCode> {
+    let severities = match &args.severity {
+        None => None,
+        Some(s) => {
+            let min: Severity = s
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown severity {s:?}: use one of {}", SEVERITIES.join(", ")))?;
+            let idx = SEVERITIES.iter().position(|x| *x == min.as_str()).unwrap_or(4);
+            Some(SEVERITIES[..=idx].iter().map(|s| s.to_string()).collect())
+        }
+    };
+    if let Some(check) = &args.check {
+        if crate::checks::meta(check).is_none() {
+            bail!("unknown check {check:?}: see `intercom-sspm checks` for the catalog");
+        }
+    }
+    let pool = ctx.db().await?;
+    let instance_id = match &args.instance {
+        Some(name) => Some(instances::get(&pool, name).await?.id),
+        None => None,
+    };
+    let status = match args.status {
+        StatusFilter::Open => Some("open".to_string()),
+        StatusFilter::Resolved => Some("resolved".to_string()),
+        StatusFilter::Muted => Some("muted".to_string()),
+        StatusFilter::All => None,
+    };
+    let rows = findings::list(
+        &pool,
+        &FindingFilter {
+            instance_id,
+            status,
+            severities,
+            check_id: args.check.clone(),
+        },
+    )
+    .await?;
+    match args.format {
+        FindingsFormat::Json => println!("{}", output::json(&rows)?),
+        FindingsFormat::Ocsf => {
+            for row in &rows {
+                println!("{}", serde_json::to_string(&crate::export::ocsf::detection_finding(row))?);
+            }
+        }
+        FindingsFormat::Csv => print_csv(&rows)?,
+        FindingsFormat::Table => print_table(&rows),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[FindingListRow]) {
+    if rows.is_empty() {
+        println!("no findings match");
+        return;
+    }
+    let table_rows = rows
+        .iter()
+        .map(|f| {
+            vec![
+                f.severity.clone(),
+                f.instance_name.clone(),
+                f.check_id.clone(),
+                f.resource.clone(),
+                f.title.clone(),
+                f.status.clone(),
+                f.first_seen_at.format("%Y-%m-%d").to_string(),
+                opt(&f.resolved_at.map(|t| t.format("%Y-%m-%d").to_string())),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        output::table(
+            &["severity", "instance", "check", "resource", "title", "status", "first seen", "resolved"],
+            table_rows
+        )
+    );
+    println!("{} finding(s)", rows.len());
+}
+
+fn print_csv(rows: &[FindingListRow]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout());
+    w.write_record([
+        "id", "instance", "region", "workspace_id", "check_id", "resource", "status", "severity", "title",
+        "remediation", "first_seen_at", "last_seen_at", "resolved_at", "evidence",
+    ])?;
+    for f in rows {
+        w.write_record([
+            f.id.to_string(),
+            f.instance_name.clone(),
+            f.region.clone(),
+            f.workspace_id.clone().unwrap_or_default(),
+            f.check_id.clone(),
+            f.resource.clone(),
+            f.status.clone(),
+            f.severity.clone(),
+            f.title.clone(),
+            f.remediation.clone(),
+            f.first_seen_at.to_rfc3339(),
+            f.last_seen_at.to_rfc3339(),
+            f.resolved_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            f.evidence.to_string(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! `intercom-sspm instance ...`: onboard and manage workspaces. Never prints a token.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use super::output::{self, opt};
+use super::{Context, ListFormat};
+use crate::db::instances::{self, Instance};
+use crate::onboard::{self, OnboardRequest, TokenInput};
+use crate::region::Region;
+use crate::schedule::Schedule;
+use crate::token::{normalize_token, TokenRef, TokenSource};
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Onboard a workspace: validates the token with GET /me on the region, then stores it sealed.
+    Add(AddArgs),
+    /// List onboarded instances.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Show one instance.
+    Show {
+        /// Instance name or id.
+        instance: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Resume scheduled scans of an instance (it becomes due at once).
+    Enable { instance: String },
+    /// Stop scheduled scans of an instance; its findings are kept.
+    Disable { instance: String },
+    /// Delete an instance with all its scans, findings and history.
+    Remove {
+        instance: String,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Replace the token (validated with GET /me first, like `add`).
+    SetToken {
+        instance: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Change the scan schedule: an interval (30m, 6h, 1d) or a cron expression.
+    SetSchedule {
+        instance: String,
+        /// Interval or cron ("0 3 * * *", optionally "CRON_TZ=Europe/Berlin 0 3 * * *"); "default" uses scheduler.default_schedule.
+        schedule: String,
+        /// IANA time zone for a cron schedule (same as the CRON_TZ= prefix).
+        #[arg(long)]
+        timezone: Option<String>,
+    },
+    /// Set the email domains that belong to the organisation (comma-separated).
+    SetDomains { instance: String, domains: String },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TokenArgs {
+    /// Read the access token from standard input (e.g. `pass show intercom | intercom-sspm ...`).
+    #[arg(long)]
+    token_stdin: bool,
+    /// Resolve the token at scan time from `file:/path` or `env:VAR` instead of storing it.
+    #[arg(long, value_name = "REF")]
+    token_ref: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// A unique name for the instance (letters, digits, '.', '_', '-').
+    #[arg(long)]
+    name: String,
+    /// Where Intercom hosts the workspace: us (app.intercom.com), eu (app.eu.intercom.com), au (app.au.intercom.com).
+    #[arg(long)]
+    region: String,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Scan schedule: an interval (30m, 6h, 1d) or a cron expression; default scheduler.default_schedule.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// IANA time zone for a cron schedule.
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Email domains of the organisation (comma-separated); default: the token owner's domain.
+    #[arg(long, value_delimiter = ',')]
+    allowed_domains: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: ListFormat,
+}
+
+pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        InstanceCommand::Add(args) => add(ctx, args).await,
+        InstanceCommand::List { format } => {
+            let pool = ctx.db().await?;
+            let all = instances::list(&pool).await?;
+            print_list(&all, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        InstanceCommand::Show { instance, format } => {
+            let pool = ctx.db().await?;
+            let found = instances::get(&pool, &instance).await?;
+            print_one(&found, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        InstanceCommand::Enable { instance } => set_enabled(ctx, &instance, true).await,
+        InstanceCommand::Disable { instance } => set_enabled(ctx, &instance, false).await,
+        InstanceCommand::Remove { instance, yes } => {
+            if !yes {
+                bail!("removing {instance:?} deletes its scans, findings and history: add --yes to confirm");
+            }
+            let pool = ctx.db().await?;
+            let found = instances::get(&pool, &instance).await?;
+            instances::remove(&pool, found.id).await?;
+            println!("removed instance {} ({})", found.name, found.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        InstanceCommand::SetToken { instance, token } => set_token(ctx, &instance, token).await,
+        InstanceCommand::SetSchedule {
+            instance,
+            schedule,
+            timezone,
+        } => set_schedule(ctx, &instance, &schedule, timezone.as_deref()).await,
+        InstanceCommand::SetDomains { instance, domains } => {
+            let domains = onboard::normalize_domains(&[domains])?;
+            let pool = ctx.db().await?;
+            let found = instances::get(&pool, &instance).await?;
+            instances::set_allowed_domains(&pool, found.id, &domains).await?;
+            println!("allowed domains of {}: {}", found.name, display_domains(&domains));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Combines `--schedule` and `--timezone` into the stored form.
+fn compose_schedule(schedule: Option<&str>, timezone: Option<&str>) -> anyhow::Result<Option<String>> {
+    match (schedule, timezone) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => bail!("--timezone needs a cron --schedule"),
+        (Some(s), None) => Ok(Some(s.trim().to_string())),
+        (Some(s), Some(tz)) => {
+            let s = s.trim();
+            if s.starts_with("CRON_TZ=") {
+                bail!("give the time zone either with --timezone or as CRON_TZ=, not both");
+            }
+            if humantime::parse_duration(s).is_ok() {
+                bail!("--timezone applies to cron schedules, not intervals such as {s}");
+            }
+            Ok(Some(format!("CRON_TZ={tz} {s}")))
+        }
+    }
+}
+
+fn read_token_stdin() -> anyhow::Result<SecretString> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Paste the access token, then press Enter and Ctrl-D:");
+    }
+    let mut raw = Zeroizing::new(String::new());
+    stdin.read_to_string(&mut raw).context("reading the token from standard input")?;
+    Ok(normalize_token(&raw)?)
+}
+
+fn token_input(args: &TokenArgs) -> anyhow::Result<TokenInput> {
+    match (&args.token_ref, args.token_stdin) {
+        (Some(r), _) => Ok(TokenInput::Reference(r.parse::<TokenRef>()?)),
+        (None, true) => Ok(TokenInput::Plain(read_token_stdin()?)),
+        (None, false) => bail!("give the token with --token-stdin or --token-ref"),
+    }
+}
+
+async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
+    let region: Region = args.region.parse()?;
+    let schedule = compose_schedule(args.schedule.as_deref(), args.timezone.as_deref())?;
+    onboard::validate_name(&args.name)?;
+    onboard::validate_schedule(schedule.as_deref())?;
+    let domains = onboard::normalize_domains(&args.allowed_domains)?;
+    // The key is checked before the token is read so a missing key costs no paste.
+    let keyring = if args.token.token_stdin {
+        Some(ctx.keyring()?)
+    } else {
+        ctx.keyring_optional()?
+    };
+    let token = token_input(&args.token)?;
+    let pool = ctx.db().await?;
+    let client = ctx.intercom()?;
+    let instance = onboard::onboard(
+        &pool,
+        &client,
+        keyring.as_ref(),
+        OnboardRequest {
+            name: args.name,
+            region,
+            token,
+            schedule,
+            allowed_domains: domains,
+        },
+    )
+    .await?;
+    match args.format {
+        ListFormat::Json => println!("{}", output::json(&instance)?),
+        ListFormat::Table => {
+            println!(
+                "onboarded instance {} ({}): workspace {} \"{}\" in region {}",
+                instance.name,
+                instance.id,
+                opt(&instance.workspace_id),
+                opt(&instance.workspace_name),
+                instance.region
+            );
+            println!(
+                "schedule: {}; first scan is due now",
+                instance
+                    .schedule
+                    .clone()
+                    .unwrap_or_else(|| format!("{} (default)", ctx.settings.scheduler.default_schedule))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result<ExitCode> {
+    let pool = ctx.db().await?;
+    let found = instances::get(&pool, name).await?;
+    instances::set_enabled(&pool, found.id, enabled).await?;
+    if enabled {
+        instances::notify_wakeup(&pool).await?;
+    }
+    println!("{} {}", if enabled { "enabled" } else { "disabled" }, found.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let keyring = if args.token_stdin {
+        Some(ctx.keyring()?)
+    } else {
+        ctx.keyring_optional()?
+    };
+    let token = token_input(&args)?;
+    let pool = ctx.db().await?;
+    let found = instances::get(&pool, name).await?;
+    let client = ctx.intercom()?;
+    let plaintext = match &token {
+        TokenInput::Plain(t) => t.clone(),
+        TokenInput::Reference(r) => r.resolve()?,
+    };
+    let (workspace_id, _) = onboard::verify_token(&client, found.region(), &plaintext).await?;
+    if let Some(current) = &found.workspace_id {
+        if current != &workspace_id {
+            bail!(
+                "the new token belongs to workspace {workspace_id}, but {} is workspace {current}: onboard it as a new instance instead",
+                found.name
+            );
+        }
+    }
+    let source = match token {
+        TokenInput::Plain(t) => TokenSource::Sealed(
+            keyring
+                .as_ref()
+                .context("a token key is required to store a token")?
+                .seal(&t, found.id.as_bytes()),
+        ),
+        TokenInput::Reference(r) => TokenSource::Reference(r),
+    };
+    instances::set_token(&pool, found.id, &source).await?;
+    instances::notify_wakeup(&pool).await?;
+    println!("token of {} replaced and verified against workspace {workspace_id}", found.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_schedule(ctx: &Context, name: &str, schedule: &str, timezone: Option<&str>) -> anyhow::Result<ExitCode> {
+    let stored = if schedule.trim().eq_ignore_ascii_case("default") {
+        if timezone.is_some() {
+            bail!("--timezone cannot be combined with the default schedule");
+        }
+        None
+    } else {
+        compose_schedule(Some(schedule), timezone)?
+    };
+    let effective = stored.clone().unwrap_or_else(|| ctx.settings.scheduler.default_schedule.clone());
+    let parsed = Schedule::parse(&effective)?;
+    let pool = ctx.db().await?;
+    let found = instances::get(&pool, name).await?;
+    let base = found.last_scan_at.unwrap_or_else(Utc::now);
+    let next = parsed.next_after(base).max(Utc::now());
+    instances::set_schedule(&pool, found.id, stored.as_deref(), next).await?;
+    instances::notify_wakeup(&pool).await?;
+    println!("schedule of {} set to {effective}; next scan at {}", found.name, next.to_rfc3339());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display_domains(d: &[String]) -> String {
+    if d.is_empty() {
+        "(token owner's domain)".into()
+    } else {
+        d.join(",")
+    }
+}
+
+fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => println!("{}", output::json(all)?),
+        ListFormat::Table => {
+            if all.is_empty() {
+                println!("no instances yet: onboard one with `intercom-sspm instance add --name N --region us|eu|au --token-stdin`");
+                return Ok(());
+            }
+            let rows = all
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.region.clone(),
+                        opt(&i.workspace_id),
+                        opt(&i.workspace_name),
+                        if i.enabled { "yes".into() } else { "no".into() },
+                        i.status.clone(),
+                        i.schedule.clone().unwrap_or_else(|| "default".into()),
+                        opt(&i.last_scan_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
+                        i.next_scan_at.format("%Y-%m-%d %H:%M").to_string(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                output::table(
+                    &["name", "region", "workspace", "workspace name", "enabled", "status", "schedule", "last scan", "next scan"],
+                    rows
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => println!("{}", output::json(i)?),
+        ListFormat::Table => {
+            let token = match (&i.token_ref, &i.token_key_id) {
+                (Some(r), _) => format!("reference {r}"),
+                (None, Some(k)) => format!("sealed (key id {k})"),
+                _ => "-".into(),
+            };
+            let rows = vec![
+                vec!["id".into(), i.id.to_string()],
+                vec!["name".into(), i.name.clone()],
+                vec!["region".into(), i.region.clone()],
+                vec!["workspace id".into(), opt(&i.workspace_id)],
+                vec!["workspace name".into(), opt(&i.workspace_name)],
+                vec!["enabled".into(), i.enabled.to_string()],
+                vec!["status".into(), i.status.clone()],
+                vec!["status detail".into(), opt(&i.status_detail)],
+                vec!["schedule".into(), i.schedule.clone().unwrap_or_else(|| "default".into())],
+                vec!["next scan".into(), i.next_scan_at.to_rfc3339()],
+                vec!["last scan".into(), opt(&i.last_scan_at.map(|t| t.to_rfc3339()))],
+                vec!["allowed domains".into(), display_domains(&i.allowed_domains)],
+                vec!["token".into(), token],
+                vec!["created".into(), i.created_at.to_rfc3339()],
+            ];
+            println!("{}", output::table(&["field", "value"], rows));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Exceptions: an operator accepts a risk for (instance, check[, resource]) with a reason
+//! and optional expiry. Matching findings become `muted` at once (and stay recorded);
+//! removal or expiry reopens them. Every change is a row in finding_events.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExceptionRow {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub instance_name: String,
+    pub check_id: String,
+    pub resource: Option<String>,
+    pub reason: String,
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub muted_findings: i64,
+}
+
+pub struct NewException<'a> {
+    pub instance_id: Uuid,
+    pub check_id: &'a str,
+    pub resource: Option<&'a str>,
+    pub reason: &'a str,
+    pub author: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates the exception and mutes matching open findings in one transaction.
+/// Returns the exception id and how many findings were muted.
+pub async fn add(pool: &PgPool, new: &NewException<'_>) -> Result<(Uuid, u64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id = sqlx::query_scalar!(
+        "INSERT INTO sspm.exceptions (instance_id, check_id, resource, reason, author, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        new.instance_id,
+        new.check_id,
+        new.resource,
+        new.reason,
+        new.author,
+        new.expires_at
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let muted = sqlx::query!(
+        r#"WITH muted AS (
+               UPDATE sspm.findings SET status = 'muted', exception_id = $1
+               WHERE instance_id = $2 AND check_id = $3 AND ($4::text IS NULL OR resource = $4)
+                 AND status = 'open'
+               RETURNING id)
+           INSERT INTO sspm.finding_events (finding_id, instance_id, from_status, to_status, reason)
+           SELECT id, $2, 'open', 'muted', 'exception added' FROM muted"#,
+        id,
+        new.instance_id,
+        new.check_id,
+        new.resource
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((id, muted))
+}
+
+pub async fn list(pool: &PgPool, instance_id: Option<Uuid>) -> Result<Vec<ExceptionRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ExceptionRow,
+        r#"SELECT e.id, e.instance_id, i.name AS instance_name, e.check_id, e.resource, e.reason, e.author,
+                  e.created_at, e.expires_at,
+                  (SELECT count(*) FROM sspm.findings f WHERE f.exception_id = e.id AND f.status = 'muted') AS "muted_findings!"
+           FROM sspm.exceptions e JOIN sspm.instances i ON i.id = e.instance_id
+           WHERE ($1::uuid IS NULL OR e.instance_id = $1)
+           ORDER BY i.name, e.check_id, e.created_at"#,
+        instance_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes an exception; its muted findings reopen. Returns None when it did not exist.
+pub async fn remove(pool: &PgPool, id: Uuid) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let reopened = reopen_findings_of(&mut tx, &[id], "exception removed").await?;
+    let deleted = sqlx::query!("DELETE FROM sspm.exceptions WHERE id = $1", id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(reopened))
+}
+
+/// Reopens findings muted by exceptions that have expired; returns how many.
+pub async fn expire(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let expired: Vec<Uuid> = sqlx::query_scalar!(
+        "SELECT id FROM sspm.exceptions WHERE expires_at IS NOT NULL AND expires_at <= $1",
+        now
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let reopened = reopen_findings_of(&mut tx, &expired, "exception expired").await?;
+    tx.commit().await?;
+    Ok(reopened)
+}
+
+async fn reopen_findings_of(conn: &mut sqlx::PgConnection, exception_ids: &[Uuid], reason: &str) -> Result<u64, sqlx::Error> {
+    if exception_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query!(
+        r#"WITH reopened AS (
+               UPDATE sspm.findings SET status = 'open', exception_id = NULL
+               WHERE exception_id = ANY($1) AND status = 'muted'
+               RETURNING id, instance_id)
+           INSERT INTO sspm.finding_events (finding_id, instance_id, from_status, to_status, reason)
+           SELECT id, instance_id, 'muted', 'open', $2 FROM reopened"#,
+        exception_ids,
+        reason
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,2 @@
+//! Finding exports for other systems (SIEMs, spreadsheets).
+pub mod ocsf;

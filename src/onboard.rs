@@ -1,0 +1,224 @@
+//! Onboarding: prove a token works against its region with `GET /me` BEFORE anything is
+//! stored, then store the instance with its token sealed. A wrong region is detected by
+//! asking the other regions, so the operator is told which one to use.
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::crypto::{CryptoError, Keyring};
+use crate::db::instances::{self, Instance, InstanceError, NewInstance};
+use crate::intercom::{IntercomClient, IntercomError};
+use crate::region::Region;
+use crate::schedule::{Schedule, ScheduleError};
+use crate::token::{TokenError, TokenRef, TokenSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardError {
+    #[error("invalid instance name {0:?}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (and not a UUID)")]
+    InvalidName(String),
+    #[error("invalid allowed domain {0:?}: give bare domains such as example.com")]
+    InvalidDomain(String),
+    #[error("invalid --schedule: {0}")]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("the token is not valid for region {given} ({url}) but is accepted by region {actual}: run again with --region {actual}")]
+    WrongRegion { given: Region, actual: Region, url: String },
+    #[error("the token was rejected by region {region} ({url}) and by every other region: it is invalid or revoked. Regenerate it in the Developer Hub (your app > Authentication) and try again")]
+    TokenRejected { region: Region, url: String },
+    #[error("the token is valid but may not read admins ({detail}): in the Developer Hub enable the \"Read admins\" permission for the app, then regenerate the token")]
+    MissingReadAdmins { detail: String },
+    #[error("the workspace's REST API IP allowlist blocks this host: add this scanner's egress IP addresses in Intercom (Settings > Workspace > Security) and try again")]
+    IpNotAllowed,
+    #[error("cannot validate the token against region {region} ({url}): {reason}. Check network access to that host (or intercom.base_url.{region}) and try again")]
+    Unreachable { region: Region, url: String, reason: String },
+    #[error("GET /me on region {region} did not return a workspace id (app.id_code): {detail}")]
+    NoWorkspace { region: Region, detail: String },
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub enum TokenInput {
+    /// The plaintext token, read from stdin; it will be sealed.
+    Plain(SecretString),
+    /// A reference resolved now for validation and again at every scan.
+    Reference(TokenRef),
+}
+
+pub struct OnboardRequest {
+    pub name: String,
+    pub region: Region,
+    pub token: TokenInput,
+    pub schedule: Option<String>,
+    pub allowed_domains: Vec<String>,
+}
+
+pub fn validate_name(name: &str) -> Result<(), OnboardError> {
+    let mut chars = name.chars();
+    let valid = name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && Uuid::parse_str(name).is_err();
+    if valid {
+        Ok(())
+    } else {
+        Err(OnboardError::InvalidName(name.to_string()))
+    }
+}
+
+/// Lower-cases and checks bare domain names (`@example.com` is accepted as `example.com`).
+pub fn normalize_domains(raw: &[String]) -> Result<Vec<String>, OnboardError> {
+    let mut out = Vec::new();
+    for d in raw.iter().flat_map(|d| d.split(',')) {
+        let d = d.trim().trim_start_matches('@').to_ascii_lowercase();
+        if d.is_empty() {
+            continue;
+        }
+        let ok = d.contains('.')
+            && !d.starts_with('.')
+            && !d.ends_with('.')
+            && d.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        if !ok {
+            return Err(OnboardError::InvalidDomain(d));
+        }
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+pub fn validate_schedule(schedule: Option<&str>) -> Result<Option<String>, OnboardError> {
+    match schedule {
+        None => Ok(None),
+        Some(s) => {
+            Schedule::parse(s)?;
+            Ok(Some(s.trim().to_string()))
+        }
+    }
+}
+
+/// Checks the token with `GET /me` on its region; on 401 asks the other regions.
+/// Returns the workspace id and name.
+pub async fn verify_token(
+    client: &IntercomClient,
+    region: Region,
+    token: &SecretString,
+) -> Result<(String, Option<String>), OnboardError> {
+    let url = client.settings().base_url.get(region).to_string();
+    match client.session(region, token.clone()).me().await {
+        Ok(me) => {
+            let app = me.app.unwrap_or_default();
+            let id = app.id_code.filter(|s| !s.trim().is_empty()).ok_or_else(|| OnboardError::NoWorkspace {
+                region,
+                detail: "the response has no app.id_code".into(),
+            })?;
+            Ok((id, app.name))
+        }
+        Err(IntercomError::Unauthorized { .. }) => {
+            for other in Region::ALL.into_iter().filter(|r| *r != region) {
+                if client.session(other, token.clone()).me().await.is_ok() {
+                    return Err(OnboardError::WrongRegion {
+                        given: region,
+                        actual: other,
+                        url,
+                    });
+                }
+            }
+            Err(OnboardError::TokenRejected { region, url })
+        }
+        Err(IntercomError::NotPermitted { code, message, .. }) => Err(OnboardError::MissingReadAdmins {
+            detail: format!("{code}: {message}"),
+        }),
+        Err(IntercomError::IpNotAllowed { .. }) => Err(OnboardError::IpNotAllowed),
+        Err(other) => Err(OnboardError::Unreachable {
+            region,
+            url,
+            reason: other.to_string(),
+        }),
+    }
+}
+
+/// The whole `instance add`: validate input, verify the token, then store. Nothing is
+/// written unless every step succeeded.
+pub async fn onboard(
+    pool: &PgPool,
+    client: &IntercomClient,
+    keyring: Option<&Keyring>,
+    request: OnboardRequest,
+) -> Result<Instance, OnboardError> {
+    validate_name(&request.name)?;
+    let domains = normalize_domains(&request.allowed_domains)?;
+    let schedule = validate_schedule(request.schedule.as_deref())?;
+    if let TokenInput::Plain(_) = request.token {
+        keyring.ok_or(CryptoError::MissingKey)?;
+    }
+    if instances::name_taken(pool, &request.name).await? {
+        return Err(InstanceError::DuplicateName(request.name).into());
+    }
+    let plaintext = match &request.token {
+        TokenInput::Plain(t) => t.clone(),
+        TokenInput::Reference(r) => r.resolve()?,
+    };
+    let (workspace_id, workspace_name) = verify_token(client, request.region, &plaintext).await?;
+    if let Some(existing) = instances::find_by_workspace(pool, request.region, &workspace_id).await? {
+        return Err(InstanceError::DuplicateWorkspace {
+            workspace_id,
+            region: request.region,
+            existing: existing.name,
+        }
+        .into());
+    }
+    let id = Uuid::new_v4();
+    let source = match request.token {
+        TokenInput::Plain(t) => {
+            let ring = keyring.ok_or(CryptoError::MissingKey)?;
+            TokenSource::Sealed(ring.seal(&t, id.as_bytes()))
+        }
+        TokenInput::Reference(r) => TokenSource::Reference(r),
+    };
+    let instance = instances::insert(
+        pool,
+        &NewInstance {
+            id,
+            name: &request.name,
+            region: request.region,
+            workspace_id: &workspace_id,
+            workspace_name: workspace_name.as_deref(),
+            token: &source,
+            schedule: schedule.as_deref(),
+            allowed_domains: &domains,
+        },
+    )
+    .await?;
+    instances::notify_wakeup(pool).await?;
+    Ok(instance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("acme-prod_1.eu").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("-acme").is_err());
+        assert!(validate_name("acme prod").is_err());
+        assert!(validate_name(&"a".repeat(64)).is_err());
+        assert!(validate_name("7c9e6679-7425-40de-944b-e07fc1f90ae7").is_err());
+    }
+
+    #[test]
+    fn domains_are_normalized() {
+        let d = normalize_domains(&["Acme.com, @acme.co.uk".into(), "acme.com".into()]).unwrap();
+        assert_eq!(d, vec!["acme.com", "acme.co.uk"]);
+        assert!(normalize_domains(&["not a domain".into()]).is_err());
+        assert!(normalize_domains(&["localhost".into()]).is_err());
+    }
+}
