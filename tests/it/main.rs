@@ -2,3 +2,4 @@
 //! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
 
 mod consumer_read_path;
+mod deploy_artifacts;
