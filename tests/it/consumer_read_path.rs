@@ -1,6 +1,7 @@
 //! The consumer read path (migration 20261124000002, docs/DATABASE.md): the `sspm_reader`
 //! role reads findings, history and inventory but never a token, and the convenience views
-//! return what the docs promise.
+//! return what the docs promise. The SQL in docs/DATABASE.md is run as written (role
+//! names made unique), so the docs cannot drift from the schema.
 //!
 //! `CREATE ROLE` is cluster-wide while `#[sqlx::test]` databases are not: `sspm_reader`
 //! itself is shared by every test database (the migration tolerates that), and each test
@@ -166,33 +167,45 @@ async fn sqlstate_of(conn: &mut PgConnection, sql: &str) -> String {
     }
 }
 
-/// Creates a LOGIN role that is a member of `sspm_reader`, runs `body` with options that
-/// connect as it, and drops the role whatever `body` did (panics are re-raised after).
-async fn with_reader_login<F, Fut>(pool: &PgPool, body: F)
+/// Runs `setup` (SQL in which `{role}` stands for a fresh, unique role name) as the
+/// database owner, then `body` with options that connect as that role, and drops the
+/// role afterwards whatever `body` did (a panic is re-raised after the cleanup).
+async fn with_login_role<F, Fut>(pool: &PgPool, setup: &str, body: F)
 where
     F: FnOnce(PgConnectOptions) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    // Lower-case hex only, so the name needs no quoting rules beyond the quotes below.
-    let role = format!("sspm_it_reader_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!(r#"CREATE ROLE "{role}" LOGIN"#))
+    // Lower-case hex only: a valid unquoted identifier, so documented SQL can be reused.
+    let role = format!("sspm_it_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&setup.replace("{role}", &role))
         .execute(pool)
         .await
-        .expect("create login role");
-    sqlx::query(&format!(r#"GRANT sspm_reader TO "{role}""#))
-        .execute(pool)
-        .await
-        .expect("grant sspm_reader");
+        .unwrap_or_else(|e| panic!("role setup failed: {e}\n{setup}"));
     // Trust auth on the test server: the same options with another user name suffice.
     let options = (*pool.connect_options()).clone().username(&role);
     let outcome = AssertUnwindSafe(body(options)).catch_unwind().await;
-    sqlx::query(&format!(r#"DROP ROLE "{role}""#))
+    // DROP OWNED removes its grants in this database, without which DROP ROLE refuses.
+    sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .execute(pool)
         .await
         .expect("drop login role");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// A LOGIN role that is a member of `sspm_reader`, as an operator would set one up.
+async fn with_reader_login<F, Fut>(pool: &PgPool, body: F)
+where
+    F: FnOnce(PgConnectOptions) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    with_login_role(
+        pool,
+        "CREATE ROLE {role} LOGIN; GRANT sspm_reader TO {role};",
+        body,
+    )
+    .await
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
@@ -481,4 +494,135 @@ async fn migration_reruns_cleanly_and_narrows_a_broad_grant(pool: PgPool) {
     .unwrap();
     assert!(!ciphertext, "re-running revokes the broad grant");
     assert!(name, "and re-grants the safe columns");
+}
+
+/// The ```sql blocks of docs/DATABASE.md, in order.
+fn documented_sql() -> Vec<String> {
+    let doc = include_str!("../../docs/DATABASE.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match current.as_mut() {
+            None if line.trim_start().starts_with("```sql") => current = Some(String::new()),
+            None => {}
+            Some(_) if line.trim_start().starts_with("```") => blocks.push(current.take().unwrap()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    assert!(current.is_none(), "unterminated ```sql block");
+    blocks
+}
+
+/// The one documented block containing `needle`.
+fn documented_block(needle: &str) -> String {
+    let found: Vec<String> = documented_sql()
+        .into_iter()
+        .filter(|b| b.contains(needle))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one ```sql block with {needle:?}");
+    found.into_iter().next().unwrap()
+}
+
+fn is_query(block: &str) -> bool {
+    let first = block
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("");
+    first.starts_with("SELECT") || first.starts_with("WITH")
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn documented_grant_and_example_queries_work(pool: PgPool) {
+    seed(&pool).await;
+    let queries: Vec<String> = documented_sql()
+        .into_iter()
+        .filter(|b| is_query(b))
+        .collect();
+    assert!(
+        queries.len() >= 6,
+        "the docs' example queries: {}",
+        queries.len()
+    );
+    // The docs' own `CREATE ROLE dashboards ...; GRANT sspm_reader TO dashboards;`.
+    let grant = documented_block("GRANT sspm_reader TO dashboards").replace("dashboards", "{role}");
+    with_login_role(&pool, &grant, |options| async move {
+        let mut conn = PgConnection::connect_with(&options).await.unwrap();
+        for sql in &queries {
+            let rows = sqlx::query(sql)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("documented query fails as a reader: {e}\n{sql}"));
+            // Spot-check that the examples answer their question on the seed data.
+            if sql.contains("GROUP BY instance_name, region") {
+                assert_eq!(rows.len(), 1, "acme has open high/critical findings");
+                assert_eq!(rows[0].get::<i64, _>("critical"), 1);
+                assert_eq!(rows[0].get::<i64, _>("high"), 2);
+            }
+            if sql.contains("split_part(a.email") {
+                let emails: Vec<String> = rows.iter().map(|r| r.get("email")).collect();
+                assert_eq!(emails, ["ann@gmail.com"]);
+            }
+            if sql.contains("mean_time_to_resolve") {
+                assert_eq!(rows.len(), 1, "admin_without_role was resolved once");
+                assert_eq!(rows[0].get::<String, _>("check_id"), "admin_without_role");
+            }
+        }
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn documented_sql_onboarding_works_with_the_documented_role(pool: PgPool) {
+    let insert = documented_block("INSERT INTO sspm.instances");
+    let grant = documented_block("GRANT INSERT").replace("onboarding", "{role}");
+    with_login_role(&pool, &grant, |options| async move {
+        let mut conn = PgConnection::connect_with(&options).await.unwrap();
+        // The docs say SELECT (id, name) is there for RETURNING id: prove it.
+        let returning = format!("{} RETURNING id", insert.trim().trim_end_matches(';'));
+        let id: uuid::Uuid = sqlx::query_scalar(&returning)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("documented onboarding fails: {e}\n{returning}"));
+        sqlx::query("NOTIFY sspm_wakeup")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        // The onboarding role stays away from tokens it did not write.
+        assert_eq!(
+            sqlstate_of(&mut conn, "SELECT token_ciphertext FROM sspm.instances").await,
+            "42501"
+        );
+        assert!(!id.is_nil());
+        conn.close().await.unwrap();
+    })
+    .await;
+
+    let row = sqlx::query(
+        "SELECT name, region, token_ref, token_ciphertext IS NULL AS unsealed, allowed_domains, \
+                schedule, status, next_scan_at <= now() AS due, workspace_id \
+         FROM sspm.instances",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("name"), "acme");
+    assert_eq!(row.get::<String, _>("region"), "eu");
+    assert_eq!(
+        row.get::<String, _>("token_ref"),
+        "file:/run/secrets/intercom/acme"
+    );
+    assert!(row.get::<bool, _>("unsealed"));
+    assert_eq!(row.get::<Vec<String>, _>("allowed_domains"), ["acme.com"]);
+    assert_eq!(
+        row.get::<Option<String>, _>("schedule").as_deref(),
+        Some("6h")
+    );
+    assert_eq!(row.get::<String, _>("status"), "pending");
+    assert!(row.get::<bool, _>("due"), "due at once");
+    assert_eq!(row.get::<Option<String>, _>("workspace_id"), None);
 }
