@@ -26,7 +26,11 @@ pub enum OnboardError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("the token is not valid for region {given} ({url}) but is accepted by region {actual}: run again with --region {actual}")]
-    WrongRegion { given: Region, actual: Region, url: String },
+    WrongRegion {
+        given: Region,
+        actual: Region,
+        url: String,
+    },
     #[error("the token was rejected by region {region} ({url}) and by every other region: it is invalid or revoked. Regenerate it in the Developer Hub (your app > Authentication) and try again")]
     TokenRejected { region: Region, url: String },
     #[error("the token is valid but may not read admins ({detail}): in the Developer Hub enable the \"Read admins\" permission for the app, then regenerate the token")]
@@ -34,7 +38,11 @@ pub enum OnboardError {
     #[error("the workspace's REST API IP allowlist blocks this host: add this scanner's egress IP addresses in Intercom (Settings > Workspace > Security) and try again")]
     IpNotAllowed,
     #[error("cannot validate the token against region {region} ({url}): {reason}. Check network access to that host (or intercom.base_url.{region}) and try again")]
-    Unreachable { region: Region, url: String, reason: String },
+    Unreachable {
+        region: Region,
+        url: String,
+        reason: String,
+    },
     #[error("GET /me on region {region} did not return a workspace id (app.id_code): {detail}")]
     NoWorkspace { region: Region, detail: String },
     #[error(transparent)]
@@ -82,7 +90,8 @@ pub fn normalize_domains(raw: &[String]) -> Result<Vec<String>, OnboardError> {
         let ok = d.contains('.')
             && !d.starts_with('.')
             && !d.ends_with('.')
-            && d.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
         if !ok {
             return Err(OnboardError::InvalidDomain(d));
         }
@@ -114,10 +123,13 @@ pub async fn verify_token(
     match client.session(region, token.clone()).me().await {
         Ok(me) => {
             let app = me.app.unwrap_or_default();
-            let id = app.id_code.filter(|s| !s.trim().is_empty()).ok_or_else(|| OnboardError::NoWorkspace {
-                region,
-                detail: "the response has no app.id_code".into(),
-            })?;
+            let id = app
+                .id_code
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| OnboardError::NoWorkspace {
+                    region,
+                    detail: "the response has no app.id_code".into(),
+                })?;
             Ok((id, app.name))
         }
         Err(IntercomError::Unauthorized { .. }) => {
@@ -132,9 +144,11 @@ pub async fn verify_token(
             }
             Err(OnboardError::TokenRejected { region, url })
         }
-        Err(IntercomError::NotPermitted { code, message, .. }) => Err(OnboardError::MissingReadAdmins {
-            detail: format!("{code}: {message}"),
-        }),
+        Err(IntercomError::NotPermitted { code, message, .. }) => {
+            Err(OnboardError::MissingReadAdmins {
+                detail: format!("{code}: {message}"),
+            })
+        }
         Err(IntercomError::IpNotAllowed { .. }) => Err(OnboardError::IpNotAllowed),
         Err(other) => Err(OnboardError::Unreachable {
             region,
@@ -166,7 +180,9 @@ pub async fn onboard(
         TokenInput::Reference(r) => r.resolve()?,
     };
     let (workspace_id, workspace_name) = verify_token(client, request.region, &plaintext).await?;
-    if let Some(existing) = instances::find_by_workspace(pool, request.region, &workspace_id).await? {
+    if let Some(existing) =
+        instances::find_by_workspace(pool, request.region, &workspace_id).await?
+    {
         return Err(InstanceError::DuplicateWorkspace {
             workspace_id,
             region: request.region,

@@ -9,7 +9,7 @@ use crate::config::{LogFormat, LogSettings};
 /// command output on stdout stays machine-readable.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(with_quiet_dependencies(&settings.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match settings.format {
@@ -22,4 +22,28 @@ pub fn init(settings: &LogSettings) {
     };
     // A second init (tests, embedded use) keeps the first subscriber.
     let _ = result;
+}
+
+/// sqlx logs every statement at debug and routine notices ("relation already exists") at
+/// info; unless the operator names sqlx explicitly, keep it to warnings.
+fn with_quiet_dependencies(level: &str) -> String {
+    if level.contains("sqlx") {
+        level.to_string()
+    } else {
+        format!("{level},sqlx=warn")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlx_is_quiet_unless_named() {
+        assert_eq!(with_quiet_dependencies("debug"), "debug,sqlx=warn");
+        assert_eq!(
+            with_quiet_dependencies("info,sqlx=debug"),
+            "info,sqlx=debug"
+        );
+    }
 }

@@ -113,7 +113,7 @@ impl CheckSettings {
 
     /// Applies a per-instance JSON object of overrides (same keys as `[checks]`).
     pub fn with_overrides(&self, overrides: &serde_json::Value) -> Result<Self, String> {
-        let empty = overrides.as_object().map_or(true, |o| o.is_empty());
+        let empty = overrides.as_object().is_none_or(|o| o.is_empty());
         if empty {
             return Ok(self.clone());
         }

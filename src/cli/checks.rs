@@ -52,7 +52,10 @@ pub fn run(args: ChecksArgs) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            println!("{}", output::table(&["id", "severity", "source", "category", "title"], rows));
+            println!(
+                "{}",
+                output::table(&["id", "severity", "source", "category", "title"], rows)
+            );
             println!("{} checks; `--format json` adds description, risk, remediation and compliance references", catalog.len());
         }
     }

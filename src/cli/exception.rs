@@ -102,7 +102,9 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                 "exception {id} added for {} / {check}{}; {muted} finding(s) muted{}",
                 found.name,
                 resource.map(|r| format!(" / {r}")).unwrap_or_default(),
-                expires_at.map(|t| format!(" until {}", t.to_rfc3339())).unwrap_or_default()
+                expires_at
+                    .map(|t| format!(" until {}", t.to_rfc3339()))
+                    .unwrap_or_default()
             );
         }
         ExceptionCommand::List { instance, format } => {
@@ -127,7 +129,9 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                                 e.reason.clone(),
                                 e.author.clone(),
                                 match e.expires_at {
-                                    Some(t) if t <= now => format!("expired {}", t.format("%Y-%m-%d")),
+                                    Some(t) if t <= now => {
+                                        format!("expired {}", t.format("%Y-%m-%d"))
+                                    }
                                     other => opt(&other.map(|t| t.format("%Y-%m-%d").to_string())),
                                 },
                                 e.muted_findings.to_string(),
@@ -136,7 +140,13 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                         .collect();
                     println!(
                         "{}",
-                        output::table(&["id", "instance", "check", "resource", "reason", "author", "expires", "muted"], table)
+                        output::table(
+                            &[
+                                "id", "instance", "check", "resource", "reason", "author",
+                                "expires", "muted"
+                            ],
+                            table
+                        )
                     );
                 }
             }

@@ -53,10 +53,16 @@ pub async fn run(ctx: &Context, args: FindingsArgs) -> anyhow::Result<ExitCode> 
     let severities = match &args.severity {
         None => None,
         Some(s) => {
-            let min: Severity = s
-                .parse()
-                .map_err(|_| anyhow::anyhow!("unknown severity {s:?}: use one of {}", SEVERITIES.join(", ")))?;
-            let idx = SEVERITIES.iter().position(|x| *x == min.as_str()).unwrap_or(4);
+            let min: Severity = s.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "unknown severity {s:?}: use one of {}",
+                    SEVERITIES.join(", ")
+                )
+            })?;
+            let idx = SEVERITIES
+                .iter()
+                .position(|x| *x == min.as_str())
+                .unwrap_or(4);
             Some(SEVERITIES[..=idx].iter().map(|s| s.to_string()).collect())
         }
     };
@@ -90,7 +96,10 @@ pub async fn run(ctx: &Context, args: FindingsArgs) -> anyhow::Result<ExitCode> 
         FindingsFormat::Json => println!("{}", output::json(&rows)?),
         FindingsFormat::Ocsf => {
             for row in &rows {
-                println!("{}", serde_json::to_string(&crate::export::ocsf::detection_finding(row))?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&crate::export::ocsf::detection_finding(row))?
+                );
             }
         }
         FindingsFormat::Csv => print_csv(&rows)?,
@@ -122,7 +131,16 @@ fn print_table(rows: &[FindingListRow]) {
     println!(
         "{}",
         output::table(
-            &["severity", "instance", "check", "resource", "title", "status", "first seen", "resolved"],
+            &[
+                "severity",
+                "instance",
+                "check",
+                "resource",
+                "title",
+                "status",
+                "first seen",
+                "resolved"
+            ],
             table_rows
         )
     );
@@ -132,8 +150,20 @@ fn print_table(rows: &[FindingListRow]) {
 fn print_csv(rows: &[FindingListRow]) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(std::io::stdout());
     w.write_record([
-        "id", "instance", "region", "workspace_id", "check_id", "resource", "status", "severity", "title",
-        "remediation", "first_seen_at", "last_seen_at", "resolved_at", "evidence",
+        "id",
+        "instance",
+        "region",
+        "workspace_id",
+        "check_id",
+        "resource",
+        "status",
+        "severity",
+        "title",
+        "remediation",
+        "first_seen_at",
+        "last_seen_at",
+        "resolved_at",
+        "evidence",
     ])?;
     for f in rows {
         w.write_record([

@@ -135,14 +135,21 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             instances::set_allowed_domains(&pool, found.id, &domains).await?;
-            println!("allowed domains of {}: {}", found.name, display_domains(&domains));
+            println!(
+                "allowed domains of {}: {}",
+                found.name,
+                display_domains(&domains)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// Combines `--schedule` and `--timezone` into the stored form.
-fn compose_schedule(schedule: Option<&str>, timezone: Option<&str>) -> anyhow::Result<Option<String>> {
+fn compose_schedule(
+    schedule: Option<&str>,
+    timezone: Option<&str>,
+) -> anyhow::Result<Option<String>> {
     match (schedule, timezone) {
         (None, None) => Ok(None),
         (None, Some(_)) => bail!("--timezone needs a cron --schedule"),
@@ -166,7 +173,9 @@ fn read_token_stdin() -> anyhow::Result<SecretString> {
         eprintln!("Paste the access token, then press Enter and Ctrl-D:");
     }
     let mut raw = Zeroizing::new(String::new());
-    stdin.read_to_string(&mut raw).context("reading the token from standard input")?;
+    stdin
+        .read_to_string(&mut raw)
+        .context("reading the token from standard input")?;
     Ok(normalize_token(&raw)?)
 }
 
@@ -219,10 +228,10 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
             );
             println!(
                 "schedule: {}; first scan is due now",
-                instance
-                    .schedule
-                    .clone()
-                    .unwrap_or_else(|| format!("{} (default)", ctx.settings.scheduler.default_schedule))
+                instance.schedule.clone().unwrap_or_else(|| format!(
+                    "{} (default)",
+                    ctx.settings.scheduler.default_schedule
+                ))
             );
         }
     }
@@ -236,7 +245,11 @@ async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result
     if enabled {
         instances::notify_wakeup(&pool).await?;
     }
-    println!("{} {}", if enabled { "enabled" } else { "disabled" }, found.name);
+    println!(
+        "{} {}",
+        if enabled { "enabled" } else { "disabled" },
+        found.name
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -274,11 +287,19 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
     };
     instances::set_token(&pool, found.id, &source).await?;
     instances::notify_wakeup(&pool).await?;
-    println!("token of {} replaced and verified against workspace {workspace_id}", found.name);
+    println!(
+        "token of {} replaced and verified against workspace {workspace_id}",
+        found.name
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-async fn set_schedule(ctx: &Context, name: &str, schedule: &str, timezone: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn set_schedule(
+    ctx: &Context,
+    name: &str,
+    schedule: &str,
+    timezone: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let stored = if schedule.trim().eq_ignore_ascii_case("default") {
         if timezone.is_some() {
             bail!("--timezone cannot be combined with the default schedule");
@@ -287,7 +308,9 @@ async fn set_schedule(ctx: &Context, name: &str, schedule: &str, timezone: Optio
     } else {
         compose_schedule(Some(schedule), timezone)?
     };
-    let effective = stored.clone().unwrap_or_else(|| ctx.settings.scheduler.default_schedule.clone());
+    let effective = stored
+        .clone()
+        .unwrap_or_else(|| ctx.settings.scheduler.default_schedule.clone());
     let parsed = Schedule::parse(&effective)?;
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
@@ -295,7 +318,11 @@ async fn set_schedule(ctx: &Context, name: &str, schedule: &str, timezone: Optio
     let next = parsed.next_after(base).max(Utc::now());
     instances::set_schedule(&pool, found.id, stored.as_deref(), next).await?;
     instances::notify_wakeup(&pool).await?;
-    println!("schedule of {} set to {effective}; next scan at {}", found.name, next.to_rfc3339());
+    println!(
+        "schedule of {} set to {effective}; next scan at {}",
+        found.name,
+        next.to_rfc3339()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -326,7 +353,9 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
                         if i.enabled { "yes".into() } else { "no".into() },
                         i.status.clone(),
                         i.schedule.clone().unwrap_or_else(|| "default".into()),
-                        opt(&i.last_scan_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
+                        opt(&i
+                            .last_scan_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
                         i.next_scan_at.format("%Y-%m-%d %H:%M").to_string(),
                     ]
                 })
@@ -334,7 +363,17 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
             println!(
                 "{}",
                 output::table(
-                    &["name", "region", "workspace", "workspace name", "enabled", "status", "schedule", "last scan", "next scan"],
+                    &[
+                        "name",
+                        "region",
+                        "workspace",
+                        "workspace name",
+                        "enabled",
+                        "status",
+                        "schedule",
+                        "last scan",
+                        "next scan"
+                    ],
                     rows
                 )
             );
@@ -361,10 +400,19 @@ fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
                 vec!["enabled".into(), i.enabled.to_string()],
                 vec!["status".into(), i.status.clone()],
                 vec!["status detail".into(), opt(&i.status_detail)],
-                vec!["schedule".into(), i.schedule.clone().unwrap_or_else(|| "default".into())],
+                vec![
+                    "schedule".into(),
+                    i.schedule.clone().unwrap_or_else(|| "default".into()),
+                ],
                 vec!["next scan".into(), i.next_scan_at.to_rfc3339()],
-                vec!["last scan".into(), opt(&i.last_scan_at.map(|t| t.to_rfc3339()))],
-                vec!["allowed domains".into(), display_domains(&i.allowed_domains)],
+                vec![
+                    "last scan".into(),
+                    opt(&i.last_scan_at.map(|t| t.to_rfc3339())),
+                ],
+                vec![
+                    "allowed domains".into(),
+                    display_domains(&i.allowed_domains),
+                ],
                 vec!["token".into(), token],
                 vec!["created".into(), i.created_at.to_rfc3339()],
             ];

@@ -74,7 +74,10 @@ pub enum ListFormat {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -105,7 +108,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(&settings.log);
     let ctx = Context::new(settings);
     match cli.command {
-        Command::Keygen | Command::Checks(_) | Command::Simulate(_) => unreachable!("handled above"),
+        Command::Keygen | Command::Checks(_) | Command::Simulate(_) => {
+            unreachable!("handled above")
+        }
         Command::Migrate => migrate::run(&ctx).await,
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Scan(args) => scan::run(&ctx, args).await,

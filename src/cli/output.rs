@@ -20,5 +20,7 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
 }
 
 pub fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "-".into())
 }

@@ -56,11 +56,17 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn by_severity<V: std::fmt::Display + Default + PartialEq>(map: &std::collections::BTreeMap<String, V>) -> String {
+fn by_severity<V: std::fmt::Display + Default + PartialEq>(
+    map: &std::collections::BTreeMap<String, V>,
+) -> String {
     let order = ["critical", "high", "medium", "low", "info"];
     let parts: Vec<String> = order
         .iter()
-        .filter_map(|s| map.get(*s).filter(|v| **v != V::default()).map(|v| format!("{v} {s}")))
+        .filter_map(|s| {
+            map.get(*s)
+                .filter(|v| **v != V::default())
+                .map(|v| format!("{v} {s}"))
+        })
         .collect();
     if parts.is_empty() {
         "none".into()
@@ -86,11 +92,19 @@ pub fn print_summary(r: &ScanReport) {
     if r.checks.is_empty() {
         return;
     }
-    let evaluated = r.checks.iter().filter(|c| c.status == "pass" || c.status == "fail").count();
+    let evaluated = r
+        .checks
+        .iter()
+        .filter(|c| c.status == "pass" || c.status == "fail")
+        .count();
     println!(
         "posture score: {}   coverage: {} ({} of {} checks evaluated)",
-        r.score.map(|s| format!("{s:.1}/100")).unwrap_or_else(|| "n/a".into()),
-        r.coverage.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or_else(|| "n/a".into()),
+        r.score
+            .map(|s| format!("{s:.1}/100"))
+            .unwrap_or_else(|| "n/a".into()),
+        r.coverage
+            .map(|c| format!("{:.0}%", c * 100.0))
+            .unwrap_or_else(|| "n/a".into()),
         evaluated,
         r.checks.len()
     );
@@ -112,12 +126,19 @@ pub fn print_summary(r: &ScanReport) {
                 c.check_id.clone(),
                 severity,
                 c.status.clone(),
-                if c.failed_count > 0 { c.failed_count.to_string() } else { String::new() },
+                if c.failed_count > 0 {
+                    c.failed_count.to_string()
+                } else {
+                    String::new()
+                },
                 c.reason.clone().unwrap_or_default(),
             ]
         })
         .collect();
     if !rows.is_empty() {
-        println!("{}", output::table(&["check", "severity", "result", "findings", "reason"], rows));
+        println!(
+            "{}",
+            output::table(&["check", "severity", "result", "findings", "reason"], rows)
+        );
     }
 }

@@ -58,9 +58,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&scenario)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let path = args
-        .scenario
-        .context("--scenario FILE is required (see docs/SIMULATOR.md; scenarios/demo.json is an example)")?;
+    let path = args.scenario.context(
+        "--scenario FILE is required (see docs/SIMULATOR.md; scenarios/demo.json is an example)",
+    )?;
     let scenario = Scenario::load(&path)?;
     let sim = Simulator::start(scenario, args.listen)
         .await

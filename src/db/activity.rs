@@ -9,7 +9,11 @@ use crate::checks::ActivityEvent;
 
 const INSERT_BATCH: usize = 5000;
 
-pub async fn since(conn: &mut PgConnection, instance_id: Uuid, from: DateTime<Utc>) -> Result<Vec<ActivityEvent>, sqlx::Error> {
+pub async fn since(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+    from: DateTime<Utc>,
+) -> Result<Vec<ActivityEvent>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT event_id, activity_type, performed_by_id, performed_by_email, ip, created_at, description, metadata
          FROM sspm.activity_events WHERE instance_id = $1 AND created_at >= $2",
@@ -46,10 +50,14 @@ pub async fn insert(
         let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
         let types: Vec<&str> = batch.iter().map(|e| e.activity_type.as_str()).collect();
         let by_id: Vec<Option<&str>> = batch.iter().map(|e| e.performed_by_id.as_deref()).collect();
-        let by_email: Vec<Option<&str>> = batch.iter().map(|e| e.performed_by_email.as_deref()).collect();
+        let by_email: Vec<Option<&str>> = batch
+            .iter()
+            .map(|e| e.performed_by_email.as_deref())
+            .collect();
         let ips: Vec<Option<&str>> = batch.iter().map(|e| e.ip.as_deref()).collect();
         let created: Vec<DateTime<Utc>> = batch.iter().map(|e| e.created_at).collect();
-        let descriptions: Vec<Option<&str>> = batch.iter().map(|e| e.description.as_deref()).collect();
+        let descriptions: Vec<Option<&str>> =
+            batch.iter().map(|e| e.description.as_deref()).collect();
         let metadata: Vec<serde_json::Value> = batch.iter().map(|e| e.metadata.clone()).collect();
         let done = sqlx::query!(
             r#"INSERT INTO sspm.activity_events

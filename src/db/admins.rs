@@ -11,7 +11,10 @@ use crate::checks::AdminHistory;
 use crate::intercom::models::Admin;
 
 /// Inventory of admins not removed, keyed by admin id.
-pub async fn current(conn: &mut PgConnection, instance_id: Uuid) -> Result<HashMap<String, AdminHistory>, sqlx::Error> {
+pub async fn current(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+) -> Result<HashMap<String, AdminHistory>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT admin_id, first_seen_at, away_since, last_active_at FROM sspm.admins
          WHERE instance_id = $1 AND removed_at IS NULL",

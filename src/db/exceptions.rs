@@ -66,7 +66,10 @@ pub async fn add(pool: &PgPool, new: &NewException<'_>) -> Result<(Uuid, u64), s
     Ok((id, muted))
 }
 
-pub async fn list(pool: &PgPool, instance_id: Option<Uuid>) -> Result<Vec<ExceptionRow>, sqlx::Error> {
+pub async fn list(
+    pool: &PgPool,
+    instance_id: Option<Uuid>,
+) -> Result<Vec<ExceptionRow>, sqlx::Error> {
     sqlx::query_as!(
         ExceptionRow,
         r#"SELECT e.id, e.instance_id, i.name AS instance_name, e.check_id, e.resource, e.reason, e.author,
@@ -110,7 +113,11 @@ pub async fn expire(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Erro
     Ok(reopened)
 }
 
-async fn reopen_findings_of(conn: &mut sqlx::PgConnection, exception_ids: &[Uuid], reason: &str) -> Result<u64, sqlx::Error> {
+async fn reopen_findings_of(
+    conn: &mut sqlx::PgConnection,
+    exception_ids: &[Uuid],
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
     if exception_ids.is_empty() {
         return Ok(0);
     }

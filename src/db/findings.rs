@@ -6,9 +6,14 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::checks::{CheckOutcome, Severity};
-use crate::scan::lifecycle::{ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition};
+use crate::scan::lifecycle::{
+    ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition,
+};
 
-pub async fn existing_for_instance(conn: &mut PgConnection, instance_id: Uuid) -> Result<Vec<ExistingFinding>, sqlx::Error> {
+pub async fn existing_for_instance(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+) -> Result<Vec<ExistingFinding>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT id, check_id, resource, status FROM sspm.findings WHERE instance_id = $1 FOR UPDATE",
         instance_id
@@ -60,7 +65,10 @@ pub async fn insert_check_results(
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<&str> = outcomes.iter().map(|o| o.check_id).collect();
     let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
-    let severities: Vec<&str> = outcomes.iter().map(|o| severity_of(o.check_id).as_str()).collect();
+    let severities: Vec<&str> = outcomes
+        .iter()
+        .map(|o| severity_of(o.check_id).as_str())
+        .collect();
     let reasons: Vec<Option<String>> = outcomes.iter().map(|o| o.reason.clone()).collect();
     let counts: Vec<i32> = outcomes.iter().map(|o| o.findings.len() as i32).collect();
     sqlx::query!(
@@ -162,7 +170,12 @@ pub async fn upsert(
     Ok(())
 }
 
-pub async fn resolve(conn: &mut PgConnection, ids: &[Uuid], scan_id: Uuid, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub async fn resolve(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    scan_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -202,7 +215,10 @@ pub async fn record_transitions(
         return Ok(());
     }
     let finding_ids: Vec<Uuid> = transitions.iter().map(|t| t.finding_id).collect();
-    let from: Vec<Option<&str>> = transitions.iter().map(|t| t.from.map(FindingStatus::as_str)).collect();
+    let from: Vec<Option<&str>> = transitions
+        .iter()
+        .map(|t| t.from.map(FindingStatus::as_str))
+        .collect();
     let to: Vec<&str> = transitions.iter().map(|t| t.to.as_str()).collect();
     let reasons: Vec<&str> = transitions.iter().map(|t| t.reason).collect();
     sqlx::query!(
@@ -223,7 +239,10 @@ pub async fn record_transitions(
 }
 
 /// Open findings by severity after the scan, for the summary.
-pub async fn open_counts(conn: &mut PgConnection, instance_id: Uuid) -> Result<Vec<(String, i64)>, sqlx::Error> {
+pub async fn open_counts(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"SELECT severity, count(*) AS "n!" FROM sspm.findings
            WHERE instance_id = $1 AND status = 'open' GROUP BY severity"#,
@@ -265,7 +284,10 @@ pub struct FindingFilter {
     pub check_id: Option<String>,
 }
 
-pub async fn list(executor: impl sqlx::PgExecutor<'_>, filter: &FindingFilter) -> Result<Vec<FindingListRow>, sqlx::Error> {
+pub async fn list(
+    executor: impl sqlx::PgExecutor<'_>,
+    filter: &FindingFilter,
+) -> Result<Vec<FindingListRow>, sqlx::Error> {
     sqlx::query_as!(
         FindingListRow,
         r#"SELECT f.id, f.instance_id, i.name AS instance_name, i.region, i.workspace_id, f.check_id,

@@ -66,15 +66,38 @@ pub struct NewInstance<'a> {
     pub allowed_domains: &'a [String],
 }
 
-fn token_columns(token: &TokenSource) -> (Option<&[u8]>, Option<&[u8]>, Option<&str>, Option<String>) {
+/// The four token columns; exactly one source is set (a CHECK constraint agrees).
+struct TokenColumns<'a> {
+    ciphertext: Option<&'a [u8]>,
+    nonce: Option<&'a [u8]>,
+    key_id: Option<&'a str>,
+    reference: Option<String>,
+}
+
+fn token_columns(token: &TokenSource) -> TokenColumns<'_> {
     match token {
-        TokenSource::Sealed(s) => (Some(&s.ciphertext), Some(&s.nonce), Some(&s.key_id), None),
-        TokenSource::Reference(r) => (None, None, None, Some(r.to_string())),
+        TokenSource::Sealed(s) => TokenColumns {
+            ciphertext: Some(&s.ciphertext),
+            nonce: Some(&s.nonce),
+            key_id: Some(&s.key_id),
+            reference: None,
+        },
+        TokenSource::Reference(r) => TokenColumns {
+            ciphertext: None,
+            nonce: None,
+            key_id: None,
+            reference: Some(r.to_string()),
+        },
     }
 }
 
 pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, InstanceError> {
-    let (ciphertext, nonce, key_id, token_ref) = token_columns(new.token);
+    let TokenColumns {
+        ciphertext,
+        nonce,
+        key_id,
+        reference: token_ref,
+    } = token_columns(new.token);
     let inserted = sqlx::query!(
         r#"INSERT INTO sspm.instances
                (id, name, region, workspace_id, workspace_name, token_ciphertext, token_nonce,
@@ -116,7 +139,10 @@ pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, In
 }
 
 /// Looks an instance up by id or (case-insensitive) name.
-pub async fn find(executor: impl PgExecutor<'_>, name_or_id: &str) -> Result<Option<Instance>, sqlx::Error> {
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    name_or_id: &str,
+) -> Result<Option<Instance>, sqlx::Error> {
     let id = Uuid::parse_str(name_or_id).ok();
     sqlx::query_as!(
         Instance,
@@ -184,21 +210,36 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Instance>, sqlx::Error> {
 }
 
 /// The token columns of one instance, read only when a scan or a check needs them.
-pub async fn token_source(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TokenSource>, sqlx::Error> {
+pub async fn token_source(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<TokenSource>, sqlx::Error> {
     let row = sqlx::query!(
         "SELECT token_ciphertext, token_nonce, token_key_id, token_ref FROM sspm.instances WHERE id = $1",
         id
     )
     .fetch_optional(executor)
     .await?;
-    Ok(row.and_then(|r| match (r.token_ref, r.token_ciphertext, r.token_nonce, r.token_key_id) {
-        (Some(reference), _, _, _) => reference.parse::<TokenRef>().ok().map(TokenSource::Reference),
-        (None, Some(ciphertext), Some(nonce), Some(key_id)) => Some(TokenSource::Sealed(Sealed {
-            key_id,
-            nonce,
-            ciphertext,
-        })),
-        _ => None,
+    Ok(row.and_then(|r| {
+        match (
+            r.token_ref,
+            r.token_ciphertext,
+            r.token_nonce,
+            r.token_key_id,
+        ) {
+            (Some(reference), _, _, _) => reference
+                .parse::<TokenRef>()
+                .ok()
+                .map(TokenSource::Reference),
+            (None, Some(ciphertext), Some(nonce), Some(key_id)) => {
+                Some(TokenSource::Sealed(Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                }))
+            }
+            _ => None,
+        }
     }))
 }
 
@@ -218,7 +259,12 @@ pub async fn set_enabled(pool: &PgPool, id: Uuid, enabled: bool) -> Result<(), s
 }
 
 pub async fn set_token(pool: &PgPool, id: Uuid, token: &TokenSource) -> Result<(), sqlx::Error> {
-    let (ciphertext, nonce, key_id, token_ref) = token_columns(token);
+    let TokenColumns {
+        ciphertext,
+        nonce,
+        key_id,
+        reference: token_ref,
+    } = token_columns(token);
     // A new token is worth trying at once; failures counted against the old one are void.
     sqlx::query!(
         r#"UPDATE sspm.instances
@@ -253,7 +299,11 @@ pub async fn set_schedule(
     Ok(())
 }
 
-pub async fn set_allowed_domains(pool: &PgPool, id: Uuid, domains: &[String]) -> Result<(), sqlx::Error> {
+pub async fn set_allowed_domains(
+    pool: &PgPool,
+    id: Uuid,
+    domains: &[String],
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE sspm.instances SET allowed_domains = $2, updated_at = now() WHERE id = $1",
         id,
@@ -274,7 +324,9 @@ pub async fn remove(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 
 /// Wakes running daemons (`LISTEN sspm_wakeup`) so a change takes effect within seconds.
 pub async fn notify_wakeup(executor: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!("SELECT pg_notify('sspm_wakeup', '')").execute(executor).await?;
+    sqlx::query!("SELECT pg_notify('sspm_wakeup', '')")
+        .execute(executor)
+        .await?;
     Ok(())
 }
 
@@ -328,7 +380,11 @@ pub struct InstanceScanUpdate<'a> {
     pub failure: bool,
 }
 
-pub async fn record_scan(conn: &mut sqlx::PgConnection, id: Uuid, u: &InstanceScanUpdate<'_>) -> Result<bool, sqlx::Error> {
+pub async fn record_scan(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    u: &InstanceScanUpdate<'_>,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         r#"UPDATE sspm.instances SET
                status = COALESCE($2, status),

@@ -89,7 +89,11 @@ pub async fn finish(
 }
 
 /// Marks a still-running scan abandoned (lease lost, released on shutdown, or reclaimed).
-pub async fn mark_abandoned(executor: impl PgExecutor<'_>, scan_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_abandoned(
+    executor: impl PgExecutor<'_>,
+    scan_id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE sspm.scans SET status = 'abandoned', finished_at = now(), error = $2, error_kind = 'abandoned'
          WHERE id = $1 AND status = 'running'",
@@ -116,7 +120,11 @@ pub struct ScanRow {
     pub api_calls: i32,
 }
 
-pub async fn recent(executor: impl PgExecutor<'_>, instance_id: Uuid, limit: i64) -> Result<Vec<ScanRow>, sqlx::Error> {
+pub async fn recent(
+    executor: impl PgExecutor<'_>,
+    instance_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ScanRow>, sqlx::Error> {
     sqlx::query_as!(
         ScanRow,
         "SELECT id, instance_id, status, trigger, started_at, finished_at, error, error_kind, score, coverage, api_calls

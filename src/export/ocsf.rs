@@ -40,7 +40,10 @@ fn resource(f: &FindingListRow) -> Value {
     let (kind, uid) = match f.resource.split_once(':') {
         Some(("admin", id)) => ("Intercom Admin", id),
         Some(("event", id)) => ("Intercom Activity Log Event", id),
-        _ => ("Intercom Workspace", f.workspace_id.as_deref().unwrap_or(f.resource.as_str())),
+        _ => (
+            "Intercom Workspace",
+            f.workspace_id.as_deref().unwrap_or(f.resource.as_str()),
+        ),
     };
     json!({
         "type": kind,
@@ -112,7 +115,9 @@ mod tests {
     use uuid::Uuid;
 
     fn row(status: &str, severity: &str, resource: &str) -> FindingListRow {
-        let t = DateTime::parse_from_rfc3339("2026-11-01T10:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         FindingListRow {
             id: Uuid::nil(),
             instance_id: Uuid::nil(),

@@ -105,7 +105,7 @@ impl AdminList {
     pub fn into_admins(self) -> Vec<Admin> {
         self.admins
             .into_iter()
-            .filter(|a| a.kind.as_deref().map_or(true, |k| k == "admin"))
+            .filter(|a| a.kind.as_deref().is_none_or(|k| k == "admin"))
             .collect()
     }
 }

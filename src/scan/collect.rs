@@ -12,7 +12,10 @@ use crate::region::Region;
 
 /// Low-sensitivity reads that a "Read admins"-only token must not be able to make.
 /// Bodies are discarded by the client.
-pub const EXTRA_SCOPE_PROBES: &[(&str, &str)] = &[("Read tags", "/tags"), ("Manage IP allowlist", "/ip_allowlist")];
+pub const EXTRA_SCOPE_PROBES: &[(&str, &str)] = &[
+    ("Read tags", "/tags"),
+    ("Manage IP allowlist", "/ip_allowlist"),
+];
 
 /// The instance facts collection needs.
 pub struct CollectInput<'a> {
@@ -42,7 +45,11 @@ pub struct Collected {
     pub fetched_window: Option<FetchedWindow>,
 }
 
-pub async fn collect(session: &Session, input: CollectInput<'_>, settings: &CheckSettings) -> Collected {
+pub async fn collect(
+    session: &Session,
+    input: CollectInput<'_>,
+    settings: &CheckSettings,
+) -> Collected {
     let now = input.now;
     let me = session.me().await;
     let me_ok = me.is_ok();
@@ -57,7 +64,9 @@ pub async fn collect(session: &Session, input: CollectInput<'_>, settings: &Chec
     } else {
         let fresh_start = now - Duration::days(i64::from(settings.activity_backfill_days));
         let after = match input.activity_cursor_at {
-            Some(cursor) => (cursor - Duration::minutes(i64::from(settings.activity_overlap_minutes))).max(fresh_start),
+            Some(cursor) => (cursor
+                - Duration::minutes(i64::from(settings.activity_overlap_minutes)))
+            .max(fresh_start),
             None => fresh_start,
         };
         match fetch_activity(session, after, now).await {
@@ -66,8 +75,12 @@ pub async fn collect(session: &Session, input: CollectInput<'_>, settings: &Chec
                     (Some(_), Some(from)) => from.min(after),
                     _ => after,
                 };
-                fetched_window = Some(FetchedWindow { before: now, covered_from });
-                let mut seen: HashSet<String> = HashSet::with_capacity(input.stored_events.len() + events.len());
+                fetched_window = Some(FetchedWindow {
+                    before: now,
+                    covered_from,
+                });
+                let mut seen: HashSet<String> =
+                    HashSet::with_capacity(input.stored_events.len() + events.len());
                 let mut all = Vec::with_capacity(input.stored_events.len() + events.len());
                 for e in events {
                     if seen.insert(e.id.clone()) {
@@ -85,9 +98,9 @@ pub async fn collect(session: &Session, input: CollectInput<'_>, settings: &Chec
                     covered_from,
                 }
             }
-            Err(e @ (IntercomError::NotPermitted { .. } | IntercomError::PlanRestricted { .. })) => {
-                ActivityData::Refused(e)
-            }
+            Err(
+                e @ (IntercomError::NotPermitted { .. } | IntercomError::PlanRestricted { .. }),
+            ) => ActivityData::Refused(e),
             Err(e) => ActivityData::Failed(e),
         }
     };

@@ -188,7 +188,9 @@ pub fn plan(
             .map(|o| o.check_id)
             .collect();
         for f in existing {
-            if f.status == FindingStatus::Resolved || failing.contains(&(f.check_id.as_str(), f.resource.as_str())) {
+            if f.status == FindingStatus::Resolved
+                || failing.contains(&(f.check_id.as_str(), f.resource.as_str()))
+            {
                 continue;
             }
             if evaluated.contains(f.check_id.as_str()) {
@@ -260,7 +262,13 @@ mod tests {
     fn new_failures_open_and_passing_checks_resolve() {
         let old = existing("a", "admin:1", FindingStatus::Open);
         let outcomes = [outcome("a", CheckStatus::Fail, &["admin:2"])];
-        let p = plan(&outcomes, &[old.clone()], &[], Mode::Complete, no_health);
+        let p = plan(
+            &outcomes,
+            std::slice::from_ref(&old),
+            &[],
+            Mode::Complete,
+            no_health,
+        );
         assert_eq!(p.writes.len(), 1);
         assert_eq!(p.writes[0].status, FindingStatus::Open);
         assert_eq!(p.resolve, vec![old.id]);
@@ -271,7 +279,13 @@ mod tests {
     #[test]
     fn regression_reopens_with_the_same_id() {
         let old = existing("a", "admin:1", FindingStatus::Resolved);
-        let p = plan(&[outcome("a", CheckStatus::Fail, &["admin:1"])], &[old.clone()], &[], Mode::Complete, no_health);
+        let p = plan(
+            &[outcome("a", CheckStatus::Fail, &["admin:1"])],
+            std::slice::from_ref(&old),
+            &[],
+            Mode::Complete,
+            no_health,
+        );
         assert_eq!(p.writes[0].id, old.id);
         assert!(p.writes[0].reopened);
         assert_eq!(
@@ -288,7 +302,13 @@ mod tests {
     #[test]
     fn still_open_finding_has_no_transition() {
         let old = existing("a", "admin:1", FindingStatus::Open);
-        let p = plan(&[outcome("a", CheckStatus::Fail, &["admin:1"])], &[old], &[], Mode::Complete, no_health);
+        let p = plan(
+            &[outcome("a", CheckStatus::Fail, &["admin:1"])],
+            &[old],
+            &[],
+            Mode::Complete,
+            no_health,
+        );
         assert!(p.transitions.is_empty());
         assert!(p.resolve.is_empty());
     }
@@ -313,7 +333,9 @@ mod tests {
             outcome("token_valid", CheckStatus::Fail, &["workspace"]),
             outcome("a", CheckStatus::Pass, &[]),
         ];
-        let p = plan(&outcomes, &[other], &[], Mode::HealthOnly, |id| id == "token_valid");
+        let p = plan(&outcomes, &[other], &[], Mode::HealthOnly, |id| {
+            id == "token_valid"
+        });
         assert_eq!(p.writes.len(), 1);
         assert_eq!(p.writes[0].check_id, "token_valid");
         assert!(p.resolve.is_empty());
@@ -322,20 +344,46 @@ mod tests {
     #[test]
     fn exceptions_mute_resource_specific_first_and_unmute_when_gone() {
         let exceptions = [
-            ActiveException { id: Uuid::new_v4(), check_id: "a".into(), resource: None },
-            ActiveException { id: Uuid::new_v4(), check_id: "a".into(), resource: Some("admin:1".into()) },
+            ActiveException {
+                id: Uuid::new_v4(),
+                check_id: "a".into(),
+                resource: None,
+            },
+            ActiveException {
+                id: Uuid::new_v4(),
+                check_id: "a".into(),
+                resource: Some("admin:1".into()),
+            },
         ];
-        let p = plan(&[outcome("a", CheckStatus::Fail, &["admin:1", "admin:2"])], &[], &exceptions, Mode::Complete, no_health);
+        let p = plan(
+            &[outcome("a", CheckStatus::Fail, &["admin:1", "admin:2"])],
+            &[],
+            &exceptions,
+            Mode::Complete,
+            no_health,
+        );
         assert!(p.writes.iter().all(|w| w.status == FindingStatus::Muted));
         assert_eq!(p.writes[0].exception_id, Some(exceptions[1].id));
         assert_eq!(p.writes[1].exception_id, Some(exceptions[0].id));
 
         let muted = existing("a", "admin:1", FindingStatus::Muted);
-        let p = plan(&[outcome("a", CheckStatus::Fail, &["admin:1"])], &[muted.clone()], &[], Mode::Complete, no_health);
+        let p = plan(
+            &[outcome("a", CheckStatus::Fail, &["admin:1"])],
+            std::slice::from_ref(&muted),
+            &[],
+            Mode::Complete,
+            no_health,
+        );
         assert_eq!(p.writes[0].status, FindingStatus::Open);
         assert_eq!(p.transitions[0].reason, "exception ended");
 
-        let p = plan(&[outcome("a", CheckStatus::Error, &[])], &[muted.clone()], &[], Mode::Complete, no_health);
+        let p = plan(
+            &[outcome("a", CheckStatus::Error, &[])],
+            std::slice::from_ref(&muted),
+            &[],
+            Mode::Complete,
+            no_health,
+        );
         assert_eq!(p.unmute, vec![muted.id]);
     }
 }

@@ -70,13 +70,11 @@ impl Failure {
     fn instance_status(&self) -> Option<&'static str> {
         Some(match self {
             Failure::Api(IntercomError::Unauthorized { .. }) => "unauthorized",
-            Failure::Api(IntercomError::NotPermitted { .. }) | Failure::Api(IntercomError::PlanRestricted { .. }) => {
-                "not_permitted"
-            }
+            Failure::Api(IntercomError::NotPermitted { .. })
+            | Failure::Api(IntercomError::PlanRestricted { .. }) => "not_permitted",
             Failure::Api(IntercomError::IpNotAllowed { .. }) => "ip_not_allowed",
-            Failure::Api(IntercomError::Transient { .. }) | Failure::Api(IntercomError::BudgetExhausted(_)) => {
-                "unreachable"
-            }
+            Failure::Api(IntercomError::Transient { .. })
+            | Failure::Api(IntercomError::BudgetExhausted(_)) => "unreachable",
             Failure::Api(IntercomError::RateLimited { .. }) => return None,
             _ => "error",
         })
@@ -95,10 +93,20 @@ impl Failure {
 
 impl Scanner {
     /// Runs one scan of `instance`. `fence` is the scheduler's lease; manual scans pass None.
-    pub async fn scan(&self, instance: &Instance, trigger: Trigger, fence: Option<Fence>) -> Result<ScanReport, ScanError> {
-        let scan_id = fence.as_ref().and_then(|f| f.scan_id).unwrap_or_else(Uuid::new_v4);
+    pub async fn scan(
+        &self,
+        instance: &Instance,
+        trigger: Trigger,
+        fence: Option<Fence>,
+    ) -> Result<ScanReport, ScanError> {
+        let scan_id = fence
+            .as_ref()
+            .and_then(|f| f.scan_id)
+            .unwrap_or_else(Uuid::new_v4);
         let span = tracing::info_span!("scan", instance_id = %instance.id, instance = %instance.name, scan_id = %scan_id, region = %instance.region);
-        self.scan_inner(instance, trigger, fence, scan_id).instrument(span).await
+        self.scan_inner(instance, trigger, fence, scan_id)
+            .instrument(span)
+            .await
     }
 
     async fn scan_inner(
@@ -130,7 +138,8 @@ impl Scanner {
         let token_source = instances::token_source(&mut *conn, instance.id).await?;
         let check_settings = self.check_settings(&target.check_overrides);
         let lookback_from = now - chrono::Duration::days(i64::from(lookback_days(&check_settings)));
-        let stored_events = crate::db::activity::since(&mut conn, instance.id, lookback_from).await?;
+        let stored_events =
+            crate::db::activity::since(&mut conn, instance.id, lookback_from).await?;
         let previous = PreviousState {
             has_completed_scan: target.has_completed_scan,
             previous_admin_ids: Default::default(),
@@ -150,7 +159,16 @@ impl Scanner {
             Ok(t) => t,
             Err(e) => {
                 warn!(error = %e, "token unavailable; scan failed");
-                return persist::fail_without_results(self, instance, scan_id, fence, Failure::Token(e), 0, started).await;
+                return persist::fail_without_results(
+                    self,
+                    instance,
+                    scan_id,
+                    fence,
+                    Failure::Token(e),
+                    0,
+                    started,
+                )
+                .await;
             }
         };
 
@@ -178,10 +196,12 @@ impl Scanner {
             (Ok(me), Ok(_)) => {
                 let seen = me.app.as_ref().and_then(|a| a.id_code.clone());
                 match (&instance.workspace_id, seen) {
-                    (Some(stored), Some(seen)) if stored != &seen => Some(Failure::WorkspaceMismatch {
-                        stored: stored.clone(),
-                        seen,
-                    }),
+                    (Some(stored), Some(seen)) if stored != &seen => {
+                        Some(Failure::WorkspaceMismatch {
+                            stored: stored.clone(),
+                            seen,
+                        })
+                    }
                     _ => None,
                 }
             }
@@ -189,14 +209,25 @@ impl Scanner {
         if let Some(Failure::Api(IntercomError::RateLimited { reset, .. })) = &failure {
             let reset = *reset;
             info!(?reset, "rate limited; scan will be retried after the reset");
-            let mut report =
-                persist::fail_without_results(self, instance, scan_id, fence, failure.unwrap(), api_calls, started).await?;
+            let mut report = persist::fail_without_results(
+                self,
+                instance,
+                scan_id,
+                fence,
+                failure.unwrap(),
+                api_calls,
+                started,
+            )
+            .await?;
             report.rate_limited_reset = Some(reset);
             return Ok(report);
         }
         if let Some(f @ Failure::WorkspaceMismatch { .. }) = failure {
             warn!(error = %f.message(), "scan failed");
-            return persist::fail_without_results(self, instance, scan_id, fence, f, api_calls, started).await;
+            return persist::fail_without_results(
+                self, instance, scan_id, fence, f, api_calls, started,
+            )
+            .await;
         }
 
         let outcomes = checks::evaluate(&collected.snapshot, &previous, &check_settings);
@@ -242,7 +273,10 @@ impl Scanner {
 
 /// How far back stored events are loaded for evaluation: the longest window a check uses.
 fn lookback_days(s: &CheckSettings) -> u32 {
-    s.dormant_days.max(s.inbox_inactive_days).max(s.event_window_days) + 1
+    s.dormant_days
+        .max(s.inbox_inactive_days)
+        .max(s.event_window_days)
+        + 1
 }
 
 /// A short human duration for summaries.

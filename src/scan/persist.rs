@@ -30,10 +30,15 @@ pub struct Fence {
 }
 
 impl Fence {
-    fn next_scan_at(&self, report_ok: bool, rate_limited: Option<std::time::Duration>) -> DateTime<Utc> {
+    fn next_scan_at(
+        &self,
+        report_ok: bool,
+        rate_limited: Option<std::time::Duration>,
+    ) -> DateTime<Utc> {
         match rate_limited {
             Some(reset) => {
-                let snooze = Utc::now() + chrono::Duration::from_std(reset).unwrap_or(chrono::Duration::seconds(10));
+                let snooze = Utc::now()
+                    + chrono::Duration::from_std(reset).unwrap_or(chrono::Duration::seconds(10));
                 snooze.min(self.next_on_success)
             }
             None if report_ok => self.next_on_success,
@@ -98,14 +103,18 @@ fn is_health_check(check_id: &str) -> bool {
 }
 
 fn severity_of(check_id: &str) -> checks::Severity {
-    checks::meta(check_id).map(|m| m.severity).unwrap_or(checks::Severity::Info)
+    checks::meta(check_id)
+        .map(|m| m.severity)
+        .unwrap_or(checks::Severity::Info)
 }
 
 /// Per-admin last activity and last login among this scan's new events.
 fn admin_activity(collected: &Collected) -> HashMap<String, AdminActivity> {
     let mut map: HashMap<String, AdminActivity> = HashMap::new();
     for e in &collected.new_events {
-        let Some(admin) = &e.performed_by_id else { continue };
+        let Some(admin) = &e.performed_by_id else {
+            continue;
+        };
         let entry = map.entry(admin.clone()).or_default();
         entry.last_active_at = entry.last_active_at.max(Some(e.created_at));
         if e.activity_type == "admin_login_success" {
@@ -115,7 +124,10 @@ fn admin_activity(collected: &Collected) -> HashMap<String, AdminActivity> {
     map
 }
 
-pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Result<ScanReport, ScanError> {
+pub(super) async fn persist(
+    scanner: &Scanner,
+    input: PersistInput<'_>,
+) -> Result<ScanReport, ScanError> {
     let PersistInput {
         instance,
         scan_id,
@@ -127,7 +139,11 @@ pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Resul
         api_calls,
         started,
     } = input;
-    let mode = if failure.is_none() { Mode::Complete } else { Mode::HealthOnly };
+    let mode = if failure.is_none() {
+        Mode::Complete
+    } else {
+        Mode::HealthOnly
+    };
     let mut tx = scanner.pool.begin().await?;
 
     if let Some(f) = &fence {
@@ -139,7 +155,9 @@ pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Resul
         .await?;
         match held {
             None => return Err(ScanError::InstanceGone(instance.id)),
-            Some(token) if token != Some(f.lease_token) => return Err(ScanError::LeaseLost(instance.id)),
+            Some(token) if token != Some(f.lease_token) => {
+                return Err(ScanError::LeaseLost(instance.id))
+            }
             Some(_) => {}
         }
     }
@@ -148,10 +166,19 @@ pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Resul
     let existing = findings::existing_for_instance(&mut tx, instance.id).await?;
     let exceptions = findings::active_exceptions(&mut tx, instance.id, now).await?;
     let plan = lifecycle::plan(&outcomes, &existing, &exceptions, mode, is_health_check);
-    findings::upsert(&mut tx, instance.id, scan_id, now, &plan.writes, catalog_data).await?;
+    findings::upsert(
+        &mut tx,
+        instance.id,
+        scan_id,
+        now,
+        &plan.writes,
+        catalog_data,
+    )
+    .await?;
     findings::resolve(&mut tx, &plan.resolve, scan_id, now).await?;
     findings::unmute(&mut tx, &plan.unmute).await?;
-    findings::record_transitions(&mut tx, instance.id, Some(scan_id), now, &plan.transitions).await?;
+    findings::record_transitions(&mut tx, instance.id, Some(scan_id), now, &plan.transitions)
+        .await?;
 
     let muted: std::collections::HashSet<(&str, &str)> = plan
         .writes
@@ -159,7 +186,9 @@ pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Resul
         .filter(|w| w.status == FindingStatus::Muted)
         .map(|w| (w.check_id, w.draft.resource.as_str()))
         .collect();
-    let posture = checks::posture(&outcomes, |check, resource| muted.contains(&(check, resource)));
+    let posture = checks::posture(&outcomes, |check, resource| {
+        muted.contains(&(check, resource))
+    });
 
     let mut events_ingested = None;
     let (mut cursor_at, mut covered_from) = (None, None);
@@ -169,7 +198,9 @@ pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Resul
             admins::sync(&mut tx, instance.id, now, list, &admin_activity(collected)).await?;
             admins_seen = Some(list.len() as i32);
         }
-        if let (ActivityData::Available { .. }, Some(window)) = (&collected.snapshot.activity, collected.fetched_window) {
+        if let (ActivityData::Available { .. }, Some(window)) =
+            (&collected.snapshot.activity, collected.fetched_window)
+        {
             let n = activity::insert(&mut tx, instance.id, scan_id, &collected.new_events).await?;
             events_ingested = Some(n as i32);
             cursor_at = Some(window.before);
@@ -181,16 +212,24 @@ pub(super) async fn persist(scanner: &Scanner, input: PersistInput<'_>) -> Resul
     let open_total: i64 = open.iter().map(|(_, n)| n).sum();
     let mut new_by_severity: BTreeMap<String, usize> = BTreeMap::new();
     for t in &plan.transitions {
-        if t.to == FindingStatus::Open && (t.from.is_none() || t.from == Some(FindingStatus::Resolved)) {
+        if t.to == FindingStatus::Open
+            && (t.from.is_none() || t.from == Some(FindingStatus::Resolved))
+        {
             if let Some(w) = plan.writes.iter().find(|w| w.id == t.finding_id) {
-                *new_by_severity.entry(w.draft.severity.as_str().to_string()).or_default() += 1;
+                *new_by_severity
+                    .entry(w.draft.severity.as_str().to_string())
+                    .or_default() += 1;
             }
         }
     }
     let new_count = new_by_severity.values().sum::<usize>();
     let resolved_count = plan.resolved_count();
 
-    let status = if failure.is_none() { ScanStatus::Succeeded } else { ScanStatus::Failed };
+    let status = if failure.is_none() {
+        ScanStatus::Succeeded
+    } else {
+        ScanStatus::Failed
+    };
     let error = failure.as_ref().map(Failure::message);
     let error_kind = failure.as_ref().map(|f| f.kind().to_string());
     let me = collected.snapshot.me.as_ref().ok();

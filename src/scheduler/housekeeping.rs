@@ -17,7 +17,12 @@ const EXPIRE_EXCEPTIONS_CRON: &str = "0 */5 * * * *";
 const RETENTION_CRON: &str = "0 17 3 * * *";
 
 /// Claims (job, slot) for this replica; false when another replica already has it.
-pub async fn claim_slot(pool: &PgPool, job: &str, slot: DateTime<Utc>, replica: &str) -> Result<bool, sqlx::Error> {
+pub async fn claim_slot(
+    pool: &PgPool,
+    job: &str,
+    slot: DateTime<Utc>,
+    replica: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "INSERT INTO sspm.housekeeping_runs (job, slot, replica) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         job,
@@ -29,7 +34,12 @@ pub async fn claim_slot(pool: &PgPool, job: &str, slot: DateTime<Utc>, replica: 
     Ok(done.rows_affected() == 1)
 }
 
-async fn finish_slot(pool: &PgPool, job: &str, slot: DateTime<Utc>, detail: serde_json::Value) -> Result<(), sqlx::Error> {
+async fn finish_slot(
+    pool: &PgPool,
+    job: &str,
+    slot: DateTime<Utc>,
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE sspm.housekeeping_runs SET finished_at = now(), detail = $3 WHERE job = $1 AND slot = $2",
         job,
@@ -52,7 +62,12 @@ pub struct Pruned {
 /// Deletes scans (and by cascade their check results), finding history, activity events
 /// and housekeeping rows older than the retention. Open findings are never deleted.
 /// Activity events are kept at least as long as the checks look back.
-pub async fn prune(pool: &PgPool, retention_days: u32, activity_keep_days: u32, now: DateTime<Utc>) -> Result<Pruned, sqlx::Error> {
+pub async fn prune(
+    pool: &PgPool,
+    retention_days: u32,
+    activity_keep_days: u32,
+    now: DateTime<Utc>,
+) -> Result<Pruned, sqlx::Error> {
     let cutoff = now - Duration::days(i64::from(retention_days));
     let activity_cutoff = now - Duration::days(i64::from(retention_days.max(activity_keep_days)));
     let mut tx = pool.begin().await?;
@@ -69,14 +84,18 @@ pub async fn prune(pool: &PgPool, retention_days: u32, activity_keep_days: u32, 
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let activity_events = sqlx::query!("DELETE FROM sspm.activity_events WHERE created_at < $1", activity_cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    let housekeeping_runs = sqlx::query!("DELETE FROM sspm.housekeeping_runs WHERE slot < $1", cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let activity_events = sqlx::query!(
+        "DELETE FROM sspm.activity_events WHERE created_at < $1",
+        activity_cutoff
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let housekeeping_runs =
+        sqlx::query!("DELETE FROM sspm.housekeeping_runs WHERE slot < $1", cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     tx.commit().await?;
     Ok(Pruned {
         scans,
@@ -99,7 +118,13 @@ async fn run_expire(pool: PgPool, replica: String) {
                 if n > 0 {
                     info!(reopened = n, "expired exceptions: findings reopened");
                 }
-                let _ = finish_slot(&pool, "expire_exceptions", slot, serde_json::json!({ "reopened": n })).await;
+                let _ = finish_slot(
+                    &pool,
+                    "expire_exceptions",
+                    slot,
+                    serde_json::json!({ "reopened": n }),
+                )
+                .await;
             }
             Err(e) => warn!(error = %e, "exception expiry failed"),
         },
@@ -114,11 +139,21 @@ async fn run_retention(pool: PgPool, replica: String, settings: Arc<Settings>) {
     match claim_slot(&pool, "retention", slot, &replica).await {
         Ok(true) => {
             let c = &settings.checks;
-            let keep = c.dormant_days.max(c.inbox_inactive_days).max(c.event_window_days) + 1;
+            let keep = c
+                .dormant_days
+                .max(c.inbox_inactive_days)
+                .max(c.event_window_days)
+                + 1;
             match prune(&pool, settings.retention.days, keep, now).await {
                 Ok(p) => {
                     info!(?p, "retention pruning done");
-                    let _ = finish_slot(&pool, "retention", slot, serde_json::to_value(p).unwrap_or_default()).await;
+                    let _ = finish_slot(
+                        &pool,
+                        "retention",
+                        slot,
+                        serde_json::to_value(p).unwrap_or_default(),
+                    )
+                    .await;
                 }
                 Err(e) => warn!(error = %e, "retention pruning failed"),
             }
@@ -129,7 +164,11 @@ async fn run_retention(pool: PgPool, replica: String, settings: Arc<Settings>) {
 }
 
 /// Starts the housekeeping jobs; the returned scheduler must be shut down on exit.
-pub async fn start(pool: PgPool, settings: Arc<Settings>, replica: String) -> Result<JobScheduler, JobSchedulerError> {
+pub async fn start(
+    pool: PgPool,
+    settings: Arc<Settings>,
+    replica: String,
+) -> Result<JobScheduler, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
     let (p, r) = (pool.clone(), replica.clone());
     sched
@@ -139,7 +178,11 @@ pub async fn start(pool: PgPool, settings: Arc<Settings>, replica: String) -> Re
         .await?;
     sched
         .add(Job::new_async(RETENTION_CRON, move |_id, _l| {
-            Box::pin(run_retention(pool.clone(), replica.clone(), Arc::clone(&settings)))
+            Box::pin(run_retention(
+                pool.clone(),
+                replica.clone(),
+                Arc::clone(&settings),
+            ))
         })?)
         .await?;
     sched.start().await?;

@@ -87,7 +87,11 @@ pub async fn claim(
 
 /// Extends every lease this replica still holds; returns the instance ids whose lease
 /// was lost (reclaimed by another replica, or the instance removed).
-pub async fn heartbeat(pool: &PgPool, held: &[(Uuid, Uuid)], lease: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn heartbeat(
+    pool: &PgPool,
+    held: &[(Uuid, Uuid)],
+    lease: Duration,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     if held.is_empty() {
         return Ok(Vec::new());
     }
@@ -106,7 +110,10 @@ pub async fn heartbeat(pool: &PgPool, held: &[(Uuid, Uuid)], lease: Duration) ->
     )
     .fetch_all(pool)
     .await?;
-    Ok(ids.into_iter().filter(|id| !extended.contains(id)).collect())
+    Ok(ids
+        .into_iter()
+        .filter(|id| !extended.contains(id))
+        .collect())
 }
 
 /// Gives a lease back without a result (shutdown, cancellation, infrastructure error):

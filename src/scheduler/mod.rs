@@ -67,7 +67,11 @@ impl Scheduler {
         let regions = Region::ALL
             .into_iter()
             .map(|r| {
-                let n = s.region_concurrency.get(&r).copied().unwrap_or(s.max_concurrent_scans);
+                let n = s
+                    .region_concurrency
+                    .get(&r)
+                    .copied()
+                    .unwrap_or(s.max_concurrent_scans);
                 (r, Arc::new(Semaphore::new(n.max(1))))
             })
             .collect();
@@ -96,7 +100,10 @@ impl Scheduler {
         let in_flight = this.in_flight.lock().map(|m| m.len()).unwrap_or(0);
         info!(in_flight, ?drain, "draining in-flight scans");
         this.tracker.close();
-        if tokio::time::timeout(drain, this.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(drain, this.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("drain timeout reached: cancelling remaining scans and releasing their leases");
             this.hard_stop.cancel();
             // Releasing is a couple of quick statements per scan.
@@ -181,7 +188,14 @@ impl Scheduler {
             if free == 0 {
                 continue;
             }
-            let claimed = lease::claim(&self.scanner.pool, region, free as i64, &self.scanner.replica, settings.lease).await?;
+            let claimed = lease::claim(
+                &self.scanner.pool,
+                region,
+                free as i64,
+                &self.scanner.replica,
+                settings.lease,
+            )
+            .await?;
             for c in claimed {
                 if c.reclaimed_scan.is_some() {
                     self.state.leases_reclaimed.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +209,15 @@ impl Scheduler {
                         started += 1;
                     }
                     _ => {
-                        let _ = lease::release(&self.scanner.pool, c.instance_id, c.lease_token, c.scan_id, Utc::now(), "no free permit").await;
+                        let _ = lease::release(
+                            &self.scanner.pool,
+                            c.instance_id,
+                            c.lease_token,
+                            c.scan_id,
+                            Utc::now(),
+                            "no free permit",
+                        )
+                        .await;
                     }
                 }
             }
@@ -232,7 +254,10 @@ impl Scheduler {
     async fn run_claimed(&self, c: &Claimed, cancel: CancellationToken) {
         let settings = &self.scanner.settings;
         let now = Utc::now();
-        let schedule_text = c.schedule.clone().unwrap_or_else(|| settings.scheduler.default_schedule.clone());
+        let schedule_text = c
+            .schedule
+            .clone()
+            .unwrap_or_else(|| settings.scheduler.default_schedule.clone());
         let schedule = Schedule::parse(&schedule_text).unwrap_or_else(|e| {
             warn!(schedule = %schedule_text, error = %e, "invalid schedule in the database; using the default");
             Schedule::parse(&settings.scheduler.default_schedule).expect("default schedule validated at startup")
@@ -242,7 +267,13 @@ impl Scheduler {
             lease_token: c.lease_token,
             scan_id: Some(c.scan_id),
             next_on_success: timing::next_on_success(&schedule, now, settings.scheduler.jitter),
-            next_on_failure: timing::next_on_failure(&schedule, now, failures, settings.scheduler.max_backoff, settings.scheduler.jitter),
+            next_on_failure: timing::next_on_failure(
+                &schedule,
+                now,
+                failures,
+                settings.scheduler.max_backoff,
+                settings.scheduler.jitter,
+            ),
         };
         let instance = match instances::find(&self.scanner.pool, &c.instance_id.to_string()).await {
             Ok(Some(i)) => i,
@@ -259,9 +290,16 @@ impl Scheduler {
         match result {
             Some(Ok(report)) => {
                 match (report.status, report.rate_limited_reset) {
-                    (_, Some(_)) => self.state.scans_rate_limited.fetch_add(1, Ordering::Relaxed),
-                    (ScanStatus::Succeeded, _) => self.state.scans_succeeded.fetch_add(1, Ordering::Relaxed),
-                    (ScanStatus::Failed, _) => self.state.scans_failed.fetch_add(1, Ordering::Relaxed),
+                    (_, Some(_)) => self
+                        .state
+                        .scans_rate_limited
+                        .fetch_add(1, Ordering::Relaxed),
+                    (ScanStatus::Succeeded, _) => {
+                        self.state.scans_succeeded.fetch_add(1, Ordering::Relaxed)
+                    }
+                    (ScanStatus::Failed, _) => {
+                        self.state.scans_failed.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
             Some(Err(ScanError::LeaseLost(_))) => {
@@ -272,11 +310,28 @@ impl Scheduler {
             Some(Err(e)) => {
                 self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
                 error!(error = %e, "scan could not be recorded");
-                let _ = lease::release(&self.scanner.pool, c.instance_id, c.lease_token, c.scan_id, fence.next_on_failure, &e.to_string()).await;
+                let _ = lease::release(
+                    &self.scanner.pool,
+                    c.instance_id,
+                    c.lease_token,
+                    c.scan_id,
+                    fence.next_on_failure,
+                    &e.to_string(),
+                )
+                .await;
             }
             None => {
                 info!("scan cancelled by shutdown; releasing its lease for another replica");
-                if let Err(e) = lease::release(&self.scanner.pool, c.instance_id, c.lease_token, c.scan_id, Utc::now(), "cancelled: the replica shut down before the scan finished").await {
+                if let Err(e) = lease::release(
+                    &self.scanner.pool,
+                    c.instance_id,
+                    c.lease_token,
+                    c.scan_id,
+                    Utc::now(),
+                    "cancelled: the replica shut down before the scan finished",
+                )
+                .await
+                {
                     warn!(error = %e, "could not release the lease; it will lapse");
                 }
             }
@@ -311,7 +366,9 @@ impl Scheduler {
                         }
                     }
                 }
-                Err(e) => warn!(error = %e, "heartbeat failed; leases may lapse if the database stays away"),
+                Err(e) => {
+                    warn!(error = %e, "heartbeat failed; leases may lapse if the database stays away")
+                }
             }
         }
     }

@@ -32,7 +32,9 @@ pub fn next_on_success(schedule: &Schedule, now: DateTime<Utc>, jitter: f64) -> 
 pub fn backoff(failures: u32, schedule_interval: Duration, max_backoff: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(20);
     let raw = BACKOFF_BASE.saturating_mul(1u32 << exp);
-    raw.min(schedule_interval).min(max_backoff).max(Duration::from_secs(1))
+    raw.min(schedule_interval)
+        .min(max_backoff)
+        .max(Duration::from_secs(1))
 }
 
 pub fn next_on_failure(
@@ -42,8 +44,16 @@ pub fn next_on_failure(
     max_backoff: Duration,
     jitter: f64,
 ) -> DateTime<Utc> {
-    let wait = backoff(failures_so_far + 1, schedule.nominal_interval(now), max_backoff);
-    jittered(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1)), wait, jitter)
+    let wait = backoff(
+        failures_so_far + 1,
+        schedule.nominal_interval(now),
+        max_backoff,
+    );
+    jittered(
+        now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1)),
+        wait,
+        jitter,
+    )
 }
 
 #[cfg(test)]
@@ -56,8 +66,14 @@ mod tests {
         assert_eq!(backoff(1, day, day), Duration::from_secs(60));
         assert_eq!(backoff(2, day, day), Duration::from_secs(120));
         assert_eq!(backoff(5, day, day), Duration::from_secs(960));
-        assert_eq!(backoff(30, Duration::from_secs(1800), day), Duration::from_secs(1800));
-        assert_eq!(backoff(30, day, Duration::from_secs(3600)), Duration::from_secs(3600));
+        assert_eq!(
+            backoff(30, Duration::from_secs(1800), day),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(
+            backoff(30, day, Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -28,7 +28,13 @@ pub fn sim_env(sim: Option<&Simulator>) -> Vec<(String, String)> {
             // A port nothing listens on: connection refused at once.
             None => format!("http://127.0.0.1:9/{region}"),
         };
-        env.push((format!("SSPM__INTERCOM__BASE_URL__{}", region.as_str().to_uppercase()), url));
+        env.push((
+            format!(
+                "SSPM__INTERCOM__BASE_URL__{}",
+                region.as_str().to_uppercase()
+            ),
+            url,
+        ));
     }
     env.push(("SSPM__INTERCOM__REQUEST_TIMEOUT".into(), "5s".into()));
     env.push(("SSPM__INTERCOM__RETRY_BASE_DELAY".into(), "10ms".into()));
@@ -66,7 +72,11 @@ pub fn scanner(pool: &PgPool, settings: Settings, keyring: Keyring) -> Scanner {
 pub fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for storage tests");
     let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    let db = pool.connect_options().get_database().expect("test pool names its database").to_string();
+    let db = pool
+        .connect_options()
+        .get_database()
+        .expect("test pool names its database")
+        .to_string();
     url.set_path(&format!("/{db}"));
     url.to_string()
 }
@@ -96,7 +106,12 @@ fn run_cli_blocking(args: &[String], env: &[(String, String)], stdin: Option<&st
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("binary runs");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("binary finishes")
@@ -110,7 +125,10 @@ pub fn text(o: &Output) -> (String, String) {
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// Every text cell of every table in schema sspm, to search for leaked secrets.
@@ -123,10 +141,11 @@ pub async fn all_table_text(pool: &PgPool) -> String {
     .unwrap();
     let mut out = String::new();
     for t in tables {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT row_to_json(x)::text FROM sspm.{t} x"))
-            .fetch_all(pool)
-            .await
-            .unwrap();
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT row_to_json(x)::text FROM sspm.{t} x"))
+                .fetch_all(pool)
+                .await
+                .unwrap();
         out.push_str(&rows.join("\n"));
     }
     out

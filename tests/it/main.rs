@@ -5,3 +5,4 @@ mod consumer_read_path;
 mod deploy_artifacts;
 mod harness;
 mod onboarding;
+mod scans;

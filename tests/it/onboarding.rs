@@ -6,7 +6,6 @@ use sqlx::PgPool;
 
 use crate::harness::{self, count, run_cli, text};
 
-
 const US_TOKEN: &str = "tok_us_acme_5f1e0c9a2b7d4e8f";
 const EU_TOKEN: &str = "tok_eu_globex_77aa19c3d2e0b6f4";
 
@@ -20,7 +19,11 @@ async fn two_region_sim() -> intercom_sspm::simulator::Simulator {
     .await
 }
 
-fn cli_env(pool: &PgPool, sim: Option<&intercom_sspm::simulator::Simulator>, key: &str) -> Vec<(String, String)> {
+fn cli_env(
+    pool: &PgPool,
+    sim: Option<&intercom_sspm::simulator::Simulator>,
+    key: &str,
+) -> Vec<(String, String)> {
     let mut env = harness::sim_env(sim);
     env.push(("DATABASE_URL".into(), harness::database_url(pool)));
     env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.into()));
@@ -33,11 +36,30 @@ async fn add_stores_sealed_token_that_never_appears_in_clear(pool: PgPool) {
     let sim = two_region_sim().await;
     let (_, key) = harness::keyring();
     let env = cli_env(&pool, Some(&sim), &key);
-    let out = run_cli(&["instance", "add", "--name", "acme", "--region", "us", "--token-stdin"], &env, Some(&format!("{US_TOKEN}\n"))).await;
+    let out = run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-stdin",
+        ],
+        &env,
+        Some(&format!("{US_TOKEN}\n")),
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("acme") && stdout.contains("acme Inc"), "{stdout}");
-    assert!(!stdout.contains(US_TOKEN) && !stderr.contains(US_TOKEN), "token printed");
+    assert!(
+        stdout.contains("acme") && stdout.contains("acme Inc"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(US_TOKEN) && !stderr.contains(US_TOKEN),
+        "token printed"
+    );
 
     let row: (String, String, Option<Vec<u8>>, Option<String>) = sqlx::query_as(
         "SELECT workspace_id, region, token_ciphertext, token_key_id FROM sspm.instances WHERE name = 'acme'",
@@ -57,22 +79,42 @@ async fn add_stores_sealed_token_that_never_appears_in_clear(pool: PgPool) {
         .arg(harness::database_url(&pool))
         .output()
         .expect("pg_dump is installed with the Postgres client tools");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("CREATE TABLE sspm.instances"));
     assert!(!dump.contains(US_TOKEN), "plaintext token in pg_dump");
 
     // The sealed token opens again with the key, bound to this row.
-    let (instance,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM sspm.instances WHERE name = 'acme'").fetch_one(&pool).await.unwrap();
-    let source = intercom_sspm::db::instances::token_source(&pool, instance).await.unwrap().unwrap();
+    let (instance,): (uuid::Uuid,) =
+        sqlx::query_as("SELECT id FROM sspm.instances WHERE name = 'acme'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let source = intercom_sspm::db::instances::token_source(&pool, instance)
+        .await
+        .unwrap()
+        .unwrap();
     let ring = intercom_sspm::crypto::Keyring::new(
         intercom_sspm::crypto::TokenKey::from_base64(&key, "test").unwrap(),
         vec![],
     );
     use secrecy::ExposeSecret;
-    assert_eq!(source.reveal(Some(&ring), instance.as_bytes()).unwrap().expose_secret(), US_TOKEN);
+    assert_eq!(
+        source
+            .reveal(Some(&ring), instance.as_bytes())
+            .unwrap()
+            .expose_secret(),
+        US_TOKEN
+    );
     let other = uuid::Uuid::new_v4();
-    assert!(source.reveal(Some(&ring), other.as_bytes()).is_err(), "bound to its row");
+    assert!(
+        source.reveal(Some(&ring), other.as_bytes()).is_err(),
+        "bound to its row"
+    );
     sim.shutdown().await;
 }
 
@@ -81,10 +123,19 @@ async fn wrong_region_is_named_and_nothing_is_stored(pool: PgPool) {
     let sim = two_region_sim().await;
     let (_, key) = harness::keyring();
     let out = run_cli(
-        &["instance", "add", "--name", "globex", "--region", "us", "--token-stdin"],
+        &[
+            "instance",
+            "add",
+            "--name",
+            "globex",
+            "--region",
+            "us",
+            "--token-stdin",
+        ],
         &cli_env(&pool, Some(&sim), &key),
         Some(EU_TOKEN),
-    ).await;
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("--region eu"), "stderr: {stderr}");
@@ -98,13 +149,25 @@ async fn bad_token_is_rejected_and_nothing_is_stored(pool: PgPool) {
     let sim = two_region_sim().await;
     let (_, key) = harness::keyring();
     let out = run_cli(
-        &["instance", "add", "--name", "acme", "--region", "us", "--token-stdin"],
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-stdin",
+        ],
         &cli_env(&pool, Some(&sim), &key),
         Some("tok_not_a_real_token_123"),
-    ).await;
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("rejected") && stderr.contains("Regenerate"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("rejected") && stderr.contains("Regenerate"),
+        "stderr: {stderr}"
+    );
     assert!(!stderr.contains("tok_not_a_real_token_123"));
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 0);
     sim.shutdown().await;
@@ -114,14 +177,29 @@ async fn bad_token_is_rejected_and_nothing_is_stored(pool: PgPool) {
 async fn unreachable_region_is_a_clear_error_and_nothing_is_stored(pool: PgPool) {
     let (_, key) = harness::keyring();
     let out = run_cli(
-        &["instance", "add", "--name", "acme", "--region", "eu", "--token-stdin"],
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "eu",
+            "--token-stdin",
+        ],
         &cli_env(&pool, None, &key),
         Some(US_TOKEN),
-    ).await;
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("cannot validate the token against region eu"), "stderr: {stderr}");
-    assert!(stderr.contains("127.0.0.1:9"), "names the URL it tried: {stderr}");
+    assert!(
+        stderr.contains("cannot validate the token against region eu"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("127.0.0.1:9"),
+        "names the URL it tried: {stderr}"
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 0);
 }
 
@@ -130,19 +208,73 @@ async fn missing_key_empty_token_and_bad_input_fail_before_storing(pool: PgPool)
     let sim = two_region_sim().await;
     let mut env = harness::sim_env(Some(&sim));
     env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
-    let out = run_cli(&["instance", "add", "--name", "acme", "--region", "us", "--token-stdin"], &env, Some(US_TOKEN)).await;
+    let out = run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-stdin",
+        ],
+        &env,
+        Some(US_TOKEN),
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("no token key configured") && stderr.contains("keygen"), "{stderr}");
+    assert!(
+        stderr.contains("no token key configured") && stderr.contains("keygen"),
+        "{stderr}"
+    );
 
     let (_, key) = harness::keyring();
     let env = cli_env(&pool, Some(&sim), &key);
     for (args, input, expect) in [
-        (vec!["--name", "acme", "--region", "us", "--token-stdin"], "  \n", "empty"),
-        (vec!["--name", "acme", "--region", "ca", "--token-stdin"], US_TOKEN, "unknown region"),
-        (vec!["--name", "bad name", "--region", "us", "--token-stdin"], US_TOKEN, "invalid instance name"),
-        (vec!["--name", "acme", "--region", "us", "--token-stdin", "--schedule", "61 * * * *"], US_TOKEN, "--schedule"),
-        (vec!["--name", "acme", "--region", "us", "--token-stdin", "--schedule", "0 3 * * *", "--timezone", "Mars/Base"], US_TOKEN, "unknown time zone"),
+        (
+            vec!["--name", "acme", "--region", "us", "--token-stdin"],
+            "  \n",
+            "empty",
+        ),
+        (
+            vec!["--name", "acme", "--region", "ca", "--token-stdin"],
+            US_TOKEN,
+            "unknown region",
+        ),
+        (
+            vec!["--name", "bad name", "--region", "us", "--token-stdin"],
+            US_TOKEN,
+            "invalid instance name",
+        ),
+        (
+            vec![
+                "--name",
+                "acme",
+                "--region",
+                "us",
+                "--token-stdin",
+                "--schedule",
+                "61 * * * *",
+            ],
+            US_TOKEN,
+            "--schedule",
+        ),
+        (
+            vec![
+                "--name",
+                "acme",
+                "--region",
+                "us",
+                "--token-stdin",
+                "--schedule",
+                "0 3 * * *",
+                "--timezone",
+                "Mars/Base",
+            ],
+            US_TOKEN,
+            "unknown time zone",
+        ),
     ] {
         let mut full = vec!["instance", "add"];
         full.extend(args);
@@ -163,13 +295,31 @@ async fn duplicates_are_clear_errors(pool: PgPool) {
     let env = cli_env(&pool, Some(&sim), &key);
     let add = |name: &'static str| {
         let env = env.clone();
-        async move { run_cli(&["instance", "add", "--name", name, "--region", "us", "--token-stdin"], &env, Some(US_TOKEN)).await }
+        async move {
+            run_cli(
+                &[
+                    "instance",
+                    "add",
+                    "--name",
+                    name,
+                    "--region",
+                    "us",
+                    "--token-stdin",
+                ],
+                &env,
+                Some(US_TOKEN),
+            )
+            .await
+        }
     };
     assert!(add("acme").await.status.success());
     let (_, stderr) = text(&add("ACME").await);
     assert!(stderr.contains("already exists"), "{stderr}");
     let (_, stderr) = text(&add("acme-two").await);
-    assert!(stderr.contains("already onboarded as instance \"acme\""), "{stderr}");
+    assert!(
+        stderr.contains("already onboarded as instance \"acme\""),
+        "{stderr}"
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 1);
     sim.shutdown().await;
 }
@@ -184,19 +334,51 @@ async fn token_reference_is_validated_then_stored_as_reference(pool: PgPool) {
     let mut env = harness::sim_env(Some(&sim));
     env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
     let reference = format!("file:{}", path.display());
-    let out = run_cli(&["instance", "add", "--name", "acme", "--region", "us", "--token-ref", &reference], &env, None).await;
+    let out = run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-ref",
+            &reference,
+        ],
+        &env,
+        None,
+    )
+    .await;
     assert!(out.status.success(), "{:?}", text(&out));
-    let stored: Option<String> = sqlx::query_scalar("SELECT token_ref FROM sspm.instances WHERE name = 'acme'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT token_ref FROM sspm.instances WHERE name = 'acme'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(stored.as_deref(), Some(reference.as_str()));
     assert!(!harness::all_table_text(&pool).await.contains(US_TOKEN));
 
-    let out = run_cli(&["instance", "add", "--name", "b", "--region", "us", "--token-ref", "env:SSPM_UNSET_TEST_VAR"], &env, None).await;
+    let out = run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "b",
+            "--region",
+            "us",
+            "--token-ref",
+            "env:SSPM_UNSET_TEST_VAR",
+        ],
+        &env,
+        None,
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("env:SSPM_UNSET_TEST_VAR") && stderr.contains("not set"), "{stderr}");
+    assert!(
+        stderr.contains("env:SSPM_UNSET_TEST_VAR") && stderr.contains("not set"),
+        "{stderr}"
+    );
     sim.shutdown().await;
 }
 
@@ -205,22 +387,67 @@ async fn list_show_disable_schedule_and_remove(pool: PgPool) {
     let sim = two_region_sim().await;
     let (_, key) = harness::keyring();
     let env = cli_env(&pool, Some(&sim), &key);
-    assert!(run_cli(&["instance", "add", "--name", "acme", "--region", "us", "--token-stdin"], &env, Some(US_TOKEN)).await.status.success());
+    assert!(run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-stdin"
+        ],
+        &env,
+        Some(US_TOKEN)
+    )
+    .await
+    .status
+    .success());
     let out = run_cli(&["instance", "list", "--format", "json"], &env, None).await;
     let (stdout, _) = text(&out);
     let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(list[0]["name"], "acme");
     assert_eq!(list[0]["token_kind"], "sealed");
     assert!(!stdout.contains(US_TOKEN));
-    assert!(run_cli(&["instance", "disable", "acme"], &env, None).await.status.success());
-    assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances WHERE NOT enabled").await, 1);
-    let out = run_cli(&["instance", "set-schedule", "acme", "0 3 * * *", "--timezone", "Europe/Berlin"], &env, None).await;
+    assert!(run_cli(&["instance", "disable", "acme"], &env, None)
+        .await
+        .status
+        .success());
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.instances WHERE NOT enabled"
+        )
+        .await,
+        1
+    );
+    let out = run_cli(
+        &[
+            "instance",
+            "set-schedule",
+            "acme",
+            "0 3 * * *",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+        &env,
+        None,
+    )
+    .await;
     assert!(out.status.success(), "{:?}", text(&out));
-    let schedule: Option<String> = sqlx::query_scalar("SELECT schedule FROM sspm.instances").fetch_one(&pool).await.unwrap();
+    let schedule: Option<String> = sqlx::query_scalar("SELECT schedule FROM sspm.instances")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(schedule.as_deref(), Some("CRON_TZ=Europe/Berlin 0 3 * * *"));
     let out = run_cli(&["instance", "remove", "acme"], &env, None).await;
     assert!(!out.status.success(), "remove needs --yes");
-    assert!(run_cli(&["instance", "remove", "acme", "--yes"], &env, None).await.status.success());
+    assert!(
+        run_cli(&["instance", "remove", "acme", "--yes"], &env, None)
+            .await
+            .status
+            .success()
+    );
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 0);
     sim.shutdown().await;
 }

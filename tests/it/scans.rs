@@ -1,0 +1,539 @@
+//! Scans end to end against the simulator and real Postgres: exactly the expected
+//! findings, lifecycle across scans, failures that change nothing, exceptions.
+
+use std::collections::BTreeSet;
+
+use intercom_sspm::crypto::Keyring;
+use intercom_sspm::db::instances::{self, NewInstance};
+use intercom_sspm::db::scans::Trigger;
+use intercom_sspm::region::Region;
+use intercom_sspm::scan::{ScanStatus, Scanner};
+use intercom_sspm::simulator::{AdminSpec, Simulator};
+use intercom_sspm::token::TokenSource;
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::harness::{self, count};
+
+const RISKY_TOKEN: &str = "tok_risky_acme_full_0001";
+const HEALTHY_TOKEN: &str = "tok_healthy_initech_0002";
+const LEAST_TOKEN: &str = "tok_least_globex_0003";
+
+/// A workspace with one of each problem the catalog can see.
+fn risky_workspace() -> serde_json::Value {
+    let login = |id: &str, admin: &str, ago: &str, method: &str| {
+        json!({ "id": id, "activity_type": "admin_login_success", "ago": ago, "performed_by": admin,
+                "ip": "198.51.100.7", "metadata": { "sign_in_method": method } })
+    };
+    let mut events = vec![
+        login("l1", "1", "1d", "google"),
+        login("l2", "2", "1d", "email_password"),
+        login("l3", "3", "2d", "google"),
+        login("l4", "4", "2d", "google"),
+        login("l5", "5", "3d", "google"),
+        login("l6", "6", "3d", "google"),
+    ];
+    // Six failures from one IP within 30 minutes, then a success from it: critical burst.
+    for i in 0..6 {
+        events.push(
+            json!({ "id": format!("f{i}"), "activity_type": "admin_login_failure",
+            "ago": format!("{}m", 300 - i * 3), "performed_by": "3", "ip": "203.0.113.9" }),
+        );
+    }
+    events.push(
+        json!({ "id": "f-success", "activity_type": "admin_login_success", "ago": "4h",
+        "performed_by": "3", "ip": "203.0.113.9", "metadata": { "sign_in_method": "google" } }),
+    );
+    events.push(
+        json!({ "id": "tfa", "activity_type": "admin_two_factor_auth_change", "ago": "5d",
+        "performed_by": "1", "metadata": { "before": "enabled", "after": "disabled" } }),
+    );
+    events.push(json!({ "id": "export", "activity_type": "app_data_export", "ago": "6d", "performed_by": "1" }));
+    events.push(json!({ "id": "install", "activity_type": "app_package_installation", "ago": "7d", "performed_by": "1" }));
+    events.push(json!({ "id": "imp", "activity_type": "admin_impersonation_start", "ago": "2d", "performed_by": "1" }));
+    // Old events outside every window, and a type no check knows.
+    events.push(json!({ "id": "old-export", "activity_type": "app_data_export", "ago": "60d", "performed_by": "1" }));
+    events.push(json!({ "id": "novel", "activity_type": "brand_new_event_type_2027", "ago": "1d", "performed_by": "1" }));
+    json!({
+        "id_code": "acme",
+        "name": "Acme",
+        "region": "us",
+        "identity_verification": false,
+        "tokens": [{ "token": RISKY_TOKEN, "scopes": ["read_admins", "read_admin_activity_logs", "read_tags"] }],
+        "admins": [
+            { "id": "1", "name": "Owner", "email": "owner@acme.example", "email_verified": true, "role": { "id": "r1", "name": "Admin" } },
+            { "id": "2", "name": "Jane", "email": "jane.doe@gmail.com", "role": { "id": "r2", "name": "Agent" } },
+            { "id": "3", "name": "Support", "email": "support@acme.example", "role": { "id": "r2", "name": "Agent" } },
+            { "id": "4", "name": "Bob", "email": "bob@contractor.example", "role": { "id": "r2", "name": "Agent" } },
+            { "id": "5", "name": "Nora", "email": "nora@acme.example" },
+            { "id": "6", "name": "Alice", "email": "alice@acme.example", "away_mode_enabled": true, "role": { "id": "r2", "name": "Agent" } }
+        ],
+        "events": events
+    })
+}
+
+async fn world() -> Simulator {
+    harness::start_sim(json!({
+        "workspaces": [
+            risky_workspace(),
+            harness::workspace("initech", "eu", HEALTHY_TOKEN, &["read_admins", "read_admin_activity_logs"]),
+            harness::workspace("globex", "au", LEAST_TOKEN, &["read_admins"]),
+        ]
+    }))
+    .await
+}
+
+async fn onboard(
+    pool: &PgPool,
+    ring: &Keyring,
+    name: &str,
+    region: Region,
+    workspace: &str,
+    token: &str,
+) -> instances::Instance {
+    let id = Uuid::new_v4();
+    let sealed =
+        TokenSource::Sealed(ring.seal(&SecretString::from(token.to_string()), id.as_bytes()));
+    instances::insert(
+        pool,
+        &NewInstance {
+            id,
+            name,
+            region,
+            workspace_id: workspace,
+            workspace_name: None,
+            token: &sealed,
+            schedule: None,
+            allowed_domains: &[],
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn setup(pool: &PgPool, sim: &Simulator) -> (Scanner, Keyring) {
+    let (ring, b64) = harness::keyring();
+    let ring2 = Keyring::new(
+        intercom_sspm::crypto::TokenKey::from_base64(&b64, "t").unwrap(),
+        vec![],
+    );
+    (
+        harness::scanner(pool, harness::settings(Some(sim), &[]), ring),
+        ring2,
+    )
+}
+
+async fn open_findings(pool: &PgPool, instance: Uuid) -> BTreeSet<(String, String)> {
+    sqlx::query_as::<_, (String, String)>(
+        "SELECT check_id, resource FROM sspm.findings WHERE instance_id = $1 AND status = 'open'",
+    )
+    .bind(instance)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn risky_workspace_yields_exactly_the_expected_findings(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+
+    let expected = set(&[
+        ("identity_verification_enabled", "workspace"),
+        ("token_least_privilege", "workspace"),
+        ("admin_personal_email_domain", "admin:2"),
+        ("admin_external_domain", "admin:4"),
+        ("admin_shared_account", "admin:3"),
+        ("admin_without_role", "admin:5"),
+        ("password_login_used", "admin:2"),
+        ("failed_login_burst", "event:f0"),
+        ("admin_2fa_disabled", "event:tfa"),
+        ("data_exported", "event:export"),
+        ("integration_changed", "event:install"),
+        ("impersonation", "event:imp"),
+    ]);
+    assert_eq!(open_findings(&pool, acme.id).await, expected);
+
+    let burst: String = sqlx::query_scalar(
+        "SELECT severity FROM sspm.findings WHERE check_id = 'failed_login_burst'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(burst, "critical", "a success from the bursting IP follows");
+    // One check result per catalog entry, recorded with the scan.
+    assert_eq!(
+        count(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM sspm.check_results WHERE scan_id = '{}'",
+                report.scan_id
+            )
+        )
+        .await,
+        intercom_sspm::checks::catalog().len() as i64
+    );
+    let (status, score, coverage): (String, Option<f64>, Option<f64>) =
+        sqlx::query_as("SELECT status, score, coverage FROM sspm.scans WHERE id = $1")
+            .bind(report.scan_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "succeeded");
+    assert!(score.unwrap() < 100.0 && score.unwrap() > 0.0, "{score:?}");
+    assert!(
+        coverage.unwrap() > 0.5 && coverage.unwrap() < 1.0,
+        "manual controls are not covered: {coverage:?}"
+    );
+    // Inventory and history were written; the unknown event type was stored, not rejected.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.admins WHERE removed_at IS NULL"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.activity_events WHERE event_id = 'novel'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.finding_events WHERE from_status IS NULL"
+        )
+        .await,
+        12
+    );
+    let instance_status: String =
+        sqlx::query_scalar("SELECT status FROM sspm.instances WHERE id = $1")
+            .bind(acme.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(instance_status, "ok");
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn healthy_workspace_yields_no_findings(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let initech = onboard(
+        &pool,
+        &ring,
+        "initech",
+        Region::Eu,
+        "initech",
+        HEALTHY_TOKEN,
+    )
+    .await;
+    let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    let failing: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == "fail" || c.status == "error")
+        .collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+    assert!(open_findings(&pool, initech.id).await.is_empty());
+    assert_eq!(report.score, Some(100.0));
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn least_privilege_token_reports_activity_checks_not_evaluated(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let globex = onboard(&pool, &ring, "globex", Region::Au, "globex", LEAST_TOKEN).await;
+    let report = scanner.scan(&globex, Trigger::Manual, None).await.unwrap();
+    assert_eq!(
+        report.status,
+        ScanStatus::Succeeded,
+        "a scope refusal is not a failed scan"
+    );
+    assert_eq!(
+        open_findings(&pool, globex.id).await,
+        set(&[("activity_log_access", "workspace")])
+    );
+    let activity_checks: Vec<_> = intercom_sspm::checks::catalog()
+        .iter()
+        .filter(|m| m.source == intercom_sspm::checks::Source::Activity)
+        .map(|m| m.id)
+        .collect();
+    assert!(activity_checks.len() >= 10);
+    for id in activity_checks {
+        let line = report.checks.iter().find(|c| c.check_id == id).unwrap();
+        assert_eq!(line.status, "not_evaluated", "{id}");
+        assert!(
+            line.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("activity logs"),
+            "{id}: {:?}",
+            line.reason
+        );
+    }
+    let evidence: serde_json::Value = sqlx::query_scalar(
+        "SELECT evidence FROM sspm.findings WHERE check_id = 'activity_log_access'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        evidence.to_string().contains("admin_dormant"),
+        "evidence lists what is not evaluated: {evidence}"
+    );
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn rescans_resolve_reopen_and_record_history(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let handle = sim.scenario_handle();
+    scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+
+    // Fixed in Intercom: identity verification on; a new gmail teammate appears.
+    handle
+        .update_workspace("acme", |w| w.identity_verification = true)
+        .unwrap();
+    handle
+        .add_admin(
+            "acme",
+            serde_json::from_value::<AdminSpec>(json!({ "id": "7", "name": "Kim", "email": "kim@gmail.com", "role": { "id": "r2", "name": "Agent" } })).unwrap(),
+        )
+        .unwrap();
+    let second = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(second.status, ScanStatus::Succeeded);
+    let open = open_findings(&pool, acme.id).await;
+    assert!(!open.contains(&("identity_verification_enabled".into(), "workspace".into())));
+    assert!(open.contains(&("admin_personal_email_domain".into(), "admin:7".into())));
+    assert!(
+        open.contains(&("admin_new".into(), "admin:7".into())),
+        "new since the previous scan"
+    );
+    assert_eq!(second.resolved_findings, 1);
+
+    // Regression: turned off again. Same finding reopens, first_seen kept.
+    handle
+        .update_workspace("acme", |w| w.identity_verification = false)
+        .unwrap();
+    let third = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(third.status, ScanStatus::Succeeded);
+    let (status, reopen_count, first_seen_scan): (String, i32, Option<Uuid>) = sqlx::query_as(
+        "SELECT status, reopen_count, first_scan_id FROM sspm.findings WHERE check_id = 'identity_verification_enabled'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "open");
+    assert_eq!(reopen_count, 1);
+    assert_ne!(
+        first_seen_scan,
+        Some(third.scan_id),
+        "first seen stays with the first scan"
+    );
+    let history: Vec<(Option<String>, String)> = sqlx::query_as(
+        "SELECT e.from_status, e.to_status FROM sspm.finding_events e JOIN sspm.findings f ON f.id = e.finding_id
+         WHERE f.check_id = 'identity_verification_enabled' ORDER BY e.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        history,
+        vec![
+            (None, "open".to_string()),
+            (Some("open".to_string()), "resolved".to_string()),
+            (Some("resolved".to_string()), "open".to_string()),
+        ]
+    );
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn revoked_token_marks_unauthorized_and_resolves_nothing(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    let before = open_findings(&pool, acme.id).await;
+    assert!(!before.is_empty());
+
+    sim.scenario_handle().revoke_token(RISKY_TOKEN).unwrap();
+    let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.error_kind.as_deref(), Some("unauthorized"));
+    assert!(!report.error.clone().unwrap().contains(RISKY_TOKEN));
+    let (status, detail): (String, Option<String>) =
+        sqlx::query_as("SELECT status, status_detail FROM sspm.instances WHERE id = $1")
+            .bind(acme.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "unauthorized");
+    assert!(detail.unwrap().contains("401"));
+    let mut after = open_findings(&pool, acme.id).await;
+    assert!(
+        after.remove(&("token_valid".to_string(), "workspace".to_string())),
+        "token_valid finding opened"
+    );
+    assert_eq!(after, before, "no other finding changed");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.findings WHERE status = 'resolved'"
+        )
+        .await,
+        0
+    );
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn scan_killed_before_commit_leaves_previous_state_intact(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    let snapshot = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, String, String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT check_id, resource, status, last_seen_at FROM sspm.findings ORDER BY check_id, resource",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let before = snapshot(pool.clone()).await;
+    let results_before = count(&pool, "SELECT count(*) FROM sspm.check_results").await;
+
+    // A change that would resolve a finding, then a scan whose row was meanwhile taken
+    // over (abandoned): the transaction fails after writing findings and must roll back.
+    sim.scenario_handle()
+        .update_workspace("acme", |w| w.identity_verification = true)
+        .unwrap();
+    let lease = Uuid::new_v4();
+    let scan_id = Uuid::new_v4();
+    sqlx::query("UPDATE sspm.instances SET lease_token = $2, lease_expires_at = now() + interval '1 minute' WHERE id = $1")
+        .bind(acme.id)
+        .bind(lease)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO sspm.scans (id, instance_id, status, trigger, finished_at) VALUES ($1, $2, 'abandoned', 'schedule', now())")
+        .bind(scan_id)
+        .bind(acme.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let fence = intercom_sspm::scan::Fence {
+        lease_token: lease,
+        scan_id: Some(scan_id),
+        next_on_success: chrono::Utc::now(),
+        next_on_failure: chrono::Utc::now(),
+    };
+    let err = scanner
+        .scan(&acme, Trigger::Schedule, Some(fence))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, intercom_sspm::scan::ScanError::LeaseLost(_)),
+        "{err}"
+    );
+    assert_eq!(snapshot(pool.clone()).await, before, "findings untouched");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.check_results").await,
+        results_before
+    );
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn exceptions_mute_and_expire(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let first = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+
+    let (exception, muted) = intercom_sspm::db::exceptions::add(
+        &pool,
+        &intercom_sspm::db::exceptions::NewException {
+            instance_id: acme.id,
+            check_id: "admin_external_domain",
+            resource: Some("admin:4"),
+            reason: "contractor approved",
+            author: "test",
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(muted, 1);
+    let second = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM sspm.findings WHERE check_id = 'admin_external_domain'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "muted", "still muted after a rescan");
+    assert!(
+        second.score.unwrap() > first.score.unwrap(),
+        "muted failures do not count against the score"
+    );
+
+    // Expiry: the exception's time passes, housekeeping reopens the finding.
+    sqlx::query(
+        "UPDATE sspm.exceptions SET expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(exception)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let reopened = intercom_sspm::db::exceptions::expire(&pool, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(reopened, 1);
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM sspm.findings WHERE check_id = 'admin_external_domain'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "open");
+    // And a rescan after expiry keeps it open (the exception no longer applies).
+    scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM sspm.findings WHERE check_id = 'admin_external_domain'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "open");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.finding_events WHERE reason IN ('exception added', 'exception expired')").await,
+        2
+    );
+    sim.shutdown().await;
+}
