@@ -37,7 +37,12 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
         .expose_secret()
         .parse()
         .map_err(|e: sqlx::Error| DbError::BadUrl(redact_url_error(&e.to_string())))?;
-    let options = options.application_name("intercom-sspm");
+    // Every query names schema sspm; only sqlx's own _sqlx_migrations table is unqualified.
+    // Pin it to public: with the default "$user", public a database user named `sspm`
+    // would look for it in schema sspm once that exists, and re-run applied migrations.
+    let options = options
+        .application_name("intercom-sspm")
+        .options([("search_path", "public")]);
     PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(settings.database.acquire_timeout)

@@ -181,14 +181,27 @@ where
         .execute(pool)
         .await
         .unwrap_or_else(|e| panic!("role setup failed: {e}\n{setup}"));
-    // Trust auth on the test server: the same options with another user name suffice.
-    let options = (*pool.connect_options()).clone().username(&role);
-    let outcome = AssertUnwindSafe(body(options)).catch_unwind().await;
-    // DROP OWNED removes its grants in this database, without which DROP ROLE refuses.
-    sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+    // A password too, so this works where the server asks for one (scram), not only
+    // under trust auth.
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    sqlx::raw_sql(&format!("ALTER ROLE {role} PASSWORD '{password}'"))
         .execute(pool)
         .await
-        .expect("drop login role");
+        .expect("set the login role's password");
+    let options = (*pool.connect_options())
+        .clone()
+        .username(&role)
+        .password(&password);
+    let outcome = AssertUnwindSafe(body(options)).catch_unwind().await;
+    // DROP OWNED removes its grants in this database, without which DROP ROLE refuses.
+    // It needs the role's privileges: a CREATEROLE (non-superuser) test user gets them by
+    // granting itself membership first.
+    sqlx::raw_sql(&format!(
+        "GRANT {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role};"
+    ))
+    .execute(pool)
+    .await
+    .expect("drop login role");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
