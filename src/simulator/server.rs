@@ -204,9 +204,8 @@ async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response 
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
         sim.served_429.fetch_add(1, Ordering::Relaxed);
-    } else if status != StatusCode::UNAUTHORIZED {
-        // Intercom sends the headers on authenticated responses only; a revoked token's 401
-        // is not one.
+    } else if response.extensions().get::<NotAuthenticated>().is_none() {
+        // Intercom sends the headers on authenticated responses only.
         set_rate_headers(
             response.headers_mut(),
             rate.limit,
@@ -216,6 +215,10 @@ async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response 
     }
     response
 }
+
+/// Marks a response to a token that turned out not to be valid (revoked): no rate headers.
+#[derive(Debug, Clone, Copy)]
+struct NotAuthenticated;
 
 /// Everything known about an authenticated request.
 struct Ctx<'a> {
@@ -290,12 +293,14 @@ async fn authenticated(cx: Ctx<'_>) -> Response {
         entry.runtime.revoke();
     }
     if token.revoked || entry.runtime.is_revoked() {
-        return error(
+        let mut r = error(
             sim,
             StatusCode::UNAUTHORIZED,
             "token_revoked",
             "The token or API Key has been revoked",
         );
+        r.extensions_mut().insert(NotAuthenticated);
+        return r;
     }
 
     let faults: Vec<&Arc<ActiveFaults>> = in_force
