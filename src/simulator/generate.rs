@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::scenario::{
-    scopes, AdminSpec, EventSpec, NextStyle, PaginationSpec, RoleSpec, Scenario, TokenSpec,
-    Workspace,
+    scopes, AdminSpec, EventSpec, NextStyle, PaginationSpec, RawJson, RoleSpec, Scenario,
+    TokenSpec, Workspace,
 };
 use crate::region::Region;
 
@@ -88,7 +88,7 @@ pub fn generate_workspace(p: &GenerateParams, index: usize) -> Workspace {
         owner: None,
         refusal: None,
         revoked: false,
-        faults: Default::default(),
+        faults: None,
     };
 
     let admins: Vec<AdminSpec> = (0..p.admins_per_workspace)
@@ -107,7 +107,7 @@ pub fn generate_workspace(p: &GenerateParams, index: usize) -> Workspace {
         admins,
         events,
         teams: Vec::new(),
-        tags: vec!["vip".into(), "billing".into()],
+        tags: Vec::new(),
         ip_allowlist: Default::default(),
         pagination: PaginationSpec {
             next_style: if rng.chance(p.cursor_share) {
@@ -119,7 +119,7 @@ pub fn generate_workspace(p: &GenerateParams, index: usize) -> Workspace {
         },
         refusal: Default::default(),
         rate_limit: Default::default(),
-        faults: Default::default(),
+        faults: None,
     }
 }
 
@@ -200,7 +200,7 @@ fn make_events(
                     admin,
                     ago + 600 - k * 60,
                     &attacker,
-                    Some(json!({"sign_in_method": "email_password"})),
+                    Some(RawJson::from(json!({"sign_in_method": "email_password"}))),
                 ));
             }
             events.push(event(
@@ -209,7 +209,7 @@ fn make_events(
                 admin,
                 ago + 60,
                 &attacker,
-                Some(json!({"sign_in_method": "email_password"})),
+                Some(RawJson::from(json!({"sign_in_method": "email_password"}))),
             ));
             continue;
         }
@@ -227,7 +227,7 @@ fn event(
     admin: &AdminSpec,
     ago_secs: u64,
     ip: &str,
-    metadata: Option<Value>,
+    metadata: Option<RawJson>,
 ) -> EventSpec {
     let (a, b) = (rng.next(), rng.next());
     EventSpec {
@@ -250,8 +250,8 @@ fn event(
     }
 }
 
-fn metadata_for(rng: &mut SplitMix64, kind: &str, admin: &AdminSpec) -> Option<Value> {
-    Some(match kind {
+fn metadata_for(rng: &mut SplitMix64, kind: &str, admin: &AdminSpec) -> Option<RawJson> {
+    Some(RawJson::from(match kind {
         "admin_login_success" => {
             json!({"sign_in_method": pick(rng, &["email_password", "google", "saml"])})
         }
@@ -280,7 +280,7 @@ fn metadata_for(rng: &mut SplitMix64, kind: &str, admin: &AdminSpec) -> Option<V
         }),
         "app_name_change" => json!({"before": "Old name", "after": "New name"}),
         _ => return None,
-    })
+    }))
 }
 
 const BENIGN_EVENTS: &[(&str, u32)] = &[
@@ -470,8 +470,7 @@ mod tests {
         assert!(all_events().any(|e| e
             .metadata
             .as_ref()
-            .and_then(|m| m.get("sign_in_method"))
-            .is_some()));
+            .is_some_and(|m| m.get().contains("sign_in_method"))));
         assert!(s
             .workspaces
             .iter()

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 pub use faults::{FaultSpec, Malformed, RateLimitFault, ServerErrorFault};
 pub use scenario::{
     scopes, AdminSpec, EventSpec, IpAllowlistSpec, NextStyle, PaginationSpec, RateLimitSpec,
-    Refusal, RoleSpec, Scenario, ScenarioError, TeamSpec, TokenSpec, Workspace,
+    RawJson, Refusal, RoleSpec, Scenario, ScenarioError, TeamSpec, TokenSpec, Workspace,
 };
 pub use state::ScenarioHandle;
 

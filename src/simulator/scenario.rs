@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::faults::FaultSpec;
@@ -87,8 +88,9 @@ pub struct Workspace {
     pub refusal: Refusal,
     #[serde(default)]
     pub rate_limit: RateLimitSpec,
-    #[serde(default, skip_serializing_if = "FaultSpec::is_empty")]
-    pub faults: FaultSpec,
+    /// Boxed: most workspaces have none, and a generated world has 100k workspaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Box<FaultSpec>>,
 }
 
 fn default_timezone() -> String {
@@ -112,14 +114,14 @@ pub struct TokenSpec {
     pub owner_admin_id: Option<String>,
     /// A `/me` teammate that is not (or no longer) in `/admins`; wins over `owner_admin_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<AdminSpec>,
+    pub owner: Option<Box<AdminSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
     /// Revoked from the start: every call gets 401 `token_revoked`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
-    #[serde(default, skip_serializing_if = "FaultSpec::is_empty")]
-    pub faults: FaultSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Box<FaultSpec>>,
 }
 
 impl TokenSpec {
@@ -209,9 +211,10 @@ pub struct EventSpec {
     pub performed_by_email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Kept as JSON text (see [`RawJson`]); `null` or absent is served as `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
-    /// Default: generated from the performer's name and the activity type.
+    pub metadata: Option<RawJson>,
+    /// Default: generated from the performer's name and the activity type when served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -377,8 +380,9 @@ impl Workspace {
                     )));
                 }
             }
-            t.faults
-                .validate(&format!("workspace {w:?} token faults"))?;
+            if let Some(f) = &t.faults {
+                f.validate(&format!("workspace {w:?} token faults"))?;
+            }
         }
         let mut event_ids = HashSet::new();
         for e in &self.events {
@@ -406,11 +410,14 @@ impl Workspace {
                 "workspace {w:?}: rate_limit limit and window_secs must be at least 1"
             )));
         }
-        self.faults.validate(&format!("workspace {w:?} faults"))
+        match &self.faults {
+            Some(f) => f.validate(&format!("workspace {w:?} faults")),
+            None => Ok(()),
+        }
     }
 
-    /// Turns relative event times into absolute ones (as of `now`) and fills derived fields,
-    /// so serving never has to look anything up.
+    /// Turns relative event times into absolute ones (as of `now`) and records each
+    /// performer's email as it is now (the log keeps it after the teammate is removed).
     pub(crate) fn resolve(&mut self, now: SystemTime) {
         let now_secs = now
             .duration_since(UNIX_EPOCH)
@@ -421,13 +428,11 @@ impl Workspace {
             if let Some(ago) = e.ago.take() {
                 e.created_at = Some(now_secs - ago.as_secs() as i64);
             }
-            let admin = admins.iter().find(|a| a.id == e.performed_by);
             if e.performed_by_email.is_none() {
-                e.performed_by_email = admin.map(|a| a.email.clone());
-            }
-            if e.description.is_none() {
-                let who = admin.map_or(e.performed_by.as_str(), |a| a.name.as_str());
-                e.description = Some(describe(who, &e.activity_type));
+                e.performed_by_email = admins
+                    .iter()
+                    .find(|a| a.id == e.performed_by)
+                    .map(|a| a.email.clone());
             }
         }
         // Newest first, ties by id descending: the order the API serves and cursors rely on.
@@ -439,6 +444,53 @@ impl Workspace {
 /// A readable default description, e.g. "Ann Lee: admin login success.".
 pub(crate) fn describe(who: &str, activity_type: &str) -> String {
     format!("{who}: {}.", activity_type.replace('_', " "))
+}
+
+/// A JSON value kept as its text: one small allocation instead of a map node per entry
+/// (events are the bulk of a generated world), and served verbatim.
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Self {
+        RawJson(serde_json::value::to_raw_value(value).expect("serializable to JSON"))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    pub(crate) fn raw(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl From<Value> for RawJson {
+    fn from(value: Value) -> Self {
+        RawJson::new(&value)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(RawJson)
+    }
 }
 
 #[cfg(test)]
@@ -459,7 +511,7 @@ mod tests {
         assert!(ws.admins[0].has_inbox_seat);
         assert_eq!(ws.pagination.next_style, NextStyle::Url);
         assert_eq!(ws.rate_limit.limit, 1666);
-        assert!(ws.faults.is_empty());
+        assert!(ws.faults.is_none());
     }
 
     #[test]
@@ -477,10 +529,7 @@ mod tests {
             ws.events[1].performed_by_email.as_deref(),
             Some("a@w.example")
         );
-        assert_eq!(
-            ws.events[1].description.as_deref(),
-            Some("A: admin logout.")
-        );
+        assert_eq!(ws.events[1].description, None, "described when served");
     }
 
     #[test]

@@ -178,11 +178,13 @@ async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response 
     let headers = &request.headers;
     // Authentication first, as the API does: an unknown token, or a token of a workspace in
     // another region (what a wrong regional host looks like), is the same 401.
-    let Some(entry) = bearer(headers).and_then(|t| sim.lookup(t)) else {
+    let Some(token_value) = bearer(headers) else {
+        return unauthorized(sim);
+    };
+    let Some(entry) = sim.lookup(token_value) else {
         return unauthorized(sim);
     };
     let ws = entry.workspace.data();
-    let token_value = bearer(headers).unwrap_or_default();
     let Some(token) = ws.tokens.iter().find(|t| t.token == token_value) else {
         return unauthorized(sim);
     };
@@ -204,9 +206,8 @@ async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response 
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
         sim.served_429.fetch_add(1, Ordering::Relaxed);
-    } else if status != StatusCode::UNAUTHORIZED {
-        // Intercom sends the headers on authenticated responses only; a revoked token's 401
-        // is not one.
+    } else if response.extensions().get::<NotAuthenticated>().is_none() {
+        // Intercom sends the headers on authenticated responses only.
         set_rate_headers(
             response.headers_mut(),
             rate.limit,
@@ -216,6 +217,10 @@ async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response 
     }
     response
 }
+
+/// Marks a response to a token that turned out not to be valid (revoked): no rate headers.
+#[derive(Debug, Clone, Copy)]
+struct NotAuthenticated;
 
 /// Everything known about an authenticated request.
 struct Ctx<'a> {
@@ -290,12 +295,14 @@ async fn authenticated(cx: Ctx<'_>) -> Response {
         entry.runtime.revoke();
     }
     if token.revoked || entry.runtime.is_revoked() {
-        return error(
+        let mut r = error(
             sim,
             StatusCode::UNAUTHORIZED,
             "token_revoked",
             "The token or API Key has been revoked",
         );
+        r.extensions_mut().insert(NotAuthenticated);
+        return r;
     }
 
     let faults: Vec<&Arc<ActiveFaults>> = in_force
@@ -376,7 +383,7 @@ async fn authenticated(cx: Ctx<'_>) -> Response {
         Endpoint::ActivityLogs => {
             let q = match parse_log_query(ws, query) {
                 Ok(q) => q,
-                Err(response) => return response(sim),
+                Err(e) => return e.response(sim),
             };
             let host = host_of(&request.headers, app.local);
             let base = format!("http://{host}/{region}{}", endpoint.path());
@@ -442,32 +449,38 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-type ErrorResponse = Box<dyn FnOnce(&SimState) -> Response + Send>;
+/// Why an activity-log query was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryError {
+    MissingAfter,
+    Invalid(&'static str),
+}
 
-fn parse_log_query(ws: &Workspace, query: &str) -> Result<LogQuery, ErrorResponse> {
-    let invalid = |name: &'static str| -> ErrorResponse {
-        Box::new(move |sim: &SimState| {
-            error(
-                sim,
-                StatusCode::BAD_REQUEST,
-                "parameter_invalid",
-                &format!("{name} is invalid"),
-            )
-        })
-    };
-    let Some(after) = query_param(query, "created_at_after") else {
-        // The legacy documented answer, verbatim (fixtures/error_missing_created_at_after.json).
-        return Err(Box::new(|_: &SimState| {
-            json(
+impl QueryError {
+    fn response(self, sim: &SimState) -> Response {
+        match self {
+            // The legacy documented answer, verbatim (fixtures/error_missing_created_at_after.json).
+            QueryError::MissingAfter => json(
                 StatusCode::NOT_FOUND,
                 render::error_body(
                     None,
                     "parameter_not_found",
                     "Please provide the following parameters: created_at_after",
                 ),
-            )
-        }));
-    };
+            ),
+            QueryError::Invalid(name) => error(
+                sim,
+                StatusCode::BAD_REQUEST,
+                "parameter_invalid",
+                &format!("{name} is invalid"),
+            ),
+        }
+    }
+}
+
+fn parse_log_query(ws: &Workspace, query: &str) -> Result<LogQuery, QueryError> {
+    let invalid = QueryError::Invalid;
+    let after = query_param(query, "created_at_after").ok_or(QueryError::MissingAfter)?;
     let after: i64 = after
         .trim()
         .parse()
@@ -615,6 +628,46 @@ mod tests {
         assert!(version_has_roles(&h("Preview")));
         assert!(!version_has_roles(&h("2.15")));
         assert!(!version_has_roles(&h("2.9")));
+    }
+
+    #[test]
+    fn activity_log_queries() {
+        let ws: Workspace =
+            serde_json::from_str(r#"{"id_code":"w","name":"W","region":"us"}"#).unwrap();
+        assert_eq!(
+            parse_log_query(&ws, "").unwrap_err(),
+            QueryError::MissingAfter
+        );
+        assert_eq!(
+            parse_log_query(&ws, "created_at_after=yesterday").unwrap_err(),
+            QueryError::Invalid("created_at_after")
+        );
+        assert_eq!(
+            parse_log_query(&ws, "created_at_after=1&page=0").unwrap_err(),
+            QueryError::Invalid("page")
+        );
+        assert_eq!(
+            parse_log_query(&ws, "created_at_after=1&starting_after=%%").unwrap_err(),
+            QueryError::Invalid("starting_after")
+        );
+        let q = parse_log_query(
+            &ws,
+            "created_at_after=5&created_at_before=9&per_page=9999&page=3",
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            LogQuery {
+                after: 5,
+                before: Some(9),
+                per_page: 250,
+                position: Position::Page(3)
+            }
+        );
+        assert_eq!(
+            parse_log_query(&ws, "created_at_after=5").unwrap().per_page,
+            20
+        );
     }
 
     #[test]

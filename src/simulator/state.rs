@@ -30,6 +30,10 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
+fn activate(spec: &Option<Box<FaultSpec>>) -> Option<Arc<ActiveFaults>> {
+    spec.as_deref().cloned().and_then(ActiveFaults::new)
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -63,7 +67,7 @@ pub(crate) struct RateStatus {
 
 impl WorkspaceCell {
     fn new(ws: Workspace) -> Self {
-        let faults = ActiveFaults::new(ws.faults.clone());
+        let faults = activate(&ws.faults);
         Self {
             data: RwLock::new(Arc::new(ws)),
             faults: RwLock::new(faults),
@@ -106,11 +110,11 @@ pub(crate) struct TokenRuntime {
 }
 
 impl TokenRuntime {
-    fn new(faults: FaultSpec) -> Self {
+    fn new(faults: &Option<Box<FaultSpec>>) -> Self {
         Self {
             calls: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
-            faults: RwLock::new(ActiveFaults::new(faults)),
+            faults: RwLock::new(activate(faults)),
         }
     }
 
@@ -192,7 +196,7 @@ impl SimState {
 
     fn insert_workspace(&self, ws: Workspace) {
         let id = ws.id_code.clone();
-        let tokens: Vec<(String, FaultSpec)> = ws
+        let tokens: Vec<(String, Option<Box<FaultSpec>>)> = ws
             .tokens
             .iter()
             .map(|t| (t.token.clone(), t.faults.clone()))
@@ -201,7 +205,7 @@ impl SimState {
         for (token, faults) in tokens {
             let entry = TokenEntry {
                 workspace: cell.clone(),
-                runtime: Arc::new(TokenRuntime::new(faults)),
+                runtime: Arc::new(TokenRuntime::new(&faults)),
             };
             write(self.shard(&token)).insert(token, entry);
         }
@@ -265,20 +269,20 @@ impl ScenarioHandle {
             match (before, self.state.lookup(&t.token)) {
                 (Some(b), Some(entry)) => {
                     if b.faults != t.faults {
-                        *write(&entry.runtime.faults) = ActiveFaults::new(t.faults.clone());
+                        *write(&entry.runtime.faults) = activate(&t.faults);
                     }
                 }
                 _ => {
                     let entry = TokenEntry {
                         workspace: cell.clone(),
-                        runtime: Arc::new(TokenRuntime::new(t.faults.clone())),
+                        runtime: Arc::new(TokenRuntime::new(&t.faults)),
                     };
                     write(self.state.shard(&t.token)).insert(t.token.clone(), entry);
                 }
             }
         }
         if new.faults != old.faults {
-            *write(&cell.faults) = ActiveFaults::new(new.faults.clone());
+            *write(&cell.faults) = activate(&new.faults);
         }
         *write(&cell.data) = Arc::new(new);
         drop(reg);
@@ -352,7 +356,8 @@ impl ScenarioHandle {
         faults: FaultSpec,
     ) -> Result<(), ScenarioError> {
         faults.validate(&format!("workspace {id_code:?} faults"))?;
-        self.update_workspace(id_code, |ws| ws.faults = faults.clone())?;
+        let boxed = (!faults.is_empty()).then(|| Box::new(faults.clone()));
+        self.update_workspace(id_code, |ws| ws.faults = boxed)?;
         let cell = read(&self.state.registry).by_id.get(id_code).cloned();
         if let Some(cell) = cell {
             *write(&cell.faults) = ActiveFaults::new(faults);
@@ -364,9 +369,10 @@ impl ScenarioHandle {
     pub fn set_token_faults(&self, token: &str, faults: FaultSpec) -> Result<(), ScenarioError> {
         faults.validate("token faults")?;
         let id = self.workspace_of(token)?;
+        let boxed = (!faults.is_empty()).then(|| Box::new(faults.clone()));
         self.update_workspace(&id, |ws| {
             if let Some(t) = ws.tokens.iter_mut().find(|t| t.token == token) {
-                t.faults = faults.clone();
+                t.faults = boxed;
             }
         })?;
         let entry = self

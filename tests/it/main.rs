@@ -3,6 +3,10 @@
 
 mod consumer_read_path;
 mod deploy_artifacts;
+mod fuzz_parsers;
 mod harness;
+mod intercom_client;
 mod onboarding;
 mod scans;
+mod sim_support;
+mod simulator;
