@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::bail;
 use clap::Args;
 
 use super::output;
 use super::{Context, ListFormat};
 use crate::db::instances;
 use crate::db::scans::Trigger;
-use crate::scan::{format_elapsed, ScanReport, ScanStatus, Scanner};
+use crate::scan::{format_elapsed, Fence, ScanReport, ScanStatus, Scanner};
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -38,7 +39,42 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
         settings: Arc::new(ctx.settings.clone()),
         replica: format!("cli:{}", std::process::id()),
     };
-    let report = scanner.scan(&instance, Trigger::Manual, None).await?;
+    // The lease keeps daemons off this instance while it is scanned here; it outlasts the
+    // scan's whole time budget because nothing heartbeats it.
+    let lease_length = ctx.settings.intercom.scan_timeout + std::time::Duration::from_secs(60);
+    let Some(lease) =
+        instances::lease_for_manual_scan(&pool, instance.id, &scanner.replica, lease_length)
+            .await?
+    else {
+        let holder = instances::lease_holder(&pool, instance.id)
+            .await?
+            .unwrap_or_else(|| "another process".into());
+        bail!(
+            "{} is being scanned right now by {holder}: wait for that scan to finish, or use `scan --queue`",
+            instance.name
+        );
+    };
+    let fence = Fence {
+        lease_token: lease.lease_token,
+        scan_id: Some(lease.scan_id),
+        next_on_success: lease.previous_next_scan_at,
+        next_on_failure: lease.previous_next_scan_at,
+    };
+    let report = tokio::select! {
+        r = scanner.scan(&instance, Trigger::Manual, Some(fence)) => r,
+        _ = tokio::signal::ctrl_c() => {
+            instances::release_manual_lease(&pool, instance.id, &lease, "interrupted by the operator").await?;
+            bail!("scan of {} interrupted; nothing was recorded", instance.name);
+        }
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ =
+                instances::release_manual_lease(&pool, instance.id, &lease, &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
     match args.format {
         ListFormat::Json => println!("{}", output::json(&report)?),
         ListFormat::Table => print_summary(&report),
