@@ -19,6 +19,7 @@ pub mod region;
 pub mod scan;
 pub mod schedule;
 pub mod scheduler;
+pub mod server;
 pub mod simulator;
 pub mod telemetry;
 pub mod token;
