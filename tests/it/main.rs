@@ -2,6 +2,9 @@
 //! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
 
 mod consumer_read_path;
+mod daemon;
+mod daemon_housekeeping;
+mod daemon_support;
 mod deploy_artifacts;
 mod harness;
 mod onboarding;
