@@ -11,7 +11,7 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use crate::region::Region;
 
@@ -163,7 +163,7 @@ pub fn housekeeping_run(job: &'static str, ok: bool) {
 /// Fleet-wide gauges, read with two cheap queries (the due one uses the partial index
 /// `instances_due_idx`). Every replica refreshes them; they agree, and Prometheus
 /// aggregates with max() or picks one. Doubles as the database health probe.
-pub async fn refresh_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn refresh_gauges(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let due = sqlx::query!(
         r#"SELECT count(*) AS "backlog!",
                   COALESCE(EXTRACT(EPOCH FROM now() - min(next_scan_at))::float8, 0) AS "oldest_age!"
@@ -171,13 +171,13 @@ pub async fn refresh_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
            WHERE enabled AND next_scan_at <= now()
              AND (lease_token IS NULL OR lease_expires_at <= now())"#
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let open = sqlx::query!(
         r#"SELECT severity AS "severity!", count(*) AS "n!"
            FROM sspm.findings WHERE status = 'open' GROUP BY severity"#
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     gauge!(DUE_BACKLOG).set(due.backlog as f64);
     gauge!(OLDEST_DUE_AGE).set(due.oldest_age.max(0.0));

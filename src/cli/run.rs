@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sd_notify::NotifyState;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -248,8 +248,10 @@ fn monitor_interval(settings: &Settings) -> Duration {
 }
 
 /// Refreshes the fleet gauges; their success or failure is the database health that
-/// `/readyz` reports. When the database comes back it wakes the claim loop, which may be
-/// in a long backoff.
+/// `/readyz` reports. It uses a connection of its own, outside the pool: a pool busy with
+/// scans must not make a healthy replica look unready, and a fresh connect proves the
+/// server is reachable. When the database comes back it wakes the claim loop, which may
+/// be in a long backoff.
 async fn health_monitor(
     pool: PgPool,
     state: Arc<SchedulerState>,
@@ -257,16 +259,25 @@ async fn health_monitor(
     every: Duration,
     stop: CancellationToken,
 ) {
+    let options = pool.connect_options();
+    let mut conn: Option<PgConnection> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let ok = match tokio::time::timeout(HEALTH_TIMEOUT, crate::metrics::refresh_gauges(&pool))
-            .await
-        {
+        let probe = async {
+            if conn.is_none() {
+                conn = Some(options.connect().await?);
+            }
+            match conn.as_mut() {
+                Some(c) => crate::metrics::refresh_gauges(c).await,
+                None => Ok(()),
+            }
+        };
+        let ok = match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 debug!(error = %e, "database health query failed");
@@ -277,6 +288,10 @@ async fn health_monitor(
                 false
             }
         };
+        if !ok {
+            // Reconnect next time rather than reuse a connection in an unknown state.
+            conn = None;
+        }
         let was_ok = state.db_ok.swap(ok, Ordering::Relaxed);
         match (was_ok, ok) {
             (true, false) => {
@@ -288,5 +303,8 @@ async fn health_monitor(
             }
             _ => {}
         }
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
     }
 }

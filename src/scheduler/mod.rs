@@ -44,6 +44,8 @@ const RELEASE_GRACE: Duration = Duration::from_secs(10);
 pub struct SchedulerState {
     pub running: AtomicBool,
     pub draining: AtomicBool,
+    /// Written only by the daemon's health monitor (its own connection), so that a claim
+    /// failing on a busy pool does not flip readiness back and forth.
     pub db_ok: AtomicBool,
     pub scans_started: AtomicU64,
     pub scans_succeeded: AtomicU64,
@@ -178,12 +180,8 @@ impl Scheduler {
         let mut db_backoff = poll.min(Duration::from_secs(1));
         while !shutdown.is_cancelled() {
             match self.claim_once(&shutdown).await {
-                Ok(_) => {
-                    self.state.db_ok.store(true, Ordering::Relaxed);
-                    db_backoff = poll.min(Duration::from_secs(1));
-                }
+                Ok(_) => db_backoff = poll.min(Duration::from_secs(1)),
                 Err(e) => {
-                    self.state.db_ok.store(false, Ordering::Relaxed);
                     self.state.claim_errors.fetch_add(1, Ordering::Relaxed);
                     metrics::claim_error();
                     warn!(error = %e, retry_in = ?db_backoff, "claiming due instances failed; will retry");
