@@ -402,33 +402,59 @@ async fn daemon_never_starts_a_second_scan_of_an_instance_it_is_scanning(pool: P
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
-async fn daemon_claims_more_as_soon_as_a_permit_frees_up(pool: PgPool) {
-    let names = ["p1", "p2", "p3", "p4", "p5"];
-    let w = World::new(&pool, names.iter().map(|n| ws(n, "us")).collect()).await;
-    for n in names {
+async fn daemon_honours_limits_and_claims_as_soon_as_a_permit_frees_up(pool: PgPool) {
+    let us = ["p1", "p2", "p3", "p4", "p5"];
+    let eu = ["q1", "q2"];
+    let mut workspaces: Vec<_> = us.iter().map(|n| ws(n, "us")).collect();
+    workspaces.extend(eu.iter().map(|n| ws(n, "eu")));
+    let w = World::new(&pool, workspaces).await;
+    for n in us {
         w.onboard(n, Region::Us, "1m").await;
         w.slow(n, "/admins", 300);
     }
-    // One scan at a time and a poll every minute: five scans within seconds means each
-    // finished scan triggered the next claim instead of waiting for the poll.
+    for n in eu {
+        w.onboard(n, Region::Eu, "1m").await;
+        w.slow(n, "/admins", 300);
+    }
+    // One US scan at a time (region limit), a poll every minute: five US scans within
+    // seconds means each finished scan triggered the next claim instead of waiting for
+    // the poll.
     let mut d = w.daemon(
         "serial",
         &[
             ("SSPM__SCHEDULER__POLL_INTERVAL", "60s"),
-            ("SSPM__SCHEDULER__MAX_CONCURRENT_SCANS", "1"),
+            ("SSPM__SCHEDULER__MAX_CONCURRENT_SCANS", "3"),
+            ("SSPM__SCHEDULER__REGION_CONCURRENCY__US", "1"),
         ],
     );
     d.wait_ready(READY).await;
     w.wait_all_succeeded(1, Duration::from_secs(15)).await;
     assert_eq!(ds::overlapping_scans(&pool).await, 0);
-    // Never more than one at a time on this replica.
-    let concurrent = count(
-        &pool,
-        "SELECT count(*) FROM sspm.scans a JOIN sspm.scans b ON a.id < b.id
-         WHERE a.started_at < b.finished_at AND b.started_at < a.finished_at",
-    )
-    .await;
-    assert_eq!(concurrent, 0, "max_concurrent_scans = 1 was exceeded");
+    let concurrent = |filter: &'static str| {
+        let pool = pool.clone();
+        async move {
+            count(
+                &pool,
+                &format!(
+                    "SELECT count(*) FROM sspm.scans a JOIN sspm.instances ia ON ia.id = a.instance_id,
+                            sspm.scans b JOIN sspm.instances ib ON ib.id = b.instance_id
+                     WHERE a.id < b.id AND a.started_at < b.finished_at AND b.started_at < a.finished_at
+                       AND {filter}"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        concurrent("ia.region = 'us' AND ib.region = 'us'").await,
+        0,
+        "region_concurrency.us = 1 was exceeded"
+    );
+    // The other region was not held back by the US limit: its scans ran beside US ones.
+    assert!(
+        concurrent("ia.region <> ib.region").await > 0,
+        "EU scans waited for US ones"
+    );
     sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(10)).await;
     w.sim.shutdown().await;
 }
