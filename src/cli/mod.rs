@@ -16,6 +16,7 @@ mod instance;
 mod keygen;
 mod migrate;
 mod output;
+mod run;
 mod scan;
 mod simulate;
 
@@ -45,6 +46,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: scan due instances on their schedules; serve /livez, /readyz and
+    /// /metrics on server.listen. SIGTERM or SIGINT drains and exits 0.
+    Run,
     /// Apply database migrations (schema `sspm`) and exit.
     Migrate,
     /// Print a new random token key (base64, 32 bytes) for security.token_key.
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen | Command::Checks(_) | Command::Simulate(_) => {
             unreachable!("handled above")
         }
+        Command::Run => run::run(&ctx).await,
         Command::Migrate => migrate::run(&ctx).await,
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Scan(args) => scan::run(&ctx, args).await,

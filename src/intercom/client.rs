@@ -288,6 +288,7 @@ impl Session {
             .await
             .map_err(|e| transient(endpoint, &e))?;
         let status = response.status();
+        crate::metrics::intercom_response(self.inner.region, status.as_u16());
         let headers = response.headers().clone();
         self.inner.pacer.observe(&headers);
         let cap = self.settings().max_body_bytes;

@@ -3,6 +3,9 @@
 
 mod cli_scan;
 mod consumer_read_path;
+mod daemon;
+mod daemon_housekeeping;
+mod daemon_support;
 mod deploy_artifacts;
 mod fuzz_parsers;
 mod harness;
