@@ -8,5 +8,6 @@ mod harness;
 mod intercom_client;
 mod onboarding;
 mod scans;
+mod security_hostile;
 mod sim_support;
 mod simulator;
