@@ -9,5 +9,6 @@ mod intercom_client;
 mod onboarding;
 mod scans;
 mod security_hostile;
+mod security_rotation;
 mod sim_support;
 mod simulator;
