@@ -9,6 +9,7 @@ mod intercom_client;
 mod onboarding;
 mod scans;
 mod security_hostile;
+mod security_leaks;
 mod security_rotation;
 mod sim_support;
 mod simulator;
