@@ -1,6 +1,7 @@
 //! Integration tests, compiled as one binary so the suite links once.
 //! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
 
+mod bad_input;
 mod consumer_read_path;
 mod deploy_artifacts;
 mod fuzz_parsers;
