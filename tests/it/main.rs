@@ -12,5 +12,6 @@ mod scans;
 mod security_hostile;
 mod security_leaks;
 mod security_rotation;
+mod security_supply_chain;
 mod sim_support;
 mod simulator;
