@@ -387,3 +387,76 @@ async fn config_errors_do_not_echo_secret_values() {
     assert!(stderr.contains("token_ky"), "names the key: {stderr}");
     assert!(!stderr.contains(&key), "{stderr}");
 }
+
+/// Instances can be onboarded by plain SQL with a token reference. Whoever may write that
+/// column must not be able to make the daemon send its own secrets (the token key, the
+/// database URL) to the API as a bearer token.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn token_references_cannot_point_at_the_scanners_own_secrets(pool: PgPool) {
+    use crate::security_hostile::{json as ok_json, me_body, Hostile};
+    let api = Hostile::start(|_| ok_json(me_body())).await;
+    let (_, key) = harness::keyring();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("token-key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let db_url = harness::database_url(&pool);
+    let mut base = Vec::new();
+    for region in Region::ALL {
+        base.push((
+            format!(
+                "SSPM__INTERCOM__BASE_URL__{}",
+                region.as_str().to_uppercase()
+            ),
+            format!("http://{}/{region}", api.addr),
+        ));
+    }
+    base.push(("DATABASE_URL".to_string(), db_url.clone()));
+    base.push(("SSPM__INTERCOM__MAX_RETRIES".to_string(), "0".to_string()));
+    let with_env_key = {
+        let mut e = base.clone();
+        e.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.clone()));
+        e
+    };
+    let with_key_file = {
+        let mut e = base.clone();
+        e.push((
+            "SSPM__SECURITY__TOKEN_KEY_FILE".into(),
+            key_file.display().to_string(),
+        ));
+        e
+    };
+    let cases = [
+        ("env:SSPM__SECURITY__TOKEN_KEY".to_string(), &with_env_key),
+        ("env:DATABASE_URL".to_string(), &with_env_key),
+        (format!("file:{}", key_file.display()), &with_key_file),
+    ];
+    for (i, (reference, env)) in cases.iter().enumerate() {
+        let name = format!("sql{i}");
+        sqlx::query("INSERT INTO sspm.instances (name, region, token_ref) VALUES ($1, 'us', $2)")
+            .bind(&name)
+            .bind(reference)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let out = run_cli(&["scan", &name], env, None).await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{reference}: {stdout}");
+        assert!(
+            stderr.contains(reference.as_str()) && stderr.contains("scanner's own"),
+            "{reference}: a clear refusal naming the reference: {stderr}"
+        );
+        assert!(
+            !stderr.contains(&key) && !stderr.contains(&db_url),
+            "{stderr}"
+        );
+    }
+    assert_eq!(api.requests(), 0, "nothing was sent to the API");
+    for seen in api.seen() {
+        let auth = seen.authorization.unwrap_or_default();
+        assert!(
+            !auth.contains(&key) && !auth.contains("postgres://"),
+            "{auth}"
+        );
+    }
+    api.stop();
+}
