@@ -16,6 +16,7 @@ mod instance;
 mod keygen;
 mod migrate;
 mod output;
+mod rotate_key;
 mod run;
 mod scan;
 mod simulate;
@@ -67,6 +68,8 @@ pub enum Command {
     /// Accept risks: exceptions mute matching findings until removed or expired.
     #[command(subcommand)]
     Exception(exception::ExceptionCommand),
+    /// Re-seal every stored token under the current token key (after adding a new key).
+    RotateKey(rotate_key::RotateKeyArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -121,5 +124,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan::run(&ctx, args).await,
         Command::Findings(args) => findings::run(&ctx, args).await,
         Command::Exception(cmd) => exception::run(&ctx, cmd).await,
+        Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
     }
 }

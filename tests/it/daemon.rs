@@ -197,7 +197,8 @@ async fn daemon_scans_due_instances_reschedules_and_wakes_on_notify(pool: PgPool
     assert_eq!(done, 3, "{}", d.logs());
 
     // Rescheduled per schedule (1m) plus jitter (up to 5% = 3 s), counted from the claim.
-    let rows: Vec<(String, String, Option<String>, f64, i32, String, Option<Uuid>)> = sqlx::query_as(
+    type Row = (String, String, Option<String>, f64, i32, String, Option<Uuid>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT s.trigger, s.replica, i.status, EXTRACT(EPOCH FROM i.next_scan_at - s.started_at)::float8,
                 i.consecutive_failures, i.name, i.lease_token
          FROM sspm.scans s JOIN sspm.instances i ON i.id = s.instance_id ORDER BY i.name",
