@@ -42,11 +42,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlx_is_quiet_unless_named() {
-        assert_eq!(with_quiet_dependencies("debug"), "debug,sqlx=warn");
+    fn noisy_dependencies_are_quiet_unless_named() {
+        assert_eq!(
+            with_quiet_dependencies("debug"),
+            "debug,sqlx=warn,tokio_cron_scheduler=warn"
+        );
         assert_eq!(
             with_quiet_dependencies("info,sqlx=debug"),
-            "info,sqlx=debug"
+            "info,sqlx=debug,tokio_cron_scheduler=warn"
         );
     }
 }

@@ -197,7 +197,15 @@ async fn daemon_scans_due_instances_reschedules_and_wakes_on_notify(pool: PgPool
     assert_eq!(done, 3, "{}", d.logs());
 
     // Rescheduled per schedule (1m) plus jitter (up to 5% = 3 s), counted from the claim.
-    type Row = (String, String, Option<String>, f64, i32, String, Option<Uuid>);
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        f64,
+        i32,
+        String,
+        Option<Uuid>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT s.trigger, s.replica, i.status, EXTRACT(EPOCH FROM i.next_scan_at - s.started_at)::float8,
                 i.consecutive_failures, i.name, i.lease_token
