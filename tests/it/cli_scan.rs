@@ -205,6 +205,11 @@ async fn failed_scan_exits_non_zero_and_exceptions_round_trip(pool: PgPool) {
     let out = run_cli(&["exception", "remove", &id], &env, None).await;
     assert!(text(&out).0.contains("1 finding(s) reopened"));
 
+    let open_before = count(
+        &pool,
+        "SELECT count(*) FROM sspm.findings WHERE status = 'open'",
+    )
+    .await;
     sim.scenario_handle().revoke_token(TOKEN).unwrap();
     let out = run_cli(&["scan", "acme"], &env, None).await;
     let (stdout, stderr) = text(&out);
@@ -214,5 +219,36 @@ async fn failed_scan_exits_non_zero_and_exceptions_round_trip(pool: PgPool) {
         "{stderr}"
     );
     assert!(stdout.contains("instance status unauthorized"), "{stdout}");
+
+    // Recovery: the operator regenerates the token in Intercom and replaces it here.
+    const NEW_TOKEN: &str = "tok_cli_scan_acme_regenerated_77";
+    sim.scenario_handle()
+        .update_workspace("acme", |w| {
+            let mut fresh = w.tokens[0].clone();
+            fresh.token = NEW_TOKEN.into();
+            fresh.revoked = false;
+            w.tokens.push(fresh);
+        })
+        .unwrap();
+    let out = run_cli(
+        &["instance", "set-token", "acme", "--token-stdin"],
+        &env,
+        Some(NEW_TOKEN),
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run_cli(&["scan", "acme"], &env, None).await;
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("instance status ok"), "{stdout}");
+    let open_after = count(
+        &pool,
+        "SELECT count(*) FROM sspm.findings WHERE status = 'open'",
+    )
+    .await;
+    assert_eq!(
+        open_after, open_before,
+        "findings survived the revoked token and its failed scan"
+    );
     sim.shutdown().await;
 }
