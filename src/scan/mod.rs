@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
-use crate::checks::{self, CheckSettings, PreviousState};
+use crate::checks::{self, ActivityData, CheckSettings, PreviousState};
 use crate::config::Settings;
 use crate::crypto::Keyring;
 use crate::db::instances::{self, Instance};
@@ -193,8 +193,17 @@ impl Scanner {
         .await;
         let api_calls = session.api_calls();
 
+        let rate_limited_activity = match &collected.snapshot.activity {
+            ActivityData::Failed(e @ IntercomError::RateLimited { .. }) => Some(e.clone()),
+            _ => None,
+        };
         let failure = match (&collected.snapshot.me, &collected.snapshot.admins) {
             (Err(e), _) | (Ok(_), Err(e)) => Some(Failure::Api(e.clone())),
+            // A 429 on the activity log would turn every activity check into `error`; the
+            // window resets within seconds, so snooze the whole scan instead.
+            (Ok(_), Ok(_)) if rate_limited_activity.is_some() => {
+                rate_limited_activity.map(Failure::Api)
+            }
             (Ok(me), Ok(_)) => {
                 let seen = me.app.as_ref().and_then(|a| a.id_code.clone());
                 match (&instance.workspace_id, seen) {

@@ -537,3 +537,45 @@ async fn exceptions_mute_and_expire(pool: PgPool) {
     );
     sim.shutdown().await;
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn rate_limited_activity_log_snoozes_the_scan_instead_of_erroring_checks(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let initech = onboard(
+        &pool,
+        &ring,
+        "initech",
+        Region::Eu,
+        "initech",
+        HEALTHY_TOKEN,
+    )
+    .await;
+    let faults = serde_json::from_value(json!({
+        "endpoints": ["/admins/activity_logs"],
+        "rate_limited": { "reset_after_secs": 120 }
+    }))
+    .unwrap();
+    sim.scenario_handle()
+        .set_token_faults(HEALTHY_TOKEN, faults)
+        .unwrap();
+    let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.error_kind.as_deref(), Some("rate_limited"));
+    let reset = report
+        .rate_limited_reset
+        .expect("the scheduler is told to snooze");
+    assert!(reset.as_secs() >= 100, "{reset:?}");
+    assert!(!report.counts_as_failure);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.check_results").await,
+        0,
+        "no check recorded as error"
+    );
+    let failures: i32 = sqlx::query_scalar("SELECT consecutive_failures FROM sspm.instances")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(failures, 0);
+    sim.shutdown().await;
+}
