@@ -57,7 +57,11 @@ async fn release_fenced(
     let done = sqlx::query!(
         "UPDATE sspm.instances
          SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
-             next_scan_at = $3
+             -- Claims and heartbeats keep next_scan_at equal to lease_expires_at; anything
+             -- else means an operator queued a scan or changed the schedule meanwhile,
+             -- and their choice wins over the computed time.
+             next_scan_at = CASE WHEN next_scan_at IS DISTINCT FROM lease_expires_at
+                                 THEN next_scan_at ELSE $3 END
          WHERE id = $1 AND lease_token = $2",
         instance_id,
         fence.lease_token,

@@ -106,7 +106,11 @@ pub async fn heartbeat(
     let extended: Vec<Uuid> = sqlx::query_scalar!(
         r#"UPDATE sspm.instances i
            SET lease_expires_at = now() + make_interval(secs => $3),
-               next_scan_at = now() + make_interval(secs => $3)
+               -- Follow the lease unless an operator set a time during the scan (see
+               -- scan::persist: their choice is applied when the scan finishes).
+               next_scan_at = CASE WHEN i.next_scan_at IS DISTINCT FROM i.lease_expires_at
+                                   THEN i.next_scan_at
+                                   ELSE now() + make_interval(secs => $3) END
            FROM UNNEST($1::uuid[], $2::uuid[]) AS h(id, token)
            WHERE i.id = h.id AND i.lease_token = h.token
            RETURNING i.id"#,
