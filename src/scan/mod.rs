@@ -54,7 +54,15 @@ pub enum ScanError {
 pub(crate) enum Failure {
     Api(IntercomError),
     Token(TokenError),
-    WorkspaceMismatch { stored: String, seen: String },
+    WorkspaceMismatch {
+        stored: String,
+        seen: String,
+    },
+    /// A row onboarded by SQL turned out to be a workspace another instance already scans.
+    WorkspaceTaken {
+        seen: String,
+        existing: String,
+    },
 }
 
 impl Failure {
@@ -63,6 +71,7 @@ impl Failure {
             Failure::Api(e) => e.kind(),
             Failure::Token(_) => "token_unavailable",
             Failure::WorkspaceMismatch { .. } => "workspace_mismatch",
+            Failure::WorkspaceTaken { .. } => "workspace_taken",
         }
     }
 
@@ -86,6 +95,9 @@ impl Failure {
             Failure::Token(e) => e.to_string(),
             Failure::WorkspaceMismatch { stored, seen } => format!(
                 "the token now belongs to workspace {seen}, but this instance is workspace {stored}: replace the token with `instance set-token`"
+            ),
+            Failure::WorkspaceTaken { seen, existing } => format!(
+                "the token belongs to workspace {seen}, which is already onboarded as instance {existing:?}: remove one of the two instances"
             ),
         }
     }
@@ -233,7 +245,13 @@ impl Scanner {
             report.rate_limited_reset = Some(reset);
             return Ok(report);
         }
-        if let Some(f @ Failure::WorkspaceMismatch { .. }) = failure {
+        let failure = match failure {
+            None => self.workspace_taken(instance, &collected).await?,
+            other => other,
+        };
+        if let Some(f @ (Failure::WorkspaceMismatch { .. } | Failure::WorkspaceTaken { .. })) =
+            failure
+        {
             warn!(error = %f.message(), "scan failed");
             return persist::fail_without_results(
                 self, instance, scan_id, fence, f, api_calls, started,
@@ -269,6 +287,33 @@ impl Scanner {
             _ => warn!(error = report.error.as_deref().unwrap_or(""), "scan failed"),
         }
         Ok(report)
+    }
+
+    /// For an instance whose workspace is not known yet (onboarded by SQL): the workspace
+    /// `/me` names must not belong to another instance.
+    async fn workspace_taken(
+        &self,
+        instance: &Instance,
+        collected: &collect::Collected,
+    ) -> Result<Option<Failure>, ScanError> {
+        if instance.workspace_id.is_some() {
+            return Ok(None);
+        }
+        let seen = collected
+            .snapshot
+            .me
+            .as_ref()
+            .ok()
+            .and_then(|m| m.app.as_ref())
+            .and_then(|a| a.id_code.clone());
+        let Some(seen) = seen else { return Ok(None) };
+        let other = instances::find_by_workspace(&self.pool, instance.region(), &seen).await?;
+        Ok(other
+            .filter(|o| o.id != instance.id)
+            .map(|o| Failure::WorkspaceTaken {
+                seen,
+                existing: o.name,
+            }))
     }
 
     fn check_settings(&self, overrides: &serde_json::Value) -> CheckSettings {

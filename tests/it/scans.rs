@@ -579,3 +579,47 @@ async fn rate_limited_activity_log_snoozes_the_scan_instead_of_erroring_checks(p
     assert_eq!(failures, 0);
     sim.shutdown().await;
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn sql_onboarded_instance_learns_its_workspace_and_never_duplicates_one(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, _) = setup(&pool, &sim);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("initech.token");
+    std::fs::write(&token_file, format!("{HEALTHY_TOKEN}\n")).unwrap();
+    // As docs/DATABASE.md shows: plain SQL, a token reference, no workspace id yet.
+    sqlx::query("INSERT INTO sspm.instances (name, region, token_ref, schedule) VALUES ('from-sql', 'eu', $1, '6h')")
+        .bind(format!("file:{}", token_file.display()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let row = instances::get(&pool, "from-sql").await.unwrap();
+    let report = scanner.scan(&row, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    let (workspace, name): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT workspace_id, workspace_name FROM sspm.instances WHERE name = 'from-sql'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(workspace.as_deref(), Some("initech"));
+    assert_eq!(name.as_deref(), Some("initech Inc"));
+
+    // A second SQL row for the same workspace fails clearly instead of double-scanning it.
+    sqlx::query(
+        "INSERT INTO sspm.instances (name, region, token_ref) VALUES ('dup-sql', 'eu', $1)",
+    )
+    .bind(format!("file:{}", token_file.display()))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dup = instances::get(&pool, "dup-sql").await.unwrap();
+    let report = scanner.scan(&dup, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.error_kind.as_deref(), Some("workspace_taken"));
+    assert!(report
+        .error
+        .unwrap()
+        .contains("already onboarded as instance \"from-sql\""));
+    sim.shutdown().await;
+}
