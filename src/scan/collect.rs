@@ -104,7 +104,8 @@ pub async fn collect(
             Err(e) => ActivityData::Failed(e),
         }
     };
-    let probes = if input.probe_extra_scopes && me_ok {
+    // Probes only matter for a scan that will complete; a failing one spends no calls on them.
+    let probes = if input.probe_extra_scopes && me_ok && admins.is_ok() {
         run_probes(session).await
     } else {
         Vec::new()

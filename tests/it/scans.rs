@@ -623,3 +623,45 @@ async fn sql_onboarded_instance_learns_its_workspace_and_never_duplicates_one(po
         .contains("already onboarded as instance \"from-sql\""));
     sim.shutdown().await;
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPool) {
+    let sim = world().await;
+    let (scanner, ring) = setup(&pool, &sim);
+    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    let before = open_findings(&pool, acme.id).await;
+
+    let faults = serde_json::from_value(json!({
+        "endpoints": ["/admins"],
+        "server_error": { "status": 503 }
+    }))
+    .unwrap();
+    sim.scenario_handle()
+        .set_token_faults(RISKY_TOKEN, faults)
+        .unwrap();
+    let calls_before = sim.request_count();
+    let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.error_kind.as_deref(), Some("unreachable"));
+    assert!(
+        report.error.as_deref().unwrap().contains("/admins"),
+        "{:?}",
+        report.error
+    );
+    // Retries are bounded (max_retries = 1 in the test settings): /me, /admins twice.
+    assert_eq!(sim.request_count() - calls_before, 3);
+    let mut after = open_findings(&pool, acme.id).await;
+    after.remove(&("api_reachable".to_string(), "workspace".to_string()));
+    assert_eq!(
+        after, before,
+        "no finding resolved or changed by the failed scan"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM sspm.instances WHERE id = $1")
+        .bind(acme.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "unreachable");
+    sim.shutdown().await;
+}
