@@ -21,10 +21,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database.url is not a valid Postgres URL: {0}")]
+    /// Not configured, or not a Postgres URL: retrying cannot help.
+    #[error("{0}")]
     BadUrl(String),
-    #[error("cannot connect to Postgres: {0}")]
-    Connect(String),
+    #[error("cannot connect to Postgres at {target}: {reason}. Check DATABASE_URL (or database.url) and that the server is running and reachable")]
+    Connect { target: String, reason: String },
     #[error("applying migrations failed: {0}")]
     Migrate(String),
 }
@@ -34,23 +35,71 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
     let url = settings
         .database_url()
         .map_err(|e| DbError::BadUrl(e.to_string()))?;
-    let options: PgConnectOptions = url
-        .expose_secret()
-        .parse()
-        .map_err(|e: sqlx::Error| DbError::BadUrl(redact_url_error(&e.to_string())))?;
+    let scheme = url.expose_secret().split("://").next().unwrap_or("");
+    if !matches!(scheme, "postgres" | "postgresql") {
+        return Err(DbError::BadUrl(
+            "database.url must be a Postgres URL: postgres://user:password@host:port/database"
+                .into(),
+        ));
+    }
+    let options: PgConnectOptions = url.expose_secret().parse().map_err(|e: sqlx::Error| {
+        DbError::BadUrl(format!(
+            "database.url is not a valid Postgres URL: {}",
+            redact_url_error(&e.to_string())
+        ))
+    })?;
     // Every query names schema sspm; only sqlx's own _sqlx_migrations table is unqualified.
     // Pin it to public: with the default "$user", public a database user named `sspm`
     // would look for it in schema sspm once that exists, and re-run applied migrations.
     let options = options
         .application_name("intercom-sspm")
         .options([("search_path", "public")]);
+    // Where, never with the password: enough for an operator to spot a wrong host.
+    let target = format!(
+        "{}:{} (database {:?}, user {:?})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("default"),
+        options.get_username()
+    );
+    let connect_error = |reason: String| DbError::Connect {
+        target: target.clone(),
+        reason,
+    };
+    // One direct connection first: a pool only reports "timed out", this says why
+    // (refused, authentication failed, database does not exist).
+    match tokio::time::timeout(
+        settings.database.acquire_timeout,
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => return Err(connect_error(connect_reason(&e))),
+        Err(_) => {
+            return Err(connect_error(format!(
+                "no answer within {:?} (database.acquire_timeout)",
+                settings.database.acquire_timeout
+            )))
+        }
+    }
     PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(settings.database.acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
         .connect_with(options)
         .await
-        .map_err(|e| DbError::Connect(e.to_string()))
+        .map_err(|e| connect_error(connect_reason(&e)))
+}
+
+fn connect_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {

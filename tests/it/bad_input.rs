@@ -454,3 +454,30 @@ async fn removing_an_instance_mid_scan_ends_the_scan_cleanly(pool: PgPool) {
     }
     sim.shutdown().await;
 }
+
+/// Database settings that cannot work say what is wrong and where, never the password.
+#[tokio::test]
+async fn unusable_database_settings_are_clear_errors() {
+    let cases = [
+        (None, "DATABASE_URL"),
+        (Some("mysql://u:pw@127.0.0.1/x"), "must be a Postgres URL"),
+        (
+            Some("postgres://u:hunter2secret@127.0.0.1:1/sspm"),
+            "127.0.0.1:1",
+        ),
+    ];
+    for (url, expect) in cases {
+        let mut env = crate::harness::sim_env(None);
+        if let Some(url) = url {
+            env.push(("DATABASE_URL".into(), url.into()));
+        }
+        let out = crate::harness::run_cli(&["instance", "list"], &env, None).await;
+        let (_, stderr) = crate::harness::text(&out);
+        assert!(!out.status.success(), "{url:?}");
+        assert!(stderr.contains(expect), "{url:?}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2secret") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
