@@ -179,9 +179,18 @@ fn read_token_stdin() -> anyhow::Result<SecretString> {
     Ok(normalize_token(&raw)?)
 }
 
-fn token_input(args: &TokenArgs) -> anyhow::Result<TokenInput> {
+/// The token to validate. A reference to the scanner's own key file is refused before
+/// it is read: validating it would send the key to Intercom as a bearer token.
+fn token_input(
+    args: &TokenArgs,
+    own_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<TokenInput> {
     match (&args.token_ref, args.token_stdin) {
-        (Some(r), _) => Ok(TokenInput::Reference(r.parse::<TokenRef>()?)),
+        (Some(r), _) => {
+            let reference = r.parse::<TokenRef>()?;
+            TokenSource::Reference(reference.clone()).refuse_own_key_file(own_key_file)?;
+            Ok(TokenInput::Reference(reference))
+        }
         (None, true) => Ok(TokenInput::Plain(read_token_stdin()?)),
         (None, false) => bail!("give the token with --token-stdin or --token-ref"),
     }
@@ -199,7 +208,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     } else {
         ctx.keyring_optional()?
     };
-    let token = token_input(&args.token)?;
+    let token = token_input(&args.token, ctx.settings.security.token_key_file.as_deref())?;
     let pool = ctx.db().await?;
     let client = ctx.intercom()?;
     let instance = onboard::onboard(
@@ -259,7 +268,7 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
     } else {
         ctx.keyring_optional()?
     };
-    let token = token_input(&args)?;
+    let token = token_input(&args, ctx.settings.security.token_key_file.as_deref())?;
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
     let client = ctx.intercom()?;

@@ -451,3 +451,55 @@ async fn list_show_disable_schedule_and_remove(pool: PgPool) {
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 0);
     sim.shutdown().await;
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn token_reference_to_the_scanners_own_key_is_refused_before_any_request(pool: PgPool) {
+    let sim = two_region_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("token.key");
+    let (_, key) = harness::keyring();
+    std::fs::write(&key_file, &key).unwrap();
+    let mut env = harness::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    env.push((
+        "SSPM__SECURITY__TOKEN_KEY_FILE".into(),
+        key_file.display().to_string(),
+    ));
+    let requests = sim.request_count();
+    let reference = format!("file:{}", key_file.display());
+    for args in [
+        vec![
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-ref",
+            reference.as_str(),
+        ],
+        vec![
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-ref",
+            "env:SSPM__SECURITY__TOKEN_KEY",
+        ],
+    ] {
+        let out = run_cli(&args, &env, None).await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains("scanner's own configuration"), "{stderr}");
+        assert!(!stderr.contains(&key) && !stdout.contains(&key));
+    }
+    assert_eq!(
+        sim.request_count(),
+        requests,
+        "the key was never sent anywhere"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 0);
+    sim.shutdown().await;
+}
