@@ -525,7 +525,20 @@ async fn big_workspace(ctx: &Ctx) -> anyhow::Result<Value> {
     })
     .await?;
     log("scanning bench-0 (foreground scan)");
-    let mut cmd = Command::new(&ctx.bin);
+    // SSPM_BENCH_WRAP="valgrind --tool=massif" (for example) profiles the scan process.
+    let wrap: Vec<String> = std::env::var("SSPM_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut cmd = match wrap.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(&ctx.bin);
+            c
+        }
+        None => Command::new(&ctx.bin),
+    };
     ctx.sspm_env(&mut cmd, &db, &sim.url);
     cmd.args(["scan", "bench-0"])
         // 200k events at 150 per page is 1,334 pages; the default cap is 1,000.
