@@ -22,8 +22,9 @@ pub enum ConfigError {
         #[source]
         source: config::ConfigError,
     },
+    /// The message of a `config::ConfigError`, with secret values taken out (see `redacted`).
     #[error("invalid configuration: {0}")]
-    Invalid(#[source] config::ConfigError),
+    Invalid(String),
     #[error("invalid configuration value for `{key}`: {message}")]
     Value { key: String, message: String },
 }
@@ -316,12 +317,26 @@ impl Settings {
         if let Some(path) = &sources.file {
             builder = builder.add_source(toml_file(path, true)?);
         }
-        let env_map: config::Map<String, String> = sources
+        let mut env_map: config::Map<String, String> = sources
             .env
             .iter()
             .filter(|(k, _)| k.starts_with("SSPM__"))
             .cloned()
             .collect();
+        let invalid = |e: config::ConfigError| redacted(&e, &sources.env);
+        // A list cannot be written as one environment variable otherwise; base64 keys
+        // contain no commas. Lets containers pass the old key during a rotation.
+        if let Some(keys) = env_map.remove("SSPM__SECURITY__PREVIOUS_TOKEN_KEYS") {
+            let list: Vec<String> = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect();
+            builder = builder
+                .set_override("security.previous_token_keys", list)
+                .map_err(invalid)?;
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("SSPM")
                 .prefix_separator("__")
@@ -335,13 +350,13 @@ impl Settings {
             if let Some((_, url)) = sources.env.iter().find(|(k, _)| k == "DATABASE_URL") {
                 builder = builder
                     .set_override("database.url", url.clone())
-                    .map_err(ConfigError::Invalid)?;
+                    .map_err(invalid)?;
             }
         }
         let settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(ConfigError::Invalid)?;
+            .map_err(invalid)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -416,6 +431,52 @@ impl Settings {
             )
         })
     }
+}
+
+/// Environment variables whose values are secrets.
+fn is_secret_env(key: &str) -> bool {
+    key == "DATABASE_URL" || key == "SSPM__DATABASE__URL" || key.starts_with("SSPM__SECURITY__")
+}
+
+/// A config error's message without secrets: the config and toml crates quote offending
+/// values (`invalid type: string "<key>"`) and source lines (`2 | token_key = "<key>`), which
+/// would put a token key or a database password on stderr and into the journal.
+fn redacted(e: &config::ConfigError, env: &[(String, String)]) -> ConfigError {
+    let mut text = e.to_string();
+    for (key, value) in env {
+        if is_secret_env(key) && !value.trim().is_empty() {
+            text = text.replace(value.as_str(), "[REDACTED]");
+        }
+    }
+    // TOML parse errors quote the offending line: keep the position, drop the excerpt.
+    text = text
+        .lines()
+        .filter(|line| {
+            let t = line
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !t.trim_start().starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.contains("`security.") || text.contains("`database.url") {
+        text = redact_quoted(&text);
+    }
+    ConfigError::Invalid(text)
+}
+
+/// Replaces every `"..."` span by `"[REDACTED]"`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        out.push_str(if i % 2 == 0 { "[REDACTED]" } else { part });
+    }
+    out
 }
 
 pub(crate) fn value_error(key: &str, message: &str) -> ConfigError {

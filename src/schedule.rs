@@ -12,6 +12,9 @@ use croner::Cron;
 
 /// The shortest interval accepted: below this a scan would hammer the customer's rate limit.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest interval accepted. Far longer ones ("300000y") would overflow date
+/// arithmetic; an instance that should not be scanned is disabled instead.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
 
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -31,6 +34,8 @@ pub enum ScheduleError {
     Empty,
     #[error("interval {0:?} is shorter than the minimum of 1m")]
     TooShort(String),
+    #[error("interval {0:?} is longer than the maximum of 366d: use `instance disable` to stop scanning an instance")]
+    TooLong(String),
     #[error("unknown time zone {0:?}: use an IANA name such as Europe/Berlin or America/New_York")]
     UnknownTimeZone(String),
     #[error(
@@ -48,6 +53,9 @@ impl Schedule {
         if let Ok(d) = humantime::parse_duration(text) {
             if d < MIN_INTERVAL {
                 return Err(ScheduleError::TooShort(text.to_string()));
+            }
+            if d > MAX_INTERVAL {
+                return Err(ScheduleError::TooLong(text.to_string()));
             }
             return Ok(Schedule::Interval(d));
         }
@@ -88,9 +96,12 @@ impl Schedule {
     /// The next time a scan is due after `after`, before jitter.
     pub fn next_after(&self, after: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Schedule::Interval(d) => {
-                after + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::days(1))
-            }
+            // Checked: `parse` bounds intervals, but a `Schedule` can be built directly and
+            // an overflowing `+` panics.
+            Schedule::Interval(d) => chrono::Duration::from_std(*d)
+                .ok()
+                .and_then(|d| after.checked_add_signed(d))
+                .unwrap_or(after + chrono::Duration::days(1)),
             Schedule::Cron { cron, tz, .. } => {
                 let local = after.with_timezone(tz);
                 cron.find_next_occurrence(&local, false)

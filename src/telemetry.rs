@@ -25,13 +25,16 @@ pub fn init(settings: &LogSettings) {
 }
 
 /// sqlx logs every statement at debug and routine notices ("relation already exists") at
-/// info; unless the operator names sqlx explicitly, keep it to warnings.
+/// info, and tokio-cron-scheduler narrates its start-up at info; unless the operator names
+/// them explicitly, keep them to warnings.
 fn with_quiet_dependencies(level: &str) -> String {
-    if level.contains("sqlx") {
-        level.to_string()
-    } else {
-        format!("{level},sqlx=warn")
+    let mut filter = level.to_string();
+    for dependency in ["sqlx", "tokio_cron_scheduler"] {
+        if !level.contains(dependency) {
+            filter.push_str(&format!(",{dependency}=warn"));
+        }
     }
+    filter
 }
 
 #[cfg(test)]
@@ -39,11 +42,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlx_is_quiet_unless_named() {
-        assert_eq!(with_quiet_dependencies("debug"), "debug,sqlx=warn");
+    fn noisy_dependencies_are_quiet_unless_named() {
+        assert_eq!(
+            with_quiet_dependencies("debug"),
+            "debug,sqlx=warn,tokio_cron_scheduler=warn"
+        );
         assert_eq!(
             with_quiet_dependencies("info,sqlx=debug"),
-            "info,sqlx=debug"
+            "info,sqlx=debug,tokio_cron_scheduler=warn"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! with plain SQL and keep the plaintext in their own secret store.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -91,13 +91,37 @@ impl fmt::Display for TokenRef {
     }
 }
 
+/// Why a reference to the scanner's own secrets is refused. Whoever can write
+/// `sspm.instances.token_ref` (plain-SQL onboarding) must not be able to make the daemon
+/// send its token key or database URL to the API as a bearer token.
+const OWN_SECRET: &str = "refers to the scanner's own configuration (its token key or database credentials), not an Intercom token: point it at a file or variable that holds only the access token";
+
+/// Environment variables that configure the scanner itself (`SSPM__SECTION__KEY`,
+/// `DATABASE_URL`, libpq's password) and may hold its secrets.
+fn is_own_config_var(var: &str) -> bool {
+    var.starts_with("SSPM__") || var == "DATABASE_URL" || var == "PGPASSWORD"
+}
+
 impl TokenRef {
+    /// Whether this is a `file:` reference to `path` (after resolving symlinks, as
+    /// Kubernetes Secret mounts use them).
+    pub fn is_file(&self, path: &Path) -> bool {
+        let TokenRef::File(own) = self else {
+            return false;
+        };
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        own == path || canonical(own) == canonical(path)
+    }
+
     /// Reads the token now. Errors name the reference, never its contents.
     pub fn resolve(&self) -> Result<SecretString, TokenError> {
         let unresolvable = |reason: String| TokenError::Unresolvable {
             reference: self.to_string(),
             reason,
         };
+        if matches!(self, TokenRef::Env(var) if is_own_config_var(var)) {
+            return Err(unresolvable(OWN_SECRET.into()));
+        }
         let raw = match self {
             TokenRef::File(path) => Zeroizing::new(
                 std::fs::read_to_string(path)
@@ -120,6 +144,20 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
+    /// Refuses a reference to the scanner's own token key file (`security.token_key_file`);
+    /// see `OWN_SECRET`. Environment references are checked by `TokenRef::resolve`.
+    pub fn refuse_own_key_file(&self, key_file: Option<&Path>) -> Result<(), TokenError> {
+        match (self, key_file) {
+            (TokenSource::Reference(r), Some(path)) if r.is_file(path) => {
+                Err(TokenError::Unresolvable {
+                    reference: r.to_string(),
+                    reason: OWN_SECRET.into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The plaintext token for one scan. `associated` is the instance id the seal is bound to.
     pub fn reveal(
         &self,

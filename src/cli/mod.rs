@@ -16,6 +16,8 @@ mod instance;
 mod keygen;
 mod migrate;
 mod output;
+mod rotate_key;
+mod run;
 mod scan;
 mod simulate;
 
@@ -45,6 +47,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: scan due instances on their schedules; serve /livez, /readyz and
+    /// /metrics on server.listen. SIGTERM or SIGINT drains and exits 0.
+    Run,
     /// Apply database migrations (schema `sspm`) and exit.
     Migrate,
     /// Print a new random token key (base64, 32 bytes) for security.token_key.
@@ -63,6 +68,8 @@ pub enum Command {
     /// Accept risks: exceptions mute matching findings until removed or expired.
     #[command(subcommand)]
     Exception(exception::ExceptionCommand),
+    /// Re-seal every stored token under the current token key (after adding a new key).
+    RotateKey(rotate_key::RotateKeyArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -111,10 +118,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen | Command::Checks(_) | Command::Simulate(_) => {
             unreachable!("handled above")
         }
+        Command::Run => run::run(&ctx).await,
         Command::Migrate => migrate::run(&ctx).await,
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Scan(args) => scan::run(&ctx, args).await,
         Command::Findings(args) => findings::run(&ctx, args).await,
         Command::Exception(cmd) => exception::run(&ctx, cmd).await,
+        Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
     }
 }

@@ -498,26 +498,21 @@ pub async fn lease_holder(pool: &PgPool, id: Uuid) -> Result<Option<String>, sql
     Ok(owner.flatten())
 }
 
-/// Gives a manual lease back without a result (interrupted or failed to record).
+/// Gives a manual lease back without a result (interrupted or failed to record), with
+/// the schedule as it was.
 pub async fn release_manual_lease(
     pool: &PgPool,
     id: Uuid,
     lease: &ManualLease,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "UPDATE sspm.instances
-         SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
-             next_scan_at = $3
-         WHERE id = $1 AND lease_token = $2",
+    crate::scheduler::lease::release(
+        pool,
         id,
         lease.lease_token,
-        lease.previous_next_scan_at
+        lease.scan_id,
+        lease.previous_next_scan_at,
+        reason,
     )
-    .execute(&mut *tx)
-    .await?;
-    crate::db::scans::mark_abandoned(&mut *tx, lease.scan_id, reason).await?;
-    tx.commit().await?;
-    Ok(())
+    .await
 }

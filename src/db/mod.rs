@@ -14,6 +14,7 @@ pub mod admins;
 pub mod exceptions;
 pub mod findings;
 pub mod instances;
+pub mod keys;
 pub mod scans;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -198,7 +198,13 @@ impl Session {
     ) -> Result<T, IntercomError> {
         let url = self.endpoint_url(path, query);
         let body = self.get(path, url).await?;
-        decode(path, &body)
+        decode(path, &body).map_err(|e| self.scrub(e))
+    }
+
+    /// Takes the token out of an error built from what the server sent (see
+    /// `IntercomError::sanitized`). Every error leaving the session passes through here.
+    pub(crate) fn scrub(&self, e: IntercomError) -> IntercomError {
+        e.sanitized(self.inner.token.expose_secret())
     }
 
     fn headers(&self) -> HeaderMap {
@@ -219,6 +225,12 @@ impl Session {
     /// `url` must already be on the configured origin (callers build it from `base` or have
     /// checked it with `check_same_origin`).
     pub(crate) async fn get(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
+        self.get_unscrubbed(endpoint, url)
+            .await
+            .map_err(|e| self.scrub(e))
+    }
+
+    async fn get_unscrubbed(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
         let inner = &*self.inner;
         let settings = self.settings();
         let mut attempt: u32 = 0;
@@ -288,6 +300,7 @@ impl Session {
             .await
             .map_err(|e| transient(endpoint, &e))?;
         let status = response.status();
+        crate::metrics::intercom_response(self.inner.region, status.as_u16());
         let headers = response.headers().clone();
         self.inner.pacer.observe(&headers);
         let cap = self.settings().max_body_bytes;

@@ -47,6 +47,14 @@ pub enum IntercomError {
         url_origin: String,
         expected_origin: String,
     },
+    /// A 3xx. Redirects are never followed: the API has no reason to redirect, and following
+    /// one could carry the token to another host. `location` is origin and path only.
+    #[error("{endpoint}: the API answered HTTP {status}, a redirect to {location}; redirects are never followed, so the token is only sent to the configured origin. Check intercom.base_url and any proxy in front of the API")]
+    Redirect {
+        endpoint: String,
+        status: u16,
+        location: String,
+    },
     /// Any other 4xx: a bug on our side or an API change.
     #[error("{endpoint}: unexpected HTTP {status} {code}: {message}")]
     Unexpected {
@@ -75,6 +83,7 @@ impl IntercomError {
             | IntercomError::Decode { endpoint, .. }
             | IntercomError::TooLarge { endpoint, .. }
             | IntercomError::ForeignOrigin { endpoint, .. }
+            | IntercomError::Redirect { endpoint, .. }
             | IntercomError::Unexpected { endpoint, .. }
             | IntercomError::InvalidEndpoint { endpoint } => Some(endpoint),
             IntercomError::BudgetExhausted(_) => None,
@@ -93,9 +102,117 @@ impl IntercomError {
             IntercomError::Decode { .. } => "decode",
             IntercomError::TooLarge { .. } => "too_large",
             IntercomError::ForeignOrigin { .. } => "foreign_origin",
+            IntercomError::Redirect { .. } => "redirect",
             IntercomError::Unexpected { .. } => "unexpected",
             IntercomError::BudgetExhausted(_) => "timeout",
             IntercomError::InvalidEndpoint { .. } => "invalid_endpoint",
+        }
+    }
+}
+
+/// Longest text an error keeps from a server-supplied field (codes, messages, decode
+/// reasons that quote a value): errors end up in logs and database rows.
+const MAX_FIELD_CHARS: usize = 500;
+
+impl IntercomError {
+    /// The error with every occurrence of `secret` replaced and every text field bounded.
+    ///
+    /// Errors quote what the server sent (codes, messages, mistyped values, URLs). A
+    /// compromised API or a proxy can reflect the Authorization header into any of them;
+    /// this keeps the token out of our logs, `scans.error` and `instances.status_detail`.
+    pub(crate) fn sanitized(self, secret: &str) -> Self {
+        let clean = |s: String| -> String {
+            let s = if secret.is_empty() {
+                s
+            } else {
+                s.replace(secret, "[REDACTED]")
+            };
+            if s.chars().count() > MAX_FIELD_CHARS {
+                let mut cut: String = s.chars().take(MAX_FIELD_CHARS).collect();
+                cut.push_str("… (truncated)");
+                cut
+            } else {
+                s
+            }
+        };
+        use IntercomError as E;
+        match self {
+            E::Unauthorized { endpoint, code } => E::Unauthorized {
+                endpoint: clean(endpoint),
+                code: clean(code),
+            },
+            E::NotPermitted {
+                endpoint,
+                status,
+                code,
+                message,
+            } => E::NotPermitted {
+                endpoint: clean(endpoint),
+                status,
+                code: clean(code),
+                message: clean(message),
+            },
+            E::PlanRestricted { endpoint, message } => E::PlanRestricted {
+                endpoint: clean(endpoint),
+                message: clean(message),
+            },
+            E::IpNotAllowed { endpoint } => E::IpNotAllowed {
+                endpoint: clean(endpoint),
+            },
+            E::RateLimited { endpoint, reset } => E::RateLimited {
+                endpoint: clean(endpoint),
+                reset,
+            },
+            E::Transient { endpoint, reason } => E::Transient {
+                endpoint: clean(endpoint),
+                reason: clean(reason),
+            },
+            E::Decode {
+                endpoint,
+                path,
+                reason,
+            } => E::Decode {
+                endpoint: clean(endpoint),
+                path: clean(path),
+                reason: clean(reason),
+            },
+            E::TooLarge { endpoint, reason } => E::TooLarge {
+                endpoint: clean(endpoint),
+                reason: clean(reason),
+            },
+            E::ForeignOrigin {
+                endpoint,
+                url_origin,
+                expected_origin,
+            } => E::ForeignOrigin {
+                endpoint: clean(endpoint),
+                url_origin: clean(url_origin),
+                expected_origin: clean(expected_origin),
+            },
+            E::Redirect {
+                endpoint,
+                status,
+                location,
+            } => E::Redirect {
+                endpoint: clean(endpoint),
+                status,
+                location: clean(location),
+            },
+            E::Unexpected {
+                endpoint,
+                status,
+                code,
+                message,
+            } => E::Unexpected {
+                endpoint: clean(endpoint),
+                status,
+                code: clean(code),
+                message: clean(message),
+            },
+            E::BudgetExhausted(d) => E::BudgetExhausted(d),
+            E::InvalidEndpoint { endpoint } => E::InvalidEndpoint {
+                endpoint: clean(endpoint),
+            },
         }
     }
 }

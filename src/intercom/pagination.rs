@@ -92,6 +92,14 @@ impl ActivityLogPager {
 
     /// The next page's entries, or `None` when the log is exhausted.
     pub async fn next_page(&mut self) -> Result<Option<Vec<ActivityLog>>, IntercomError> {
+        // Page bodies (decode errors) and `pages.next` (foreign-origin errors quote its
+        // path) come from the server: scrub the token out of whatever they produce.
+        self.next_page_unscrubbed()
+            .await
+            .map_err(|e| self.session.scrub(e))
+    }
+
+    async fn next_page_unscrubbed(&mut self) -> Result<Option<Vec<ActivityLog>>, IntercomError> {
         let url = match std::mem::replace(&mut self.state, State::Done) {
             State::Done => return Ok(None),
             State::Failed(e) => {

@@ -66,15 +66,72 @@ pub(crate) async fn read_capped(
     Ok(body)
 }
 
+/// Longest JSON string accepted in a response. Intercom's values (names, emails, ids,
+/// event metadata) are short; a multi-megabyte string is hostile or broken, and would
+/// otherwise flow into findings, inventory rows and logs.
+pub const MAX_STRING_BYTES: usize = 1024 * 1024;
+
 /// Parses a response body; a failure names the field path (`admins[0].has_inbox_seat`).
 /// Public so the fuzz tests drive exactly the parser the client uses.
+///
+/// Nesting is bounded by serde_json's recursion limit (128), so a deep document is a
+/// `Decode` error, never a stack overflow; invalid UTF-8 is a `Decode` error.
 pub fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, IntercomError> {
+    let longest = longest_string(body);
+    if longest > MAX_STRING_BYTES {
+        return Err(IntercomError::TooLarge {
+            endpoint: endpoint.to_string(),
+            reason: format!(
+                "a string value of {longest} bytes exceeds the {MAX_STRING_BYTES}-byte limit per value"
+            ),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| IntercomError::Decode {
         endpoint: endpoint.to_string(),
         path: e.path().to_string(),
         reason: e.inner().to_string(),
     })
+}
+
+/// Length in bytes of the longest string literal in a JSON text (escapes counted as
+/// written). One pass, no allocation; an unterminated string counts to the end.
+fn longest_string(body: &[u8]) -> usize {
+    let (mut longest, mut start, mut in_string, mut escaped) = (0, 0, false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if !in_string {
+            if b == b'"' {
+                in_string = true;
+                start = i + 1;
+            }
+        } else if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            in_string = false;
+            longest = longest.max(i - start);
+        }
+    }
+    if in_string {
+        longest = longest.max(body.len() - start);
+    }
+    longest
+}
+
+/// Where a redirect pointed, origin and path only: a query may carry anything.
+fn redirect_target(headers: &HeaderMap) -> String {
+    let Some(raw) = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "(no Location header)".into();
+    };
+    match url::Url::parse(raw) {
+        Ok(u) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+        // A relative Location stays on the origin; keep its path only.
+        Err(_) => raw.split(['?', '#']).next().unwrap_or("").to_string(),
+    }
 }
 
 /// Maps a non-2xx response to its error class (see API.md §4.2 and §5).
@@ -119,6 +176,11 @@ pub fn classify(
                 code
             },
             message,
+        },
+        s @ 300..=399 => IntercomError::Redirect {
+            endpoint,
+            status: s,
+            location: redirect_target(headers),
         },
         429 => IntercomError::RateLimited {
             endpoint,

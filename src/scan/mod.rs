@@ -152,7 +152,9 @@ impl Scanner {
         };
 
         let token = match token_source {
-            Some(source) => source.reveal(self.keyring.as_deref(), instance.id.as_bytes()),
+            Some(source) => source
+                .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
+                .and_then(|()| source.reveal(self.keyring.as_deref(), instance.id.as_bytes())),
             None => Err(TokenError::Empty),
         };
         let token = match token {

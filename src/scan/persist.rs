@@ -68,6 +68,31 @@ async fn release_fenced(
     Ok(done.rows_affected() == 1)
 }
 
+/// Locks the instance row for the rest of the scan's transaction and checks it may still be
+/// written: it exists (an operator may have run `instance remove` while the API calls were
+/// in flight; its scan row went with it by cascade), and a scheduled scan still holds the
+/// lease. Manual scans need the existence check as much as fenced ones: without it their
+/// writes fail on a foreign key instead of ending as `InstanceGone`.
+async fn lock_instance(
+    conn: &mut PgConnection,
+    instance: &Instance,
+    fence: Option<&Fence>,
+) -> Result<(), ScanError> {
+    let held = sqlx::query_scalar!(
+        "SELECT lease_token FROM sspm.instances WHERE id = $1 FOR UPDATE",
+        instance.id
+    )
+    .fetch_optional(conn)
+    .await?;
+    match (held, fence) {
+        (None, _) => Err(ScanError::InstanceGone(instance.id)),
+        (Some(token), Some(f)) if token != Some(f.lease_token) => {
+            Err(ScanError::LeaseLost(instance.id))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(super) struct PersistInput<'a> {
     pub instance: &'a Instance,
     pub scan_id: Uuid,
@@ -145,22 +170,7 @@ pub(super) async fn persist(
         Mode::HealthOnly
     };
     let mut tx = scanner.pool.begin().await?;
-
-    if let Some(f) = &fence {
-        let held = sqlx::query_scalar!(
-            "SELECT lease_token FROM sspm.instances WHERE id = $1 FOR UPDATE",
-            instance.id
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        match held {
-            None => return Err(ScanError::InstanceGone(instance.id)),
-            Some(token) if token != Some(f.lease_token) => {
-                return Err(ScanError::LeaseLost(instance.id))
-            }
-            Some(_) => {}
-        }
-    }
+    lock_instance(&mut tx, instance, fence.as_ref()).await?;
 
     findings::insert_check_results(&mut tx, scan_id, instance.id, &outcomes, severity_of).await?;
     let existing = findings::existing_for_instance(&mut tx, instance.id).await?;
@@ -354,6 +364,7 @@ pub(super) async fn fail_without_results(
     let kind = failure.kind();
     let instance_status = failure.instance_status();
     let mut tx = scanner.pool.begin().await?;
+    lock_instance(&mut tx, instance, fence.as_ref()).await?;
     let finished_at = Utc::now();
     let scan_ok = scans::finish(
         &mut tx,

@@ -7,14 +7,34 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sqlx::PgPool;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Settings;
+use crate::metrics;
 
-/// Every 5 minutes: reopen findings whose exception expired.
-const EXPIRE_EXCEPTIONS_CRON: &str = "0 */5 * * * *";
-/// Daily at 03:17 UTC: prune history older than `retention.days`.
-const RETENTION_CRON: &str = "0 17 3 * * *";
+/// When the jobs run (UTC, with seconds: tokio-cron-scheduler requires six fields) and
+/// how long a slot is. Every replica fires at the same instant; the slot row decides who
+/// works. Tests use second-granular plans to see the real scheduler fire.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub expire_exceptions_cron: String,
+    pub expire_exceptions_slot: Duration,
+    pub retention_cron: String,
+    pub retention_slot: Duration,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            // Every 5 minutes: reopen findings whose exception expired.
+            expire_exceptions_cron: "0 */5 * * * *".into(),
+            expire_exceptions_slot: Duration::minutes(5),
+            // Daily at 03:17 UTC: prune history older than `retention.days`.
+            retention_cron: "0 17 3 * * *".into(),
+            retention_slot: Duration::days(1),
+        }
+    }
+}
 
 /// Claims (job, slot) for this replica; false when another replica already has it.
 pub async fn claim_slot(
@@ -32,6 +52,19 @@ pub async fn claim_slot(
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Gives a slot back after a failed run, so that the next firing (here or on another
+/// replica) may try again instead of the chore being skipped for the whole slot.
+async fn release_slot(pool: &PgPool, job: &str, slot: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "DELETE FROM sspm.housekeeping_runs WHERE job = $1 AND slot = $2 AND finished_at IS NULL",
+        job,
+        slot
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 async fn finish_slot(
@@ -60,8 +93,11 @@ pub struct Pruned {
 }
 
 /// Deletes scans (and by cascade their check results), finding history, activity events
-/// and housekeeping rows older than the retention. Open findings are never deleted.
-/// Activity events are kept at least as long as the checks look back.
+/// and housekeeping rows older than the retention. Findings themselves are never deleted
+/// (open ones are current state; resolved ones are the record). Each instance's latest
+/// scan and latest succeeded scan are kept whatever their age: consumers show the first
+/// as current and take the score from the second (`sspm.instance_posture`). Activity
+/// events are kept at least as long as the checks look back.
 pub async fn prune(
     pool: &PgPool,
     retention_days: u32,
@@ -71,10 +107,13 @@ pub async fn prune(
     let cutoff = now - Duration::days(i64::from(retention_days));
     let activity_cutoff = now - Duration::days(i64::from(retention_days.max(activity_keep_days)));
     let mut tx = pool.begin().await?;
-    // Keep each instance's latest scan whatever its age: consumers show it as current.
     let scans = sqlx::query!(
         "DELETE FROM sspm.scans s WHERE s.started_at < $1 AND s.status <> 'running'
-           AND s.id NOT IN (SELECT last_scan_id FROM sspm.instances WHERE last_scan_id IS NOT NULL)",
+           AND s.id NOT IN (SELECT last_scan_id FROM sspm.instances WHERE last_scan_id IS NOT NULL)
+           AND NOT (s.status = 'succeeded' AND NOT EXISTS (
+               SELECT 1 FROM sspm.scans newer
+               WHERE newer.instance_id = s.instance_id AND newer.status = 'succeeded'
+                 AND (newer.started_at, newer.id) > (s.started_at, s.id)))",
         cutoff
     )
     .execute(&mut *tx)
@@ -105,86 +144,167 @@ pub async fn prune(
     })
 }
 
-fn slot_of(now: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
+/// The slot a firing at `now` belongs to: `now` truncated to the slot length, so every
+/// replica computes the same key for the same firing.
+pub fn slot_of(now: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
     now.duration_trunc(granularity).unwrap_or(now)
 }
 
-async fn run_expire(pool: PgPool, replica: String) {
+/// Runs `job` for the slot of `now` if this replica wins the slot; records the outcome.
+/// Returns whether this replica ran it.
+async fn run_once_per_slot<F, Fut>(
+    pool: &PgPool,
+    job: &'static str,
+    slot_len: Duration,
+    replica: &str,
+    work: F,
+) -> bool
+where
+    F: FnOnce(DateTime<Utc>) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, sqlx::Error>>,
+{
     let now = Utc::now();
-    let slot = slot_of(now, Duration::minutes(5));
-    match claim_slot(&pool, "expire_exceptions", slot, &replica).await {
-        Ok(true) => match crate::db::exceptions::expire(&pool, now).await {
-            Ok(n) => {
-                if n > 0 {
-                    info!(reopened = n, "expired exceptions: findings reopened");
+    let slot = slot_of(now, slot_len);
+    match claim_slot(pool, job, slot, replica).await {
+        Ok(true) => match work(now).await {
+            Ok(detail) => {
+                info!(job, %slot, %detail, "housekeeping done");
+                metrics::housekeeping_run(job, true);
+                if let Err(e) = finish_slot(pool, job, slot, detail).await {
+                    warn!(job, error = %e, "could not record the housekeeping result");
                 }
-                let _ = finish_slot(
-                    &pool,
-                    "expire_exceptions",
-                    slot,
-                    serde_json::json!({ "reopened": n }),
-                )
-                .await;
+                true
             }
-            Err(e) => warn!(error = %e, "exception expiry failed"),
+            Err(e) => {
+                warn!(job, error = %e, "housekeeping failed; the slot is released for a retry");
+                metrics::housekeeping_run(job, false);
+                let _ = release_slot(pool, job, slot).await;
+                true
+            }
         },
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "housekeeping slot claim failed"),
-    }
-}
-
-async fn run_retention(pool: PgPool, replica: String, settings: Arc<Settings>) {
-    let now = Utc::now();
-    let slot = slot_of(now, Duration::days(1));
-    match claim_slot(&pool, "retention", slot, &replica).await {
-        Ok(true) => {
-            let c = &settings.checks;
-            let keep = c
-                .dormant_days
-                .max(c.inbox_inactive_days)
-                .max(c.event_window_days)
-                + 1;
-            match prune(&pool, settings.retention.days, keep, now).await {
-                Ok(p) => {
-                    info!(?p, "retention pruning done");
-                    let _ = finish_slot(
-                        &pool,
-                        "retention",
-                        slot,
-                        serde_json::to_value(p).unwrap_or_default(),
-                    )
-                    .await;
-                }
-                Err(e) => warn!(error = %e, "retention pruning failed"),
-            }
+        Ok(false) => {
+            debug!(job, %slot, "another replica has this slot");
+            false
         }
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "housekeeping slot claim failed"),
+        Err(e) => {
+            warn!(job, error = %e, "housekeeping slot claim failed");
+            false
+        }
     }
 }
 
-/// Starts the housekeeping jobs; the returned scheduler must be shut down on exit.
+pub async fn run_expire(pool: &PgPool, replica: &str, slot_len: Duration) -> bool {
+    run_once_per_slot(
+        pool,
+        "expire_exceptions",
+        slot_len,
+        replica,
+        |now| async move {
+            let reopened = crate::db::exceptions::expire(pool, now).await?;
+            Ok(serde_json::json!({ "reopened": reopened }))
+        },
+    )
+    .await
+}
+
+pub async fn run_retention(
+    pool: &PgPool,
+    replica: &str,
+    settings: &Settings,
+    slot_len: Duration,
+) -> bool {
+    run_once_per_slot(pool, "retention", slot_len, replica, |now| async move {
+        let c = &settings.checks;
+        let keep = c
+            .dormant_days
+            .max(c.inbox_inactive_days)
+            .max(c.event_window_days)
+            + 1;
+        let pruned = prune(pool, settings.retention.days, keep, now).await?;
+        Ok(serde_json::to_value(pruned).unwrap_or_default())
+    })
+    .await
+}
+
+/// Starts the housekeeping jobs on tokio-cron-scheduler (two process-level jobs, never
+/// one per instance); the returned scheduler must be shut down on exit.
 pub async fn start(
     pool: PgPool,
     settings: Arc<Settings>,
     replica: String,
+    plan: Plan,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
-    let (p, r) = (pool.clone(), replica.clone());
+    let (p, r, slot) = (pool.clone(), replica.clone(), plan.expire_exceptions_slot);
     sched
-        .add(Job::new_async(EXPIRE_EXCEPTIONS_CRON, move |_id, _l| {
-            Box::pin(run_expire(p.clone(), r.clone()))
-        })?)
+        .add(Job::new_async(
+            plan.expire_exceptions_cron.as_str(),
+            move |_id, _l| {
+                let (p, r) = (p.clone(), r.clone());
+                Box::pin(async move {
+                    run_expire(&p, &r, slot).await;
+                })
+            },
+        )?)
         .await?;
+    let slot = plan.retention_slot;
     sched
-        .add(Job::new_async(RETENTION_CRON, move |_id, _l| {
-            Box::pin(run_retention(
-                pool.clone(),
-                replica.clone(),
-                Arc::clone(&settings),
-            ))
-        })?)
+        .add(Job::new_async(
+            plan.retention_cron.as_str(),
+            move |_id, _l| {
+                let (p, r, s) = (pool.clone(), replica.clone(), Arc::clone(&settings));
+                Box::pin(async move {
+                    run_retention(&p, &r, &s, slot).await;
+                })
+            },
+        )?)
         .await?;
     sched.start().await?;
     Ok(sched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_replica_computes_the_same_slot_for_one_firing() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let five = Duration::minutes(5);
+        // Replicas fire a few hundred milliseconds apart: same slot.
+        assert_eq!(
+            slot_of(at("2026-11-24T10:05:00.020Z"), five),
+            at("2026-11-24T10:05:00Z")
+        );
+        assert_eq!(
+            slot_of(at("2026-11-24T10:05:00.950Z"), five),
+            at("2026-11-24T10:05:00Z")
+        );
+        assert_eq!(
+            slot_of(at("2026-11-24T10:09:59.999Z"), five),
+            at("2026-11-24T10:05:00Z")
+        );
+        assert_eq!(
+            slot_of(at("2026-11-24T10:10:00Z"), five),
+            at("2026-11-24T10:10:00Z")
+        );
+        let day = Duration::days(1);
+        assert_eq!(
+            slot_of(at("2026-11-24T03:17:00.400Z"), day),
+            at("2026-11-24T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn default_plan_parses_as_tokio_cron_scheduler_jobs() {
+        // Six fields (seconds first): a five-field expression would fail at start-up.
+        let plan = Plan::default();
+        for cron in [&plan.expire_exceptions_cron, &plan.retention_cron] {
+            assert!(
+                Job::new_async(cron.as_str(), |_, _| Box::pin(async {})).is_ok(),
+                "{cron}"
+            );
+        }
+        assert!(Job::new_async("*/5 * * * *", |_, _| Box::pin(async {})).is_err());
+    }
 }

@@ -21,9 +21,11 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due instances of `region` in ONE statement: skips rows other
-/// replicas hold, takes a fresh fencing token, pushes next_scan_at past the lease so a
-/// crash makes the instance due again when the lease ends, marks a dead holder's scan
-/// `abandoned`, and inserts this scan's `running` row.
+/// replicas are claiming (SKIP LOCKED) or hold (live lease), takes a fresh fencing token,
+/// pushes next_scan_at past the lease so a crash makes the instance due again when the
+/// lease ends, marks a dead holder's scan `abandoned`, and inserts this scan's `running`
+/// row. The schedule and failure count are read here, at claim time, so instance changes
+/// apply to the next claim without a restart.
 pub async fn claim(
     pool: &PgPool,
     region: Region,
@@ -36,6 +38,10 @@ pub async fn claim(
                SELECT id, lease_scan_id AS stale_scan_id
                FROM sspm.instances
                WHERE enabled AND next_scan_at <= now() AND region = $1
+                 -- A live lease is never taken over, even when an operator made the
+                 -- instance due meanwhile (queue, set-schedule, set-token, enable):
+                 -- only an expired one is, so one instance never runs twice at once.
+                 AND (lease_token IS NULL OR lease_expires_at <= now())
                ORDER BY next_scan_at
                LIMIT $2
                FOR UPDATE SKIP LOCKED

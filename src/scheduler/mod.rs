@@ -1,7 +1,8 @@
 //! The daemon's scheduler: Postgres-leased claims for any number of instances and
 //! replicas. Every replica wakes every `scheduler.poll_interval` (and on `NOTIFY
-//! sspm_wakeup`), claims due instances up to its free permits with `FOR UPDATE SKIP
-//! LOCKED`, heartbeats its leases, and finishes each scan fenced by its lease token.
+//! sspm_wakeup`, and when a scan frees a permit while more work is due), claims due
+//! instances up to its free permits with `FOR UPDATE SKIP LOCKED`, heartbeats its
+//! leases, and finishes each scan fenced by its lease token.
 //! tokio-cron-scheduler runs only process-level housekeeping (see `housekeeping`).
 
 pub mod housekeeping;
@@ -11,11 +12,11 @@ pub mod timing;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::postgres::PgListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
@@ -23,18 +24,28 @@ use uuid::Uuid;
 
 use crate::db::instances;
 use crate::db::scans::Trigger;
+use crate::metrics::{self, Outcome};
 use crate::region::Region;
 use crate::scan::{Fence, ScanError, ScanStatus, Scanner};
 use crate::schedule::Schedule;
 
-/// Longest pause between claim attempts while the database is unreachable.
+pub use lease::Claimed;
+
+/// Longest pause between claim attempts while the database is unreachable. The health
+/// monitor wakes the claim loop as soon as the database answers again, so this only
+/// bounds the retry rate, not the recovery time.
 const MAX_DB_BACKOFF: Duration = Duration::from_secs(30);
+
+/// After the drain timeout, how long cancelled scans get to hand their leases back.
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
 
 /// Observable state for probes and metrics.
 #[derive(Debug, Default)]
 pub struct SchedulerState {
     pub running: AtomicBool,
     pub draining: AtomicBool,
+    /// Written only by the daemon's health monitor (its own connection), so that a claim
+    /// failing on a busy pool does not flip readiness back and forth.
     pub db_ok: AtomicBool,
     pub scans_started: AtomicU64,
     pub scans_succeeded: AtomicU64,
@@ -48,6 +59,8 @@ pub struct SchedulerState {
 struct InFlight {
     lease_token: Uuid,
     cancel: CancellationToken,
+    /// Set by the heartbeat when another replica owns the lease now.
+    lost: Arc<AtomicBool>,
 }
 
 pub struct Scheduler {
@@ -57,8 +70,12 @@ pub struct Scheduler {
     regions: HashMap<Region, Arc<Semaphore>>,
     in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
     tracker: TaskTracker,
-    /// Cancels scans still running when the drain timeout ends.
+    /// Cancels scans still running when the drain timeout ends (or on a second signal).
     hard_stop: CancellationToken,
+    /// Wakes the claim loop: NOTIFY sspm_wakeup, the database coming back, a freed permit.
+    wake: Arc<Notify>,
+    /// The last claim round filled every permit it had: more may be due right now.
+    saturated: AtomicBool,
 }
 
 impl Scheduler {
@@ -81,9 +98,22 @@ impl Scheduler {
             in_flight: Arc::default(),
             tracker: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
+            wake: Arc::new(Notify::new()),
+            saturated: AtomicBool::new(false),
             state,
             scanner,
         }
+    }
+
+    /// Cancelling this skips the rest of the drain: running scans are cancelled and their
+    /// leases handed back at once (a second SIGTERM/SIGINT does this).
+    pub fn hard_stop_token(&self) -> CancellationToken {
+        self.hard_stop.clone()
+    }
+
+    /// Notifying this makes the claim loop claim now instead of at the next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// Runs until `shutdown` fires, then drains: in-flight scans get
@@ -92,26 +122,51 @@ impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         this.state.running.store(true, Ordering::Relaxed);
-        let heartbeat = tokio::spawn(Arc::clone(&this).heartbeat_loop(shutdown.clone()));
+        let heartbeat = tokio::spawn(Arc::clone(&this).heartbeat_loop());
+        let listener = tokio::spawn(listen_loop(
+            this.scanner.pool.clone(),
+            Arc::clone(&this.wake),
+            shutdown.clone(),
+            this.scanner.settings.scheduler.poll_interval,
+        ));
         Arc::clone(&this).claim_loop(shutdown.clone()).await;
 
         this.state.draining.store(true, Ordering::Relaxed);
+        listener.abort();
         let drain = this.scanner.settings.shutdown.drain_timeout;
-        let in_flight = this.in_flight.lock().map(|m| m.len()).unwrap_or(0);
-        info!(in_flight, ?drain, "draining in-flight scans");
+        info!(
+            in_flight = this.in_flight_count(),
+            ?drain,
+            "draining in-flight scans"
+        );
         this.tracker.close();
-        if tokio::time::timeout(drain, this.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("drain timeout reached: cancelling remaining scans and releasing their leases");
+        let drained = tokio::select! {
+            r = tokio::time::timeout(drain, this.tracker.wait()) => r.is_ok(),
+            _ = this.hard_stop.cancelled() => false,
+        };
+        if !drained {
+            warn!(
+                in_flight = this.in_flight_count(),
+                "drain ended before every scan finished: cancelling the rest and releasing their leases"
+            );
             this.hard_stop.cancel();
-            // Releasing is a couple of quick statements per scan.
-            let _ = tokio::time::timeout(Duration::from_secs(10), this.tracker.wait()).await;
+            if tokio::time::timeout(RELEASE_GRACE, this.tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    "some leases could not be released in time; they lapse after scheduler.lease"
+                );
+            }
         }
-        heartbeat.abort();
+        this.hard_stop.cancel();
+        let _ = heartbeat.await;
         this.state.running.store(false, Ordering::Relaxed);
         info!("scheduler stopped");
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.in_flight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     fn free_permits(&self, region: Region) -> usize {
@@ -121,71 +176,49 @@ impl Scheduler {
     }
 
     async fn claim_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let settings = &self.scanner.settings.scheduler;
-        let mut listener = self.listen().await;
-        let mut db_backoff = Duration::from_secs(1);
-        loop {
-            match self.claim_once().await {
-                Ok(_) => {
-                    self.state.db_ok.store(true, Ordering::Relaxed);
-                    db_backoff = Duration::from_secs(1);
-                }
+        let poll = self.scanner.settings.scheduler.poll_interval;
+        let mut db_backoff = poll.min(Duration::from_secs(1));
+        while !shutdown.is_cancelled() {
+            match self.claim_once(&shutdown).await {
+                Ok(_) => db_backoff = poll.min(Duration::from_secs(1)),
                 Err(e) => {
-                    self.state.db_ok.store(false, Ordering::Relaxed);
                     self.state.claim_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::claim_error();
                     warn!(error = %e, retry_in = ?db_backoff, "claiming due instances failed; will retry");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(db_backoff) => {}
+                        _ = self.wake.notified() => {}
                     }
-                    db_backoff = (db_backoff * 2).min(MAX_DB_BACKOFF);
-                    if listener.is_none() {
-                        listener = self.listen().await;
-                    }
+                    db_backoff = (db_backoff * 2).min(MAX_DB_BACKOFF.max(poll));
                     continue;
                 }
             }
-            let wake = async {
-                match listener.as_mut() {
-                    Some(l) => match l.recv().await {
-                        Ok(_) => {}
-                        // sqlx reconnects on the next recv; avoid a hot loop meanwhile.
-                        Err(_) => tokio::time::sleep(settings.poll_interval).await,
-                    },
-                    None => std::future::pending::<()>().await,
-                }
-            };
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(settings.poll_interval) => {}
-                _ = wake => debug!("woken by sspm_wakeup"),
-            }
-        }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        match PgListener::connect_with(&self.scanner.pool).await {
-            Ok(mut l) => match l.listen("sspm_wakeup").await {
-                Ok(()) => Some(l),
-                Err(e) => {
-                    warn!(error = %e, "cannot LISTEN sspm_wakeup; relying on polling");
-                    None
-                }
-            },
-            Err(e) => {
-                warn!(error = %e, "cannot open a LISTEN connection; relying on polling");
-                None
+                _ = self.wake.notified() => debug!("claim loop woken"),
+                _ = tokio::time::sleep(poll) => {}
             }
         }
     }
 
     /// One round of claims across regions; returns how many scans started.
-    async fn claim_once(self: &Arc<Self>) -> Result<usize, sqlx::Error> {
+    async fn claim_once(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, sqlx::Error> {
         let settings = &self.scanner.settings.scheduler;
         let mut started = 0;
+        let mut saturated = false;
         for region in Region::ALL {
+            // A signal may arrive mid-round: claim nothing more once draining.
+            if shutdown.is_cancelled() {
+                break;
+            }
             let free = self.free_permits(region);
             if free == 0 {
+                saturated = true;
                 continue;
             }
             let claimed = lease::claim(
@@ -196,16 +229,19 @@ impl Scheduler {
                 settings.lease,
             )
             .await?;
+            saturated |= claimed.len() == free;
             for c in claimed {
                 if c.reclaimed_scan.is_some() {
                     self.state.leases_reclaimed.fetch_add(1, Ordering::Relaxed);
+                    metrics::lease_reclaimed();
+                    info!(instance_id = %c.instance_id, "claimed an expired lease: the previous holder's scan is marked abandoned");
                 }
                 // Permits are free: we never claim more than available and only this loop takes them.
                 let global = Arc::clone(&self.global).try_acquire_owned();
                 let regional = Arc::clone(&self.regions[&region]).try_acquire_owned();
                 match (global, regional) {
                     (Ok(g), Ok(r)) => {
-                        self.spawn_scan(c, [g, r]);
+                        self.spawn_scan(c, region, [g, r]);
                         started += 1;
                     }
                     _ => {
@@ -222,37 +258,60 @@ impl Scheduler {
                 }
             }
         }
+        self.saturated.store(saturated, Ordering::Relaxed);
         Ok(started)
     }
 
-    fn spawn_scan(self: &Arc<Self>, claimed: Claimed, permits: [OwnedSemaphorePermit; 2]) {
+    fn spawn_scan(
+        self: &Arc<Self>,
+        claimed: Claimed,
+        region: Region,
+        permits: [OwnedSemaphorePermit; 2],
+    ) {
         let cancel = self.hard_stop.child_token();
+        let lost = Arc::new(AtomicBool::new(false));
         if let Ok(mut m) = self.in_flight.lock() {
             m.insert(
                 claimed.instance_id,
                 InFlight {
                     lease_token: claimed.lease_token,
                     cancel: cancel.clone(),
+                    lost: Arc::clone(&lost),
                 },
             );
+            metrics::scans_in_flight(m.len());
         }
         self.state.scans_started.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
-        let span = tracing::info_span!("scheduled_scan", instance_id = %claimed.instance_id, scan_id = %claimed.scan_id);
+        let span = tracing::info_span!("scheduled_scan", instance_id = %claimed.instance_id, scan_id = %claimed.scan_id, region = %region);
         self.tracker.spawn(
             async move {
-                let _permits = permits;
-                this.run_claimed(&claimed, cancel).await;
+                let started = Instant::now();
+                let outcome = this.run_claimed(&claimed, cancel, &lost).await;
+                metrics::scan_finished(region, outcome, started.elapsed());
                 if let Ok(mut m) = this.in_flight.lock() {
                     m.remove(&claimed.instance_id);
+                    metrics::scans_in_flight(m.len());
+                }
+                drop(permits);
+                // A permit is free again; if the last round used them all, more work is
+                // probably due: claim now rather than at the next poll.
+                if this.saturated.load(Ordering::Relaxed) {
+                    this.wake.notify_one();
                 }
             }
             .instrument(span),
         );
     }
 
-    async fn run_claimed(&self, c: &Claimed, cancel: CancellationToken) {
+    async fn run_claimed(
+        &self,
+        c: &Claimed,
+        cancel: CancellationToken,
+        lost: &AtomicBool,
+    ) -> Outcome {
         let settings = &self.scanner.settings;
+        let pool = &self.scanner.pool;
         let now = Utc::now();
         let schedule_text = c
             .schedule
@@ -275,55 +334,92 @@ impl Scheduler {
                 settings.scheduler.jitter,
             ),
         };
-        let instance = match instances::find(&self.scanner.pool, &c.instance_id.to_string()).await {
+        let instance = match instances::find(pool, &c.instance_id.to_string()).await {
             Ok(Some(i)) => i,
-            Ok(None) => return,
+            // Removed since the claim: the cascade deleted the scan row too.
+            Ok(None) => return Outcome::Gone,
             Err(e) => {
-                warn!(error = %e, "cannot load the claimed instance; its lease will lapse");
-                return;
+                warn!(error = %e, "cannot load the claimed instance; handing the lease back");
+                let _ = lease::release(
+                    pool,
+                    c.instance_id,
+                    c.lease_token,
+                    c.scan_id,
+                    Utc::now(),
+                    "the database failed before the scan started",
+                )
+                .await;
+                return Outcome::Error;
             }
         };
         let result = tokio::select! {
+            // Prefer a finished scan over a cancellation that raced with it: its writes
+            // are committed (or rolled back) already.
+            biased;
             r = self.scanner.scan(&instance, Trigger::Schedule, Some(fence.clone())) => Some(r),
             _ = cancel.cancelled() => None,
         };
         match result {
-            Some(Ok(report)) => {
-                match (report.status, report.rate_limited_reset) {
-                    (_, Some(_)) => self
-                        .state
+            Some(Ok(report)) => match (report.status, report.rate_limited_reset) {
+                (_, Some(reset)) => {
+                    self.state
                         .scans_rate_limited
-                        .fetch_add(1, Ordering::Relaxed),
-                    (ScanStatus::Succeeded, _) => {
-                        self.state.scans_succeeded.fetch_add(1, Ordering::Relaxed)
-                    }
-                    (ScanStatus::Failed, _) => {
-                        self.state.scans_failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
+                        .fetch_add(1, Ordering::Relaxed);
+                    info!(?reset, "rate limited: snoozed until the window resets");
+                    Outcome::RateLimited
+                }
+                (ScanStatus::Succeeded, _) => {
+                    self.state.scans_succeeded.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Succeeded
+                }
+                (ScanStatus::Failed, _) => {
+                    self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Failed
+                }
+            },
             Some(Err(ScanError::LeaseLost(_))) => {
                 self.state.leases_lost.fetch_add(1, Ordering::Relaxed);
+                metrics::lease_lost();
                 warn!("lease lost during the scan; its writes were rolled back");
+                Outcome::LeaseLost
             }
-            Some(Err(ScanError::InstanceGone(_))) => info!("instance removed during its scan"),
+            Some(Err(ScanError::InstanceGone(_))) => {
+                info!("instance removed during its scan");
+                Outcome::Gone
+            }
             Some(Err(e)) => {
                 self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, "scan could not be recorded");
-                let _ = lease::release(
-                    &self.scanner.pool,
+                error!(error = %e, "scan could not be recorded; retrying after backoff");
+                if let Err(e) = lease::release(
+                    pool,
                     c.instance_id,
                     c.lease_token,
                     c.scan_id,
                     fence.next_on_failure,
                     &e.to_string(),
                 )
+                .await
+                {
+                    warn!(error = %e, "could not release the lease; it will lapse after scheduler.lease");
+                }
+                Outcome::Error
+            }
+            None if lost.load(Ordering::Relaxed) => {
+                // The lease is another replica's now (or the instance is gone): touch only
+                // our own scan row, never the instance.
+                warn!("lease lost to another replica; scan cancelled");
+                let _ = crate::db::scans::mark_abandoned(
+                    pool,
+                    c.scan_id,
+                    "lease lost: another replica took over this instance",
+                )
                 .await;
+                Outcome::LeaseLost
             }
             None => {
                 info!("scan cancelled by shutdown; releasing its lease for another replica");
                 if let Err(e) = lease::release(
-                    &self.scanner.pool,
+                    pool,
                     c.instance_id,
                     c.lease_token,
                     c.scan_id,
@@ -332,13 +428,17 @@ impl Scheduler {
                 )
                 .await
                 {
-                    warn!(error = %e, "could not release the lease; it will lapse");
+                    warn!(error = %e, "could not release the lease; it will lapse after scheduler.lease");
                 }
+                Outcome::Abandoned
             }
         }
     }
 
-    async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Extends the leases of running scans every `scheduler.heartbeat_interval`, until the
+    /// hard stop: leases must outlive the drain, or another replica would start a second
+    /// scan of an instance this one is still finishing.
+    async fn heartbeat_loop(self: Arc<Self>) {
         let settings = &self.scanner.settings.scheduler;
         let mut tick = tokio::time::interval(settings.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -346,10 +446,8 @@ impl Scheduler {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                // Keep heartbeating while draining: leases must outlive the drain.
                 _ = self.hard_stop.cancelled() => return,
             }
-            let _ = &shutdown;
             let held: Vec<(Uuid, Uuid)> = match self.in_flight.lock() {
                 Ok(m) => m.iter().map(|(id, f)| (*id, f.lease_token)).collect(),
                 Err(_) => continue,
@@ -359,19 +457,68 @@ impl Scheduler {
                     for id in lost {
                         warn!(instance_id = %id, "lease lost; cancelling the scan");
                         self.state.leases_lost.fetch_add(1, Ordering::Relaxed);
+                        metrics::lease_lost();
                         if let Ok(m) = self.in_flight.lock() {
                             if let Some(f) = m.get(&id) {
+                                f.lost.store(true, Ordering::Relaxed);
                                 f.cancel.cancel();
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "heartbeat failed; leases may lapse if the database stays away")
+                    warn!(error = %e, "heartbeat failed; leases lapse if the database stays away longer than scheduler.lease")
                 }
             }
         }
     }
 }
 
-use lease::Claimed;
+/// Forwards `NOTIFY sspm_wakeup` to the claim loop. A task of its own so that `recv` is
+/// never cancelled mid-message; it reconnects by itself after a connection loss (missed
+/// notifications are covered by polling).
+async fn listen_loop(
+    pool: sqlx::PgPool,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    poll: Duration,
+) {
+    let retry = poll.max(Duration::from_secs(1));
+    loop {
+        let mut listener = loop {
+            let attempt = async {
+                let mut l = PgListener::connect_with(&pool).await?;
+                l.listen("sspm_wakeup").await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match attempt.await {
+                Ok(l) => break l,
+                Err(e) => {
+                    debug!(error = %e, "cannot LISTEN sspm_wakeup yet; relying on polling");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    debug!(error = %e, "LISTEN connection lost; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    // `recv` reconnects on the next call; if the pool itself is gone,
+                    // build a new listener.
+                    if pool.is_closed() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -103,4 +103,62 @@ mod tests {
         let next = next_on_failure(&s, now, 0, Duration::from_secs(6 * 3600), 0.0);
         assert_eq!((next - now).num_seconds(), 60);
     }
+
+    #[test]
+    fn one_minute_schedule_reschedules_within_three_seconds_of_jitter() {
+        let s = Schedule::parse("1m").unwrap();
+        let now = Utc::now();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let next = next_on_success(&s, now, 0.05);
+            let ms = (next - now).num_milliseconds();
+            assert!((60_000..=63_000).contains(&ms), "{ms}");
+            seen.insert(ms);
+        }
+        // Jitter actually spreads instances scheduled at the same instant.
+        assert!(seen.len() > 10, "{seen:?}");
+    }
+
+    #[test]
+    fn cron_schedules_keep_their_wall_clock_time_across_dst() {
+        // 03:00 Berlin is 01:00 UTC in summer and 02:00 UTC in winter.
+        let s = Schedule::parse("CRON_TZ=Europe/Berlin 0 3 * * *").unwrap();
+        let summer: DateTime<Utc> = "2026-07-01T12:00:00Z".parse().unwrap();
+        let winter: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            next_on_success(&s, summer, 0.0).to_rfc3339(),
+            "2026-07-02T01:00:00+00:00"
+        );
+        assert_eq!(
+            next_on_success(&s, winter, 0.0).to_rfc3339(),
+            "2026-12-02T02:00:00+00:00"
+        );
+        // Jitter is a share of the nominal interval (a day): at most 5% = 72 minutes.
+        let jittered = next_on_success(&s, summer, 0.05);
+        let extra = (jittered - next_on_success(&s, summer, 0.0)).num_seconds();
+        assert!((0..=72 * 60).contains(&extra), "{extra}");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_but_never_beyond_the_schedule() {
+        let hourly = Schedule::parse("1h").unwrap();
+        let now = Utc::now();
+        let waits: Vec<i64> = (0..9)
+            .map(|f| {
+                (next_on_failure(&hourly, now, f, Duration::from_secs(6 * 3600), 0.0) - now)
+                    .num_seconds()
+            })
+            .collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        // A cron schedule caps at its nominal interval too (every 15 minutes here).
+        let quarter = Schedule::parse("*/15 * * * *").unwrap();
+        let wait = (next_on_failure(&quarter, now, 10, Duration::from_secs(6 * 3600), 0.0) - now)
+            .num_seconds();
+        assert_eq!(wait, 900);
+        // And at max_backoff when that is shorter.
+        let daily = Schedule::parse("1d").unwrap();
+        let wait =
+            (next_on_failure(&daily, now, 30, Duration::from_secs(1800), 0.0) - now).num_seconds();
+        assert_eq!(wait, 1800);
+    }
 }

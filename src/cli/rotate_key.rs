@@ -1,0 +1,144 @@
+//! `intercom-sspm rotate-key`: re-seal every sealed token under the current token key.
+//!
+//! Procedure (docs/SECURITY.md): generate a new key, configure it as `security.token_key`
+//! with the old one in `security.previous_token_keys` (daemons too), run this command,
+//! then drop the old key once it reports the key id as no longer referenced.
+//!
+//! All or nothing: every token is opened and re-sealed inside ONE transaction holding the
+//! rows' locks; a token that cannot be opened (unknown key id, tampered row) aborts it and
+//! no row changes. Messages name the instance, never the token.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use secrecy::ExposeSecret;
+
+use super::Context;
+use crate::crypto::TokenKey;
+use crate::db::keys;
+
+#[derive(Debug, Args)]
+pub struct RotateKeyArgs {
+    /// Open every token and report what would change, but write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode> {
+    let keyring = ctx.keyring()?;
+    let current = keyring.current_id().to_string();
+    // Ids only (public hash prefixes): used to tell the operator which keys may go.
+    let previous_ids: BTreeSet<String> = ctx
+        .settings
+        .security
+        .previous_token_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            TokenKey::from_base64(
+                k.expose_secret(),
+                &format!("security.previous_token_keys[{i}]"),
+            )
+            .map(|k| k.id().to_string())
+        })
+        .collect::<Result<_, _>>()?;
+
+    let pool = ctx.db().await?;
+    let mut tx = pool.begin().await?;
+    let before: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let rows = keys::lock_sealed(&mut tx).await?;
+    let mut resealed = 0usize;
+    let mut already_current = 0usize;
+    for row in &rows {
+        let aad = row.id.as_bytes();
+        // Open even tokens already under the current key: the command then proves that
+        // every stored token is readable, and a damaged row is reported now, not at scan.
+        let token = match keyring.open(&row.sealed, aad) {
+            Ok(t) => t,
+            Err(e) => {
+                // Dropping `tx` rolls back every re-seal made so far in this run.
+                drop(tx);
+                bail!(
+                    "cannot open the sealed token of instance {:?} ({}): {e}. Nothing was changed; \
+                     fix that instance (configure its key in security.previous_token_keys, or \
+                     replace its token with `intercom-sspm instance set-token {}`) and run rotate-key again",
+                    row.name,
+                    row.id,
+                    row.name
+                );
+            }
+        };
+        if row.sealed.key_id == current {
+            already_current += 1;
+            continue;
+        }
+        let sealed = keyring.seal(&token, aad);
+        if !keys::reseal(&mut tx, row.id, &sealed)
+            .await
+            .with_context(|| format!("re-sealing the token of instance {:?}", row.name))?
+        {
+            // Impossible while the row lock is held; refuse rather than half-rotate.
+            bail!(
+                "instance {:?} changed during the rotation; nothing was changed, run rotate-key again",
+                row.name
+            );
+        }
+        resealed += 1;
+    }
+    let after: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    if args.dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+
+    let verb = if args.dry_run {
+        "would re-seal"
+    } else {
+        "re-sealed"
+    };
+    println!(
+        "{verb} {resealed} token(s) under key id {current}; {already_current} already used it; \
+         token references are not affected"
+    );
+    // Keys that opened tokens before (or are configured as previous) and seal none now.
+    let unreferenced: Vec<&String> = before
+        .union(&previous_ids)
+        .filter(|id| **id != current && !after.contains(*id))
+        .collect();
+    for id in &unreferenced {
+        let configured = if previous_ids.contains(*id) {
+            "remove it from security.previous_token_keys"
+        } else {
+            "it is not configured"
+        };
+        if args.dry_run {
+            println!("key id {id} would no longer be referenced by any token");
+        } else {
+            println!("key id {id} is no longer referenced by any token: {configured}");
+        }
+    }
+    let still: Vec<&String> = after.iter().filter(|id| **id != current).collect();
+    if !args.dry_run && !still.is_empty() {
+        // Only reachable if a row was sealed concurrently under an old key.
+        eprintln!(
+            "warning: key id(s) {} are still referenced; run rotate-key again before dropping them",
+            still
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
