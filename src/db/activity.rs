@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use crate::checks::{ActivityEvent, EventMetadata};
 
-const INSERT_BATCH: usize = 5000;
+/// Events per INSERT: large enough to amortise the round trip, small enough that the
+/// encoded arrays of one statement stay a few MB.
+const INSERT_BATCH: usize = 2000;
 
 pub async fn since(
     conn: &mut PgConnection,

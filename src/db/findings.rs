@@ -104,7 +104,7 @@ pub async fn upsert(
     instance_id: Uuid,
     scan_id: Uuid,
     now: DateTime<Utc>,
-    writes: &[FindingWrite],
+    writes: &[FindingWrite<'_>],
     catalog: impl Fn(&str) -> FindingCatalogData,
 ) -> Result<(), sqlx::Error> {
     // Chunked, with evidence and compliance sent as JSON text (cast in SQL): the arrays of

@@ -119,6 +119,9 @@ pub async fn collect(
                         .zip(keep_stored)
                         .filter_map(|(e, k)| k.then_some(e)),
                 );
+                // Growth by doubling leaves up to half the capacity unused; held for the
+                // whole scan, it is worth one reallocation.
+                events.shrink_to_fit();
                 ActivityData::Available {
                     events,
                     covered_from,
