@@ -25,7 +25,8 @@ pub use catalog::{catalog, meta, CheckMeta, Compliance, CIS_V8, ISO_27001, NIST_
 pub use score::{posture, Posture};
 pub use settings::CheckSettings;
 pub use snapshot::{
-    ActivityData, ActivityEvent, AdminHistory, PreviousState, Probe, ProbeOutcome, Snapshot,
+    ActivityData, ActivityEvent, AdminHistory, EventMetadata, PreviousState, Probe, ProbeOutcome,
+    Snapshot,
 };
 pub use types::{
     Category, CheckOutcome, CheckStatus, FindingDraft, Severity, Source, UnknownCheckStatus,
@@ -181,7 +182,7 @@ mod tests {
             event("weird", "totally_new_event_type", "1", snap.now),
             event("x1", "bulk_export", "1", snap.now),
         ];
-        events[0].metadata = serde_json::json!({"before": {"a": [1, {"b": null}]}});
+        events[0].metadata = serde_json::json!({"before": {"a": [1, {"b": null}]}}).into();
         push_events(&mut snap, events);
         let outcomes = evaluate(&snap, &previous(), &CheckSettings::default());
         for o in &outcomes {

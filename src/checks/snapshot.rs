@@ -74,7 +74,65 @@ pub struct ActivityEvent {
     pub ip: Option<String>,
     pub created_at: DateTime<Utc>,
     pub description: Option<String>,
-    pub metadata: serde_json::Value,
+    pub metadata: EventMetadata,
+}
+
+/// An event's `metadata` kept as compact JSON text and parsed on demand by the few checks
+/// that read it. A parsed `serde_json::Value` costs a B-tree node (~640 bytes) per object,
+/// several times the text, and most events' metadata is only stored: holding 200k events
+/// of a large workspace as `Value`s exceeded the daemon's memory budget (benches/README.md).
+#[derive(Clone, Default)]
+pub struct EventMetadata(Option<Box<str>>);
+
+impl EventMetadata {
+    /// The parsed metadata; `Null` when absent.
+    pub fn value(&self) -> serde_json::Value {
+        self.0
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The JSON text (`null` when absent), as stored in `sspm.activity_events.metadata`.
+    pub fn json_text(&self) -> &str {
+        self.0.as_deref().unwrap_or("null")
+    }
+
+    /// From JSON text (e.g. read back from Postgres).
+    pub fn from_json_text(text: Option<String>) -> Self {
+        match text {
+            Some(t) if t != "null" => Self(Some(t.into_boxed_str())),
+            _ => Self(None),
+        }
+    }
+}
+
+impl From<serde_json::Value> for EventMetadata {
+    fn from(v: serde_json::Value) -> Self {
+        Self::from(&v)
+    }
+}
+
+impl From<&serde_json::Value> for EventMetadata {
+    fn from(v: &serde_json::Value) -> Self {
+        if v.is_null() {
+            Self(None)
+        } else {
+            Self(Some(v.to_string().into_boxed_str()))
+        }
+    }
+}
+
+impl PartialEq for EventMetadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 || self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for EventMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.json_text())
+    }
 }
 
 impl ActivityEvent {
@@ -93,7 +151,11 @@ impl ActivityEvent {
             ip: by.and_then(|b| non_empty(b.ip.as_deref())),
             created_at,
             description: non_empty(log.activity_description.as_deref()),
-            metadata: log.metadata.clone().unwrap_or(serde_json::Value::Null),
+            metadata: log
+                .metadata
+                .as_ref()
+                .map(EventMetadata::from)
+                .unwrap_or_default(),
         })
     }
 
@@ -174,7 +236,7 @@ mod tests {
         assert_eq!(ev.activity_type, "unknown");
         assert_eq!(ev.performed_by_id.as_deref(), Some("7"));
         assert_eq!(ev.ip, None);
-        assert_eq!(ev.metadata, serde_json::Value::Null);
+        assert_eq!(ev.metadata.value(), serde_json::Value::Null);
         assert_eq!(ev.created_at.timestamp(), 1_734_537_900);
 
         let no_id = ActivityLog {
@@ -204,7 +266,10 @@ mod tests {
             .collect();
         assert_eq!(events.len(), page.activity_logs.len());
         assert_eq!(events[0].activity_type, "admin_login_success");
-        assert_eq!(events[0].metadata["sign_in_method"], "email_password");
+        assert_eq!(
+            events[0].metadata.value()["sign_in_method"],
+            "email_password"
+        );
     }
 
     #[test]
@@ -218,7 +283,7 @@ mod tests {
             ip: None,
             created_at: now,
             description: None,
-            metadata: serde_json::Value::Null,
+            metadata: EventMetadata::default(),
         };
         let admin = |id: Option<&str>, email: Option<&str>| Admin {
             id: id.map(str::to_string),

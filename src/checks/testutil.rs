@@ -120,14 +120,14 @@ pub fn event(id: &str, kind: &str, by: &str, at: DateTime<Utc>) -> ActivityEvent
         ip: None,
         created_at: at,
         description: None,
-        metadata: serde_json::Value::Null,
+        metadata: Default::default(),
     }
 }
 
 /// A Google sign-in: activity that trips no login check.
 pub fn login(id: &str, by: &str, at: DateTime<Utc>) -> ActivityEvent {
     let mut ev = event(id, "admin_login_success", by, at);
-    ev.metadata = serde_json::json!({"sign_in_method": "google"});
+    ev.metadata = serde_json::json!({"sign_in_method": "google"}).into();
     ev
 }
 

@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::checks::ActivityEvent;
+use crate::checks::{ActivityEvent, EventMetadata};
 
-const INSERT_BATCH: usize = 5000;
+/// Events per INSERT: large enough to amortise the round trip, small enough that the
+/// encoded arrays of one statement stay a few MB.
+const INSERT_BATCH: usize = 2000;
 
 pub async fn since(
     conn: &mut PgConnection,
@@ -15,8 +17,9 @@ pub async fn since(
     from: DateTime<Utc>,
 ) -> Result<Vec<ActivityEvent>, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT event_id, activity_type, performed_by_id, performed_by_email, ip, created_at, description, metadata
-         FROM sspm.activity_events WHERE instance_id = $1 AND created_at >= $2",
+        r#"SELECT event_id, activity_type, performed_by_id, performed_by_email, ip, created_at, description,
+                  metadata::text AS "metadata_text"
+         FROM sspm.activity_events WHERE instance_id = $1 AND created_at >= $2"#,
         instance_id,
         from
     )
@@ -32,7 +35,7 @@ pub async fn since(
             ip: r.ip,
             created_at: r.created_at,
             description: r.description,
-            metadata: r.metadata.unwrap_or(serde_json::Value::Null),
+            metadata: EventMetadata::from_json_text(r.metadata_text),
         })
         .collect())
 }
@@ -58,15 +61,16 @@ pub async fn insert(
         let created: Vec<DateTime<Utc>> = batch.iter().map(|e| e.created_at).collect();
         let descriptions: Vec<Option<&str>> =
             batch.iter().map(|e| e.description.as_deref()).collect();
-        let metadata: Vec<serde_json::Value> = batch.iter().map(|e| e.metadata.clone()).collect();
+        // JSON text, cast in SQL: no parsed Value per event on either side.
+        let metadata: Vec<&str> = batch.iter().map(|e| e.metadata.json_text()).collect();
         let done = sqlx::query!(
             r#"INSERT INTO sspm.activity_events
                    (instance_id, event_id, activity_type, performed_by_id, performed_by_email, ip,
                     created_at, description, metadata, scan_id)
                SELECT $1, u.event_id, u.activity_type, u.by_id, u.by_email, u.ip, u.created_at,
-                      u.description, u.metadata, $2
+                      u.description, u.metadata::jsonb, $2
                FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::timestamptz[], $9::text[], $10::jsonb[])
+                           $8::timestamptz[], $9::text[], $10::text[])
                     AS u(event_id, activity_type, by_id, by_email, ip, created_at, description, metadata)
                ON CONFLICT (instance_id, event_id) DO NOTHING"#,
             instance_id,
@@ -78,7 +82,7 @@ pub async fn insert(
             &ips as &[Option<&str>],
             &created,
             &descriptions as &[Option<&str>],
-            &metadata,
+            &metadata as &[&str],
         )
         .execute(&mut *conn)
         .await?;

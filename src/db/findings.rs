@@ -6,9 +6,13 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::checks::{CheckOutcome, Severity};
+
 use crate::scan::lifecycle::{
     ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition,
 };
+
+/// Findings per upsert statement.
+const UPSERT_BATCH: usize = 2000;
 
 pub async fn existing_for_instance(
     conn: &mut PgConnection,
@@ -100,73 +104,76 @@ pub async fn upsert(
     instance_id: Uuid,
     scan_id: Uuid,
     now: DateTime<Utc>,
-    writes: &[FindingWrite],
+    writes: &[FindingWrite<'_>],
     catalog: impl Fn(&str) -> FindingCatalogData,
 ) -> Result<(), sqlx::Error> {
-    if writes.is_empty() {
-        return Ok(());
+    // Chunked, with evidence and compliance sent as JSON text (cast in SQL): the arrays of
+    // one statement stay small however many findings a large workspace has, and no second
+    // parsed copy of every evidence object is made.
+    for chunk in writes.chunks(UPSERT_BATCH) {
+        let n = chunk.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut check_ids = Vec::with_capacity(n);
+        let mut resources = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut severities = Vec::with_capacity(n);
+        let mut titles = Vec::with_capacity(n);
+        let mut evidence = Vec::with_capacity(n);
+        let mut remediations = Vec::with_capacity(n);
+        let mut compliance = Vec::with_capacity(n);
+        let mut exception_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        for w in chunk {
+            let data = catalog(w.check_id);
+            ids.push(w.id);
+            check_ids.push(w.check_id);
+            resources.push(w.draft.resource.as_str());
+            statuses.push(w.status.as_str());
+            severities.push(w.draft.severity.as_str());
+            titles.push(w.draft.title.as_str());
+            evidence.push(w.draft.evidence.to_string());
+            remediations.push(data.remediation);
+            compliance.push(data.compliance.to_string());
+            exception_ids.push(w.exception_id);
+        }
+        sqlx::query!(
+            r#"INSERT INTO sspm.findings
+                   (id, instance_id, check_id, resource, status, severity, title, evidence, remediation,
+                    compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id, exception_id)
+               SELECT u.id, $1, u.check_id, u.resource, u.status, u.severity, u.title, u.evidence::jsonb,
+                      u.remediation, u.compliance::jsonb, $2, $2, $3, $3, u.exception_id
+               FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                           $10::text[], $11::text[], $12::text[], $13::uuid[])
+                    AS u(id, check_id, resource, status, severity, title, evidence, remediation, compliance, exception_id)
+               ON CONFLICT (instance_id, check_id, resource) DO UPDATE SET
+                   status = EXCLUDED.status,
+                   severity = EXCLUDED.severity,
+                   title = EXCLUDED.title,
+                   evidence = EXCLUDED.evidence,
+                   remediation = EXCLUDED.remediation,
+                   compliance = EXCLUDED.compliance,
+                   last_seen_at = EXCLUDED.last_seen_at,
+                   last_scan_id = EXCLUDED.last_scan_id,
+                   exception_id = EXCLUDED.exception_id,
+                   resolved_at = NULL,
+                   reopen_count = sspm.findings.reopen_count
+                       + CASE WHEN sspm.findings.status = 'resolved' THEN 1 ELSE 0 END"#,
+            instance_id,
+            now,
+            scan_id,
+            &ids,
+            &check_ids as &[&str],
+            &resources as &[&str],
+            &statuses as &[&str],
+            &severities as &[&str],
+            &titles as &[&str],
+            &evidence,
+            &remediations,
+            &compliance,
+            &exception_ids as &[Option<Uuid>],
+        )
+        .execute(&mut *conn)
+        .await?;
     }
-    let mut ids = Vec::with_capacity(writes.len());
-    let mut check_ids = Vec::with_capacity(writes.len());
-    let mut resources = Vec::with_capacity(writes.len());
-    let mut statuses = Vec::with_capacity(writes.len());
-    let mut severities = Vec::with_capacity(writes.len());
-    let mut titles = Vec::with_capacity(writes.len());
-    let mut evidence = Vec::with_capacity(writes.len());
-    let mut remediations = Vec::with_capacity(writes.len());
-    let mut compliance = Vec::with_capacity(writes.len());
-    let mut exception_ids: Vec<Option<Uuid>> = Vec::with_capacity(writes.len());
-    for w in writes {
-        let data = catalog(w.check_id);
-        ids.push(w.id);
-        check_ids.push(w.check_id);
-        resources.push(w.draft.resource.as_str());
-        statuses.push(w.status.as_str());
-        severities.push(w.draft.severity.as_str());
-        titles.push(w.draft.title.as_str());
-        evidence.push(w.draft.evidence.clone());
-        remediations.push(data.remediation);
-        compliance.push(data.compliance);
-        exception_ids.push(w.exception_id);
-    }
-    sqlx::query!(
-        r#"INSERT INTO sspm.findings
-               (id, instance_id, check_id, resource, status, severity, title, evidence, remediation,
-                compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id, exception_id)
-           SELECT u.id, $1, u.check_id, u.resource, u.status, u.severity, u.title, u.evidence,
-                  u.remediation, u.compliance, $2, $2, $3, $3, u.exception_id
-           FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                       $10::jsonb[], $11::text[], $12::jsonb[], $13::uuid[])
-                AS u(id, check_id, resource, status, severity, title, evidence, remediation, compliance, exception_id)
-           ON CONFLICT (instance_id, check_id, resource) DO UPDATE SET
-               status = EXCLUDED.status,
-               severity = EXCLUDED.severity,
-               title = EXCLUDED.title,
-               evidence = EXCLUDED.evidence,
-               remediation = EXCLUDED.remediation,
-               compliance = EXCLUDED.compliance,
-               last_seen_at = EXCLUDED.last_seen_at,
-               last_scan_id = EXCLUDED.last_scan_id,
-               exception_id = EXCLUDED.exception_id,
-               resolved_at = NULL,
-               reopen_count = sspm.findings.reopen_count
-                   + CASE WHEN sspm.findings.status = 'resolved' THEN 1 ELSE 0 END"#,
-        instance_id,
-        now,
-        scan_id,
-        &ids,
-        &check_ids as &[&str],
-        &resources as &[&str],
-        &statuses as &[&str],
-        &severities as &[&str],
-        &titles as &[&str],
-        &evidence,
-        &remediations,
-        &compliance,
-        &exception_ids as &[Option<Uuid>],
-    )
-    .execute(conn)
-    .await?;
     Ok(())
 }
 

@@ -40,9 +40,22 @@ pub struct FetchedWindow {
 
 pub struct Collected {
     pub snapshot: Snapshot,
-    /// Events fetched in this scan (to store), de-duplicated by id.
-    pub new_events: Vec<ActivityEvent>,
+    /// How many of the snapshot's activity events, from the first, were fetched in this
+    /// scan (to store); de-duplicated by id. Events are held once, in the snapshot.
+    pub new_event_count: usize,
     pub fetched_window: Option<FetchedWindow>,
+}
+
+impl Collected {
+    /// Events fetched in this scan (to store), de-duplicated by id.
+    pub fn new_events(&self) -> &[ActivityEvent] {
+        match &self.snapshot.activity {
+            ActivityData::Available { events, .. } => {
+                &events[..self.new_event_count.min(events.len())]
+            }
+            _ => &[],
+        }
+    }
 }
 
 pub async fn collect(
@@ -57,7 +70,7 @@ pub async fn collect(
         Ok(_) => session.admins().await,
         Err(e) => Err(e.clone()),
     };
-    let mut new_events = Vec::new();
+    let mut new_event_count = 0;
     let mut fetched_window = None;
     let activity = if !(me_ok && admins.is_ok()) {
         ActivityData::NotFetched
@@ -79,22 +92,38 @@ pub async fn collect(
                     before: now,
                     covered_from,
                 });
-                let mut seen: HashSet<String> =
-                    HashSet::with_capacity(input.stored_events.len() + events.len());
-                let mut all = Vec::with_capacity(input.stored_events.len() + events.len());
-                for e in events {
-                    if seen.insert(e.id.clone()) {
-                        new_events.push(e.clone());
-                        all.push(e);
-                    }
-                }
-                for e in input.stored_events {
-                    if seen.insert(e.id.clone()) {
-                        all.push(e);
-                    }
-                }
+                // One copy of each event: fetched events first (de-duplicated by id, in
+                // place), then the stored ones not fetched again. `new_event_count` marks
+                // the fetched prefix, which persist stores.
+                let mut events = events;
+                let (keep_new, keep_stored) = {
+                    let mut seen: HashSet<&str> =
+                        HashSet::with_capacity(input.stored_events.len() + events.len());
+                    let keep_new: Vec<bool> =
+                        events.iter().map(|e| seen.insert(e.id.as_str())).collect();
+                    let keep_stored: Vec<bool> = input
+                        .stored_events
+                        .iter()
+                        .map(|e| seen.insert(e.id.as_str()))
+                        .collect();
+                    (keep_new, keep_stored)
+                };
+                let mut keep = keep_new.into_iter();
+                events.retain(|_| keep.next().unwrap_or(false));
+                new_event_count = events.len();
+                events.reserve_exact(keep_stored.iter().filter(|k| **k).count());
+                events.extend(
+                    input
+                        .stored_events
+                        .into_iter()
+                        .zip(keep_stored)
+                        .filter_map(|(e, k)| k.then_some(e)),
+                );
+                // Growth by doubling leaves up to half the capacity unused; held for the
+                // whole scan, it is worth one reallocation.
+                events.shrink_to_fit();
                 ActivityData::Available {
-                    events: all,
+                    events,
                     covered_from,
                 }
             }
@@ -123,7 +152,7 @@ pub async fn collect(
             allowed_domains: input.allowed_domains,
             attestations: input.attestations,
         },
-        new_events,
+        new_event_count,
         fetched_window,
     }
 }

@@ -64,12 +64,13 @@ pub enum Mode {
     HealthOnly,
 }
 
-/// One finding row to insert or update.
+/// One finding row to insert or update; the draft is borrowed from the check outcome
+/// (a large workspace has tens of thousands, each with its evidence).
 #[derive(Debug, Clone)]
-pub struct FindingWrite {
+pub struct FindingWrite<'a> {
     pub id: Uuid,
     pub check_id: &'static str,
-    pub draft: FindingDraft,
+    pub draft: &'a FindingDraft,
     pub status: FindingStatus,
     pub exception_id: Option<Uuid>,
     pub reopened: bool,
@@ -84,8 +85,8 @@ pub struct Transition {
 }
 
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub writes: Vec<FindingWrite>,
+pub struct Plan<'a> {
+    pub writes: Vec<FindingWrite<'a>>,
     /// Findings to mark resolved.
     pub resolve: Vec<Uuid>,
     /// Muted findings whose exception ended while their check could not be evaluated.
@@ -93,7 +94,7 @@ pub struct Plan {
     pub transitions: Vec<Transition>,
 }
 
-impl Plan {
+impl Plan<'_> {
     pub fn new_count(&self) -> usize {
         self.transitions
             .iter()
@@ -123,13 +124,13 @@ pub fn matching_exception<'a>(
         })
 }
 
-pub fn plan(
-    outcomes: &[CheckOutcome],
+pub fn plan<'a>(
+    outcomes: &'a [CheckOutcome],
     existing: &[ExistingFinding],
     exceptions: &[ActiveException],
     mode: Mode,
     is_health_check: impl Fn(&str) -> bool,
-) -> Plan {
+) -> Plan<'a> {
     let by_key: HashMap<(&str, &str), &ExistingFinding> = existing
         .iter()
         .map(|f| ((f.check_id.as_str(), f.resource.as_str()), f))
@@ -173,7 +174,7 @@ pub fn plan(
             plan.writes.push(FindingWrite {
                 id,
                 check_id: outcome.check_id,
-                draft: draft.clone(),
+                draft,
                 status: target,
                 exception_id: exception.map(|e| e.id),
                 reopened: from == Some(FindingStatus::Resolved),
@@ -279,8 +280,9 @@ mod tests {
     #[test]
     fn regression_reopens_with_the_same_id() {
         let old = existing("a", "admin:1", FindingStatus::Resolved);
+        let outcomes = [outcome("a", CheckStatus::Fail, &["admin:1"])];
         let p = plan(
-            &[outcome("a", CheckStatus::Fail, &["admin:1"])],
+            &outcomes,
             std::slice::from_ref(&old),
             &[],
             Mode::Complete,
@@ -302,13 +304,8 @@ mod tests {
     #[test]
     fn still_open_finding_has_no_transition() {
         let old = existing("a", "admin:1", FindingStatus::Open);
-        let p = plan(
-            &[outcome("a", CheckStatus::Fail, &["admin:1"])],
-            &[old],
-            &[],
-            Mode::Complete,
-            no_health,
-        );
+        let outcomes = [outcome("a", CheckStatus::Fail, &["admin:1"])];
+        let p = plan(&outcomes, &[old], &[], Mode::Complete, no_health);
         assert!(p.transitions.is_empty());
         assert!(p.resolve.is_empty());
     }
@@ -355,20 +352,16 @@ mod tests {
                 resource: Some("admin:1".into()),
             },
         ];
-        let p = plan(
-            &[outcome("a", CheckStatus::Fail, &["admin:1", "admin:2"])],
-            &[],
-            &exceptions,
-            Mode::Complete,
-            no_health,
-        );
+        let outcomes = [outcome("a", CheckStatus::Fail, &["admin:1", "admin:2"])];
+        let p = plan(&outcomes, &[], &exceptions, Mode::Complete, no_health);
         assert!(p.writes.iter().all(|w| w.status == FindingStatus::Muted));
         assert_eq!(p.writes[0].exception_id, Some(exceptions[1].id));
         assert_eq!(p.writes[1].exception_id, Some(exceptions[0].id));
 
         let muted = existing("a", "admin:1", FindingStatus::Muted);
+        let outcomes = [outcome("a", CheckStatus::Fail, &["admin:1"])];
         let p = plan(
-            &[outcome("a", CheckStatus::Fail, &["admin:1"])],
+            &outcomes,
             std::slice::from_ref(&muted),
             &[],
             Mode::Complete,
@@ -377,8 +370,10 @@ mod tests {
         assert_eq!(p.writes[0].status, FindingStatus::Open);
         assert_eq!(p.transitions[0].reason, "exception ended");
 
+        let outcomes = [outcome("a", CheckStatus::Error, &[])];
+
         let p = plan(
-            &[outcome("a", CheckStatus::Error, &[])],
+            &outcomes,
             std::slice::from_ref(&muted),
             &[],
             Mode::Complete,

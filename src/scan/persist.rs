@@ -140,7 +140,7 @@ fn severity_of(check_id: &str) -> checks::Severity {
 /// Per-admin last activity and last login among this scan's new events.
 fn admin_activity(collected: &Collected) -> HashMap<String, AdminActivity> {
     let mut map: HashMap<String, AdminActivity> = HashMap::new();
-    for e in &collected.new_events {
+    for e in collected.new_events() {
         let Some(admin) = &e.performed_by_id else {
             continue;
         };
@@ -215,7 +215,7 @@ pub(super) async fn persist(
         if let (ActivityData::Available { .. }, Some(window)) =
             (&collected.snapshot.activity, collected.fetched_window)
         {
-            let n = activity::insert(&mut tx, instance.id, scan_id, &collected.new_events).await?;
+            let n = activity::insert(&mut tx, instance.id, scan_id, collected.new_events()).await?;
             events_ingested = Some(n as i32);
             cursor_at = Some(window.before);
             covered_from = Some(window.covered_from);

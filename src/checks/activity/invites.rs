@@ -32,7 +32,7 @@ fn collect_emails(v: &Value, out: &mut Vec<String>) {
 
 fn invitees(ev: &ActivityEvent) -> Vec<String> {
     let mut found = Vec::new();
-    collect_emails(&ev.metadata, &mut found);
+    collect_emails(&ev.metadata.value(), &mut found);
     if found.is_empty() {
         if let Some(d) = &ev.description {
             found = emails_in_text(d);
@@ -115,7 +115,7 @@ mod tests {
     fn invite(id: &str, metadata: Value, description: Option<&str>) -> ActivityEvent {
         let mut ev = event(id, INVITE, "1", now() - Duration::hours(1));
         ev.performed_by_email = Some("owner@acme.com".into());
-        ev.metadata = metadata;
+        ev.metadata = metadata.into();
         ev.description = description.map(str::to_string);
         ev
     }

@@ -65,7 +65,8 @@ pub(in crate::checks) fn password_login_used(ctx: &Ctx<'_>, m: &CheckMeta) -> Ve
     };
     let mut by_teammate: BTreeMap<String, (Option<String>, Vec<&ActivityEvent>)> = BTreeMap::new();
     for ev in recent_of(ctx, events, &[SUCCESS]) {
-        let method = ev.metadata.get("sign_in_method").and_then(|v| v.as_str());
+        let metadata = ev.metadata.value();
+        let method = metadata.get("sign_in_method").and_then(|v| v.as_str());
         if !method.is_some_and(|s| s.trim().eq_ignore_ascii_case(PASSWORD)) {
             continue;
         }
@@ -301,7 +302,7 @@ mod tests {
 
     fn password_login(id: &str, by: &str, at: DateTime<Utc>) -> ActivityEvent {
         let mut ev = event(id, SUCCESS, by, at);
-        ev.metadata = json!({"sign_in_method": "email_password"});
+        ev.metadata = json!({"sign_in_method": "email_password"}).into();
         ev.ip = Some("198.51.100.1".into());
         ev
     }

@@ -84,7 +84,7 @@ pub(crate) fn event_evidence(ev: &ActivityEvent) -> Value {
         "performed_by_email": ev.performed_by_email,
         "ip": ev.ip,
         "description": ev.description,
-        "metadata": ev.metadata,
+        "metadata": ev.metadata.value(),
     })
 }
 

@@ -98,7 +98,7 @@ pub(in crate::checks) fn admin_2fa_disabled(ctx: &Ctx<'_>, m: &CheckMeta) -> Ver
     let findings = recent_of(ctx, events, &[TWO_FACTOR_CHANGE])
         .into_iter()
         .filter_map(|ev| {
-            let (severity, title) = match direction(&ev.metadata) {
+            let (severity, title) = match direction(&ev.metadata.value()) {
                 Direction::TurnedOn => return None,
                 Direction::TurnedOff => (
                     m.severity,
@@ -170,9 +170,9 @@ mod tests {
         let mut snap = snapshot();
         let at = snap.now - Duration::hours(2);
         let mut off = event("off", TWO_FACTOR_CHANGE, "2", at);
-        off.metadata = json!({"before": "enabled", "after": "disabled"});
+        off.metadata = json!({"before": "enabled", "after": "disabled"}).into();
         let mut on = event("on", TWO_FACTOR_CHANGE, "2", at);
-        on.metadata = json!({"before": false, "after": true});
+        on.metadata = json!({"before": false, "after": true}).into();
         let unknown = event("unk", TWO_FACTOR_CHANGE, "2", at);
         set_events(&mut snap, vec![off, on, unknown]);
 
@@ -186,7 +186,7 @@ mod tests {
 
         set_events(&mut snap, vec![event("on2", TWO_FACTOR_CHANGE, "2", at)]);
         if let super::super::super::ActivityData::Available { events, .. } = &mut snap.activity {
-            events[0].metadata = json!({"enabled": true});
+            events[0].metadata = json!({"enabled": true}).into();
         }
         assert_eq!(run("admin_2fa_disabled", &snap).status, CheckStatus::Pass);
     }
