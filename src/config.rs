@@ -68,7 +68,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: None,
-            max_connections: 10,
+            max_connections: 20,
             acquire_timeout: Duration::from_secs(10),
         }
     }
