@@ -49,7 +49,8 @@ pub enum ExceptionCommand {
     },
 }
 
-fn parse_expiry(s: &str) -> anyhow::Result<DateTime<Utc>> {
+/// `--expires`: a date (end of that day, UTC) or an RFC 3339 time.
+pub(super) fn parse_expiry(s: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }

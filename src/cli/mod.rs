@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Settings, Sources};
 
+mod attest;
 mod checks;
 mod context;
 mod exception;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Accept risks: exceptions mute matching findings until removed or expired.
     #[command(subcommand)]
     Exception(exception::ExceptionCommand),
+    /// Attest manual controls (settings the API cannot show), with evidence and an expiry.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Re-seal every stored token under the current token key (after adding a new key).
     RotateKey(rotate_key::RotateKeyArgs),
 }
@@ -124,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan::run(&ctx, args).await,
         Command::Findings(args) => findings::run(&ctx, args).await,
         Command::Exception(cmd) => exception::run(&ctx, cmd).await,
+        Command::Attest(cmd) => attest::run(&ctx, cmd).await,
         Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
     }
 }

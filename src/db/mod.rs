@@ -11,6 +11,7 @@ use crate::config::Settings;
 
 pub mod activity;
 pub mod admins;
+pub mod attestations;
 pub mod exceptions;
 pub mod findings;
 pub mod instances;

@@ -252,3 +252,99 @@ async fn failed_scan_exits_non_zero_and_exceptions_round_trip(pool: PgPool) {
     );
     sim.shutdown().await;
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn attested_manual_control_passes_until_it_expires(pool: PgPool) {
+    let (sim, env) = setup(&pool).await;
+    let status_of = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT r.status FROM sspm.check_results r JOIN sspm.scans s ON s.id = r.scan_id
+             WHERE r.check_id = 'manual_2fa_enforced' ORDER BY s.started_at DESC LIMIT 1",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(run_cli(&["scan", "acme"], &env, None)
+        .await
+        .status
+        .success());
+    assert_eq!(status_of(pool.clone()).await, "not_evaluated");
+
+    for (args, expect) in [
+        (
+            vec![
+                "--control",
+                "identity_verification_enabled",
+                "--evidence",
+                "x",
+            ],
+            "not a manual control",
+        ),
+        (
+            vec!["--control", "manual_2fa_enforced", "--evidence", "  "],
+            "--evidence",
+        ),
+        (
+            vec![
+                "--control",
+                "manual_2fa_enforced",
+                "--evidence",
+                "x",
+                "--expires",
+                "2001-01-01",
+            ],
+            "in the past",
+        ),
+    ] {
+        let mut full = vec!["attest", "add", "--instance", "acme"];
+        full.extend(args);
+        let out = run_cli(&full, &env, None).await;
+        assert!(!out.status.success(), "{full:?}");
+        assert!(text(&out).1.contains(expect), "{full:?}: {:?}", text(&out));
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.attestations").await,
+        0
+    );
+
+    let out = run_cli(
+        &[
+            "attest",
+            "add",
+            "--instance",
+            "acme",
+            "--control",
+            "manual_2fa_enforced",
+            "--evidence",
+            "SEC-42: screenshot of Security settings",
+        ],
+        &env,
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(run_cli(&["scan", "acme"], &env, None)
+        .await
+        .status
+        .success());
+    assert_eq!(status_of(pool.clone()).await, "pass");
+    let out = run_cli(&["attest", "list", "--format", "json"], &env, None).await;
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["control_id"], "manual_2fa_enforced");
+
+    sqlx::query("UPDATE sspm.attestations SET expires_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(run_cli(&["scan", "acme"], &env, None)
+        .await
+        .status
+        .success());
+    assert_eq!(
+        status_of(pool.clone()).await,
+        "not_evaluated",
+        "an expired attestation no longer counts"
+    );
+    sim.shutdown().await;
+}

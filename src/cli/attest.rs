@@ -1,0 +1,139 @@
+//! `intercom-sspm attest add | list`: record that a manual control is in place. The API
+//! cannot show these settings, so they stay `not_evaluated` until an operator attests them
+//! with evidence; the attestation counts until it expires (default 90 days).
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use chrono::{Duration, Utc};
+use clap::Subcommand;
+
+use super::exception::parse_expiry;
+use super::output::{self, opt};
+use super::{Context, ListFormat};
+use crate::checks::{self, Source};
+use crate::db::{attestations, instances};
+
+/// How long an attestation counts when no --expires is given (CHECKS.md).
+const DEFAULT_VALIDITY_DAYS: i64 = 90;
+
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Attest a manual control (see `intercom-sspm checks`: ids starting with manual_).
+    Add {
+        /// Instance name or id.
+        #[arg(long)]
+        instance: String,
+        /// Manual control id, e.g. manual_2fa_enforced.
+        #[arg(long)]
+        control: String,
+        /// What proves it (ticket, screenshot location, reviewer): kept for audit.
+        #[arg(long)]
+        evidence: String,
+        /// Expiry date (YYYY-MM-DD, end of day UTC) or RFC 3339; default 90 days from now.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Who attests; defaults to $USER.
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List attestations (expired ones included, marked).
+    List {
+        #[arg(long)]
+        instance: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+}
+
+pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AttestCommand::Add {
+            instance,
+            control,
+            evidence,
+            expires,
+            author,
+        } => {
+            let manual: Vec<&str> = checks::catalog()
+                .iter()
+                .filter(|m| m.source == Source::Manual)
+                .map(|m| m.id)
+                .collect();
+            if !manual.contains(&control.as_str()) {
+                bail!(
+                    "{control:?} is not a manual control: use one of {}",
+                    manual.join(", ")
+                );
+            }
+            if evidence.trim().is_empty() {
+                bail!("--evidence must say what proves the control is in place");
+            }
+            let expires_at = match expires {
+                Some(s) => parse_expiry(&s)?,
+                None => Utc::now() + Duration::days(DEFAULT_VALIDITY_DAYS),
+            };
+            if expires_at <= Utc::now() {
+                bail!("--expires is in the past");
+            }
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".into());
+            let pool = ctx.db().await?;
+            let found = instances::get(&pool, &instance).await?;
+            let id = attestations::add(
+                &pool,
+                found.id,
+                &control,
+                evidence.trim(),
+                &author,
+                expires_at,
+            )
+            .await?;
+            println!(
+                "attestation {id}: {control} on {} counts until {}; the next scan reports it",
+                found.name,
+                expires_at.format("%Y-%m-%d")
+            );
+        }
+        AttestCommand::List { instance, format } => {
+            let pool = ctx.db().await?;
+            let instance_id = match instance {
+                Some(name) => Some(instances::get(&pool, &name).await?.id),
+                None => None,
+            };
+            let rows = attestations::list(&pool, instance_id).await?;
+            match format {
+                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Table => {
+                    let now = Utc::now();
+                    let table = rows
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.instance_name.clone(),
+                                a.control_id.clone(),
+                                a.evidence.clone(),
+                                a.author.clone(),
+                                a.attested_at.format("%Y-%m-%d").to_string(),
+                                if a.expires_at <= now {
+                                    format!("expired {}", a.expires_at.format("%Y-%m-%d"))
+                                } else {
+                                    opt(&Some(a.expires_at.format("%Y-%m-%d")))
+                                },
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        output::table(
+                            &["instance", "control", "evidence", "author", "attested", "expires"],
+                            table
+                        )
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
