@@ -9,7 +9,7 @@ use chrono::{Duration, Utc};
 use clap::Subcommand;
 
 use super::exception::parse_expiry;
-use super::output::{self, opt};
+use super::output;
 use super::{Context, ListFormat};
 use crate::checks::{self, Source};
 use crate::db::{attestations, instances};
@@ -76,9 +76,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
             if expires_at <= Utc::now() {
                 bail!("--expires is in the past");
             }
-            let author = author
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".into());
+            let author = output::author_or_user(author);
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             let id = attestations::add(
@@ -98,10 +96,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
         }
         AttestCommand::List { instance, format } => {
             let pool = ctx.db().await?;
-            let instance_id = match instance {
-                Some(name) => Some(instances::get(&pool, &name).await?.id),
-                None => None,
-            };
+            let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = attestations::list(&pool, instance_id).await?;
             match format {
                 ListFormat::Json => println!("{}", output::json(&rows)?),
@@ -116,11 +111,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                                 a.evidence.clone(),
                                 a.author.clone(),
                                 a.attested_at.format("%Y-%m-%d").to_string(),
-                                if a.expires_at <= now {
-                                    format!("expired {}", a.expires_at.format("%Y-%m-%d"))
-                                } else {
-                                    opt(&Some(a.expires_at.format("%Y-%m-%d")))
-                                },
+                                output::expiry(Some(a.expires_at), now),
                             ]
                         })
                         .collect();

@@ -42,3 +42,14 @@ impl Context {
         IntercomClient::new(&self.settings.intercom).context("building the Intercom client")
     }
 }
+
+/// The id behind an optional `--instance NAME|ID` filter; an unknown name is an error.
+pub async fn instance_filter(
+    pool: &PgPool,
+    instance: Option<&str>,
+) -> anyhow::Result<Option<uuid::Uuid>> {
+    match instance {
+        Some(name) => Ok(Some(crate::db::instances::get(pool, name).await?.id)),
+        None => Ok(None),
+    }
+}

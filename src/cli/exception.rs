@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::Subcommand;
 use uuid::Uuid;
 
-use super::output::{self, opt};
+use super::output;
 use super::{Context, ListFormat};
 use crate::db::exceptions::{self, NewException};
 use crate::db::instances;
@@ -82,9 +82,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             if expires_at.is_some_and(|t| t <= Utc::now()) {
                 bail!("--expires is in the past");
             }
-            let author = author
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".into());
+            let author = output::author_or_user(author);
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             let (id, muted) = exceptions::add(
@@ -110,10 +108,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
         }
         ExceptionCommand::List { instance, format } => {
             let pool = ctx.db().await?;
-            let instance_id = match instance {
-                Some(name) => Some(instances::get(&pool, &name).await?.id),
-                None => None,
-            };
+            let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = exceptions::list(&pool, instance_id).await?;
             match format {
                 ListFormat::Json => println!("{}", output::json(&rows)?),
@@ -129,12 +124,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                                 e.resource.clone().unwrap_or_else(|| "(all)".into()),
                                 e.reason.clone(),
                                 e.author.clone(),
-                                match e.expires_at {
-                                    Some(t) if t <= now => {
-                                        format!("expired {}", t.format("%Y-%m-%d"))
-                                    }
-                                    other => opt(&other.map(|t| t.format("%Y-%m-%d").to_string())),
-                                },
+                                output::expiry(e.expires_at, now),
                                 e.muted_findings.to_string(),
                             ]
                         })

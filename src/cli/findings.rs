@@ -9,7 +9,6 @@ use super::output::{self, opt};
 use super::Context;
 use crate::checks::Severity;
 use crate::db::findings::{self, FindingFilter, FindingListRow};
-use crate::db::instances;
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
 pub enum FindingsFormat {
@@ -72,10 +71,7 @@ pub async fn run(ctx: &Context, args: FindingsArgs) -> anyhow::Result<ExitCode> 
         }
     }
     let pool = ctx.db().await?;
-    let instance_id = match &args.instance {
-        Some(name) => Some(instances::get(&pool, name).await?.id),
-        None => None,
-    };
+    let instance_id = super::context::instance_filter(&pool, args.instance.as_deref()).await?;
     let status = match args.status {
         StatusFilter::Open => Some("open".to_string()),
         StatusFilter::Resolved => Some("resolved".to_string()),

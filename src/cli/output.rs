@@ -24,3 +24,22 @@ pub fn opt<T: ToString>(v: &Option<T>) -> String {
         .map(ToString::to_string)
         .unwrap_or_else(|| "-".into())
 }
+
+/// An expiry column: the date, or "expired <date>" once it has passed, "-" for never.
+pub fn expiry(
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    match at {
+        Some(t) if t <= now => format!("expired {}", t.format("%Y-%m-%d")),
+        Some(t) => t.format("%Y-%m-%d").to_string(),
+        None => "-".into(),
+    }
+}
+
+/// Who recorded an exception or attestation: `--author`, else $USER.
+pub fn author_or_user(author: Option<String>) -> String {
+    author
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}

@@ -152,15 +152,13 @@ impl Scanner {
         let lookback_from = now - chrono::Duration::days(i64::from(lookback_days(&check_settings)));
         let stored_events =
             crate::db::activity::since(&mut conn, instance.id, lookback_from).await?;
+        let admins = crate::db::admins::current(&mut conn, instance.id).await?;
+        drop(conn);
+        // The inventory holds exactly the admins present at the last completed scan.
         let previous = PreviousState {
             has_completed_scan: target.has_completed_scan,
-            previous_admin_ids: Default::default(),
-            admins: crate::db::admins::current(&mut conn, instance.id).await?,
-        };
-        drop(conn);
-        let previous = PreviousState {
-            previous_admin_ids: previous.admins.keys().cloned().collect(),
-            ..previous
+            previous_admin_ids: admins.keys().cloned().collect(),
+            admins,
         };
 
         let token = match token_source {
