@@ -17,7 +17,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin intercom-sspm \
+    cargo build --release --locked -p intercom-sspm --bin intercom-sspm \
     && install -m 0755 target/release/intercom-sspm /usr/local/bin/intercom-sspm
 
 # ---- runtime stage ---------------------------------------------------------------

@@ -2,8 +2,8 @@
 //!
 //! Layout: `config` (settings), `crypto` (token sealing), `db` (Postgres access),
 //! `intercom` (API client and models), `checks` (pure check logic), `scan`
-//! (collect → evaluate → persist), `simulator` (the test double of the Intercom API),
-//! `cli` (command handlers).
+//! (collect → evaluate → persist), `cli` (command handlers). The Intercom simulator lives in
+//! its own crate, `intercom-sim` (crates/intercom-sim).
 #![forbid(unsafe_code)]
 
 pub mod checks;
@@ -20,7 +20,6 @@ pub mod scan;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;
-pub mod simulator;
 pub mod telemetry;
 pub mod token;
 

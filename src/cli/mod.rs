@@ -20,7 +20,6 @@ mod output;
 mod rotate_key;
 mod run;
 mod scan;
-mod simulate;
 
 pub use context::Context;
 
@@ -64,8 +63,6 @@ pub enum Command {
     Findings(findings::FindingsArgs),
     /// Print the check catalog.
     Checks(checks::ChecksArgs),
-    /// Run the Intercom API simulator (tests and demos only), or generate scenarios.
-    Simulate(simulate::SimulateArgs),
     /// Accept risks: exceptions mute matching findings until removed or expired.
     #[command(subcommand)]
     Exception(exception::ExceptionCommand),
@@ -109,17 +106,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Keygen => return keygen::run(),
         Command::Checks(args) => return checks::run(args),
-        Command::Simulate(args) => {
-            crate::telemetry::init(&crate::config::LogSettings::default());
-            return simulate::run(args).await;
-        }
         _ => {}
     }
     let settings = Settings::load(&Sources::from_process(cli.config.clone()))?;
     crate::telemetry::init(&settings.log);
     let ctx = Context::new(settings);
     match cli.command {
-        Command::Keygen | Command::Checks(_) | Command::Simulate(_) => {
+        Command::Keygen | Command::Checks(_) => {
             unreachable!("handled above")
         }
         Command::Run => run::run(&ctx).await,

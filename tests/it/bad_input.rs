@@ -41,11 +41,7 @@ async fn onboard(pool: &PgPool, key: &str) -> Instance {
     .unwrap()
 }
 
-fn env(
-    pool: &PgPool,
-    sim: Option<&intercom_sspm::simulator::Simulator>,
-    key: &str,
-) -> Vec<(String, String)> {
+fn env(pool: &PgPool, sim: Option<&intercom_sim::Simulator>, key: &str) -> Vec<(String, String)> {
     let mut env = harness::sim_env(sim);
     env.push(("DATABASE_URL".into(), harness::database_url(pool)));
     env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.into()));

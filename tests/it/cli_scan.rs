@@ -7,7 +7,7 @@ use crate::harness::{self, count, run_cli, text};
 
 const TOKEN: &str = "tok_cli_scan_acme_9c1d";
 
-async fn setup(pool: &PgPool) -> (intercom_sspm::simulator::Simulator, Vec<(String, String)>) {
+async fn setup(pool: &PgPool) -> (intercom_sim::Simulator, Vec<(String, String)>) {
     let mut ws = harness::workspace(
         "acme",
         "us",

@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use intercom_sim::{generate, FaultSpec, Simulator};
 use intercom_sspm::crypto::Keyring;
 use intercom_sspm::db::instances;
 use intercom_sspm::region::Region;
-use intercom_sspm::simulator::{generate, FaultSpec, Simulator};
 use intercom_sspm::token::TokenSource;
 use secrecy::SecretString;
 use serde_json::json;
@@ -566,7 +566,7 @@ async fn three_daemons_scan_300_instances_without_double_scans_or_misses(pool: P
             &pool,
             &w.keyring,
             &ws.id_code,
-            ws.region,
+            crate::harness::product_region(ws.region),
             &ws.id_code,
             &ws.tokens[0].token,
             "1m",

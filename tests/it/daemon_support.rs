@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use intercom_sim::Simulator;
 use intercom_sspm::crypto::Keyring;
 use intercom_sspm::db::instances::{self, NewInstance};
 use intercom_sspm::region::Region;
-use intercom_sspm::simulator::Simulator;
 use intercom_sspm::token::TokenSource;
 use secrecy::SecretString;
 use sqlx::PgPool;

@@ -3,14 +3,32 @@
 
 use std::process::{Command, Output};
 
+use intercom_sim::{Scenario, Simulator};
 use intercom_sspm::config::{Settings, Sources};
 use intercom_sspm::crypto::{Keyring, TokenKey};
 use intercom_sspm::region::Region;
 use intercom_sspm::scan::Scanner;
-use intercom_sspm::simulator::{Scenario, Simulator};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use std::sync::Arc;
+
+/// The simulator keeps its own region type (it knows nothing of the scanner): these map
+/// between the two.
+pub fn sim_region(region: Region) -> intercom_sim::Region {
+    match region {
+        Region::Us => intercom_sim::Region::Us,
+        Region::Eu => intercom_sim::Region::Eu,
+        Region::Au => intercom_sim::Region::Au,
+    }
+}
+
+pub fn product_region(region: intercom_sim::Region) -> Region {
+    match region {
+        intercom_sim::Region::Us => Region::Us,
+        intercom_sim::Region::Eu => Region::Eu,
+        intercom_sim::Region::Au => Region::Au,
+    }
+}
 
 pub async fn start_sim(scenario: serde_json::Value) -> Simulator {
     let scenario: Scenario = serde_json::from_value(scenario).expect("test scenario is valid");
@@ -24,7 +42,7 @@ pub fn sim_env(sim: Option<&Simulator>) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for region in Region::ALL {
         let url = match sim {
-            Some(s) => s.base_url(region),
+            Some(s) => s.base_url(sim_region(region)),
             // A port nothing listens on: connection refused at once.
             None => format!("http://127.0.0.1:9/{region}"),
         };

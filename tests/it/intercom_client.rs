@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use intercom_sspm::intercom::{IntercomError, ProbeOutcome};
-use intercom_sspm::simulator::{
+use intercom_sim::{
     scopes, FaultSpec, Malformed, NextStyle, RateLimitFault, RateLimitSpec, Refusal, Scenario,
     ServerErrorFault,
 };
+use intercom_sspm::intercom::{IntercomError, ProbeOutcome};
 use intercom_sspm::Region;
 
 use crate::sim_support::*;
@@ -16,7 +16,7 @@ use crate::sim_support::*;
 async fn setup(
     tweak: impl FnOnce(&mut Scenario),
 ) -> (
-    intercom_sspm::simulator::Simulator,
+    intercom_sim::Simulator,
     intercom_sspm::config::IntercomSettings,
 ) {
     let mut scenario = full_scope_scenario();
@@ -313,7 +313,7 @@ async fn pacing_pauses_before_the_limit_instead_of_hitting_429() {
     let mut control_429 = 0;
     for _ in 0..12 {
         let r = raw
-            .get(format!("{}/me", sim.base_url(Region::Us)))
+            .get(format!("{}/me", sim.base_url(intercom_sim::Region::Us)))
             .bearer_auth(control)
             .send()
             .await
@@ -536,7 +536,10 @@ async fn loop_guard_stops_on_a_self_referencing_next() {
 #[tokio::test]
 async fn foreign_next_is_refused_and_never_contacted() {
     let other = start(Scenario::default()).await;
-    let foreign = format!("{}/admins/activity_logs?page=2", other.base_url(Region::Us));
+    let foreign = format!(
+        "{}/admins/activity_logs?page=2",
+        other.base_url(intercom_sim::Region::Us)
+    );
     let newest = now() - 100;
     let (sim, settings) = setup(|s| {
         s.workspaces[0].events = events(12, newest);
@@ -563,7 +566,7 @@ async fn foreign_next_is_refused_and_never_contacted() {
                 url_origin.contains(&other.addr().port().to_string()),
                 "{url_origin}"
             );
-            assert_eq!(expected_origin, &sim.base_url(Region::Us));
+            assert_eq!(expected_origin, &sim.base_url(intercom_sim::Region::Us));
         }
         other => panic!("{other:?}"),
     }
@@ -582,7 +585,10 @@ async fn foreign_next_is_refused_and_never_contacted() {
     assert_token_free(&e, TOKEN);
 
     // Same host and port but another region's path prefix is foreign too.
-    let eu_path = format!("{}/admins/activity_logs?page=2", sim.base_url(Region::Eu));
+    let eu_path = format!(
+        "{}/admins/activity_logs?page=2",
+        sim.base_url(intercom_sim::Region::Eu)
+    );
     sim.scenario_handle()
         .set_workspace_faults(
             "w1",

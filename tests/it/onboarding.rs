@@ -9,7 +9,7 @@ use crate::harness::{self, count, run_cli, text};
 const US_TOKEN: &str = "tok_us_acme_5f1e0c9a2b7d4e8f";
 const EU_TOKEN: &str = "tok_eu_globex_77aa19c3d2e0b6f4";
 
-async fn two_region_sim() -> intercom_sspm::simulator::Simulator {
+async fn two_region_sim() -> intercom_sim::Simulator {
     harness::start_sim(json!({
         "workspaces": [
             harness::workspace("acme", "us", US_TOKEN, &["read_admins"]),
@@ -21,7 +21,7 @@ async fn two_region_sim() -> intercom_sspm::simulator::Simulator {
 
 fn cli_env(
     pool: &PgPool,
-    sim: Option<&intercom_sspm::simulator::Simulator>,
+    sim: Option<&intercom_sim::Simulator>,
     key: &str,
 ) -> Vec<(String, String)> {
     let mut env = harness::sim_env(sim);

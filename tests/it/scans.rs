@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use intercom_sim::{AdminSpec, Simulator};
 use intercom_sspm::crypto::Keyring;
 use intercom_sspm::db::instances::{self, NewInstance};
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::region::Region;
 use intercom_sspm::scan::{ScanStatus, Scanner};
-use intercom_sspm::simulator::{AdminSpec, Simulator};
 use intercom_sspm::token::TokenSource;
 use secrecy::SecretString;
 use serde_json::json;

@@ -103,7 +103,7 @@ async fn token_rows(pool: &PgPool) -> Vec<Row> {
 
 fn env(
     pool: &PgPool,
-    sim: Option<&intercom_sspm::simulator::Simulator>,
+    sim: Option<&intercom_sim::Simulator>,
     current: &Key,
     previous: &[&Key],
 ) -> Vec<(String, String)> {

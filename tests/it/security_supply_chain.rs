@@ -12,7 +12,14 @@ fn read(rel: &str) -> String {
 
 #[test]
 fn unsafe_code_is_forbidden_in_the_library_and_the_binary() {
-    for file in ["src/lib.rs", "src/main.rs"] {
+    // The product and the simulator. Only the bench harness (crates/sspm-bench) calls libc
+    // (wait4, sysconf) to measure the processes it runs.
+    for file in [
+        "src/lib.rs",
+        "src/main.rs",
+        "crates/intercom-sim/src/lib.rs",
+        "crates/intercom-sim/src/main.rs",
+    ] {
         assert!(
             read(file).contains("#![forbid(unsafe_code)]"),
             "{file} must forbid unsafe code"

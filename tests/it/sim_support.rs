@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use intercom_sspm::config::{BaseUrls, IntercomSettings};
-use intercom_sspm::intercom::{IntercomClient, IntercomError, Session};
-use intercom_sspm::simulator::{
+use intercom_sim::{
     scopes, AdminSpec, EventSpec, RoleSpec, Scenario, Simulator, TokenSpec, Workspace,
 };
+use intercom_sspm::config::{BaseUrls, IntercomSettings};
+use intercom_sspm::intercom::{IntercomClient, IntercomError, Session};
 use intercom_sspm::Region;
 use secrecy::SecretString;
 
@@ -27,9 +27,9 @@ pub async fn start(scenario: Scenario) -> Simulator {
 pub fn settings(sim: &Simulator) -> IntercomSettings {
     IntercomSettings {
         base_url: BaseUrls {
-            us: sim.base_url(Region::Us),
-            eu: sim.base_url(Region::Eu),
-            au: sim.base_url(Region::Au),
+            us: sim.base_url(intercom_sim::Region::Us),
+            eu: sim.base_url(intercom_sim::Region::Eu),
+            au: sim.base_url(intercom_sim::Region::Au),
         },
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use intercom_sim::generate::{generate, GenerateParams};
+use intercom_sim::{scopes, NextStyle, Scenario, Simulator};
 use intercom_sspm::intercom::models::{ActivityLogPage, AdminList, ErrorList, Me};
 use intercom_sspm::intercom::{decode, IntercomError};
-use intercom_sspm::simulator::generate::{generate, GenerateParams};
-use intercom_sspm::simulator::{scopes, NextStyle, Scenario, Simulator};
 use intercom_sspm::Region;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -77,7 +77,10 @@ impl Raw {
     ) -> (StatusCode, reqwest::header::HeaderMap, Value, Vec<u8>) {
         let mut req = self
             .http
-            .get(format!("{}{path}", sim.base_url(region)))
+            .get(format!(
+                "{}{path}",
+                sim.base_url(crate::harness::sim_region(region))
+            ))
             .bearer_auth(token);
         if let Some(v) = version {
             req = req.header("Intercom-Version", v);
@@ -188,7 +191,7 @@ async fn activity_logs_match_the_fixture_shape_in_both_next_styles() {
     assert!(
         next.starts_with(&format!(
             "{}/admins/activity_logs?",
-            sim.base_url(Region::Us)
+            sim.base_url(intercom_sim::Region::Us)
         )),
         "{next}"
     );
@@ -258,7 +261,7 @@ async fn error_bodies_match_the_fixtures() {
 
     handle
         .update_workspace("w1", |w| {
-            w.refusal = intercom_sspm::simulator::Refusal::ApiPlanRestricted
+            w.refusal = intercom_sim::Refusal::ApiPlanRestricted
         })
         .unwrap();
     let (status, _, body, _) = raw.get(&sim, Region::Us, &logs, TOKEN, None).await;
@@ -269,9 +272,7 @@ async fn error_bodies_match_the_fixtures() {
     );
 
     handle
-        .update_workspace("w1", |w| {
-            w.refusal = intercom_sspm::simulator::Refusal::Forbidden
-        })
+        .update_workspace("w1", |w| w.refusal = intercom_sim::Refusal::Forbidden)
         .unwrap();
     let (status, _, body, _) = raw.get(&sim, Region::Us, &logs, TOKEN, None).await;
     assert_eq!(status, 403);
@@ -513,7 +514,7 @@ async fn generated_scenario_at_scale_is_served() {
             let w = &scenario.workspaces[i];
             let t = &w.tokens[0];
             (
-                w.region,
+                crate::harness::product_region(w.region),
                 t.token.clone(),
                 t.has_scope(scopes::READ_ADMIN_ACTIVITY_LOGS),
             )

@@ -6,9 +6,11 @@
 //! `scenario` (the document), `faults` (what can go wrong, and when), `state` (live data and
 //! the handle that changes it), `render` (response bodies), `server` (the request pipeline),
 //! `generate` (large deterministic scenarios).
+#![forbid(unsafe_code)]
 
 mod faults;
 pub mod generate;
+mod region;
 mod render;
 mod scenario;
 mod server;
@@ -29,7 +31,7 @@ pub use scenario::{
 };
 pub use state::ScenarioHandle;
 
-use crate::region::Region;
+pub use region::Region;
 
 /// How long `shutdown` waits for in-flight requests before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

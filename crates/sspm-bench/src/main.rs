@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use intercom_sim::generate::{generate, GenerateParams};
+use intercom_sim::{EventSpec, FaultSpec, Scenario, Simulator};
 use intercom_sspm::crypto::{Keyring, TokenKey};
-use intercom_sspm::simulator::generate::{generate, GenerateParams};
-use intercom_sspm::simulator::{EventSpec, FaultSpec, Scenario, Simulator};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::faults::FaultSpec;
-use crate::region::Region;
+use crate::Region;
 
 /// Scope names the simulator checks. Tokens may list others; they are simply never needed.
 pub mod scopes {

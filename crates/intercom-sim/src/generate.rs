@@ -13,7 +13,7 @@ use super::scenario::{
     scopes, AdminSpec, EventSpec, NextStyle, PaginationSpec, RawJson, RoleSpec, Scenario,
     TokenSpec, Workspace,
 };
-use crate::region::Region;
+use crate::Region;
 
 #[derive(Debug, Clone)]
 pub struct GenerateParams {

@@ -1,20 +1,30 @@
-//! `intercom-sspm simulate`: the project's Intercom API simulator, for demos, tests and
-//! benchmarks. Never used by production code paths.
+//! `intercom-sim`: the project's Intercom API simulator, for demos, tests and benchmarks.
+//! A binary of its own so that the scanner's binary ships no test double.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::region::Region;
-use crate::simulator::generate::{generate, GenerateParams};
-use crate::simulator::{Scenario, Simulator};
+use intercom_sim::generate::{generate, GenerateParams};
+use intercom_sim::{Region, Scenario, Simulator};
 
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct SimulateArgs {
+/// The Intercom API simulator (tests and demos only), or a scenario generator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "intercom-sim",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+        intercom-sim --listen 127.0.0.1:8089 --scenario scenarios/demo.json\n  \
+        intercom-sim generate --workspaces 100 --admins 50 --events 500 > big.json\n\n\
+        Point the scanner at it with SSPM__INTERCOM__BASE_URL__US=http://127.0.0.1:8089/us \
+        (and /eu, /au). Scenario format and faults: docs/SIMULATOR.md."
+)]
+struct SimulateArgs {
     #[command(subcommand)]
     command: Option<SimulateCommand>,
     /// Address to listen on (127.0.0.1:0 picks a free port).
@@ -40,7 +50,25 @@ enum SimulateCommand {
     },
 }
 
-pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(SimulateArgs::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(SimulateCommand::Generate {
         workspaces,
         admins,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::scenario::{describe, AdminSpec, EventSpec, NextStyle, TokenSpec, Workspace};
-use crate::region::Region;
+use crate::Region;
 
 fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("views serialize infallibly")
@@ -509,7 +509,7 @@ pub(crate) fn teams(ws: &Workspace) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::scenario::Scenario;
+    use crate::scenario::Scenario;
     use serde_json::Value;
 
     fn workspace(n_events: usize) -> Workspace {

@@ -21,7 +21,7 @@ use super::faults::{ActiveFaults, Interrupt, Malformed};
 use super::render::{self, LogQuery, NextOverride, Position};
 use super::scenario::{scopes, RateLimitSpec, Refusal, TokenSpec, Workspace};
 use super::state::{unix_now, RateStatus, SimState, TokenEntry};
-use crate::region::Region;
+use crate::Region;
 
 pub(crate) struct AppState {
     pub sim: Arc<SimState>,
