@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_housekeeping;
 mod daemon_support;
 mod deploy_artifacts;
+mod differential;
 mod fuzz_parsers;
 mod harness;
 mod intercom_client;
