@@ -4,7 +4,8 @@
 //! consumer-visible column of `sspm.findings`, `finding_events`, `check_results`,
 //! `admins`, `activity_events` and `scans` (plus the reader columns of `instances`) is
 //! dumped, normalised and compared row by row with the golden files in
-//! `tests/fixtures/golden/differential/`.
+//! `tests/fixtures/golden/differential/`, and so are the `sspm_findings` notification
+//! payloads the scans sent.
 //!
 //! The golden files were captured from the implementation as it was before the persist
 //! path was rewritten for speed (issue 17). A rewrite passes only if consumers cannot tell
@@ -48,6 +49,7 @@ use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::scan::{Fence, ScanReport, ScanStatus, Scanner};
 use serde_json::{json, Value};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -479,6 +481,9 @@ async fn scan_story_matches_golden_rows(pool: PgPool) {
         reports: Vec::new(),
     };
     let handle = story.sim.scenario_handle();
+    // What a consumer listening on sspm_findings is told, scan by scan.
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("sspm_findings").await.unwrap();
 
     // Onboard both workspaces as an operator does.
     story.clock.step("onboard").await;
@@ -773,7 +778,8 @@ async fn scan_story_matches_golden_rows(pool: PgPool) {
     );
 
     story.clock.step("dump").await;
-    let dump = dump(&pool, &story.clock, &story.sim).await;
+    let notifications = drain(&mut listener).await;
+    let dump = dump(&pool, &story.clock, &story.sim, &notifications).await;
     story.sim.shutdown().await;
     compare_or_update(&dump);
 }
@@ -952,6 +958,19 @@ fn replace_uuids(s: &str, mut label: impl FnMut(Uuid) -> String) -> String {
     out
 }
 
+/// Every notification received so far, in commit order (the scans ran one at a time).
+/// Each was delivered when its scan committed, long before this runs; the wait only ends
+/// the loop.
+async fn drain(listener: &mut PgListener) -> Vec<Value> {
+    let mut payloads = Vec::new();
+    while let Ok(received) = tokio::time::timeout(StdDuration::from_secs(1), listener.recv()).await
+    {
+        let note = received.expect("the listener's connection stays up");
+        payloads.push(serde_json::from_str(note.payload()).expect("payload is JSON"));
+    }
+    payloads
+}
+
 async fn raw_rows(pool: &PgPool, sql: &str) -> Vec<Value> {
     sqlx::query_scalar::<_, Value>(sql)
         .fetch_all(pool)
@@ -971,6 +990,7 @@ async fn dump(
     pool: &PgPool,
     clock: &Clock,
     sim: &Simulator,
+    notifications: &[Value],
 ) -> BTreeMap<&'static str, Vec<String>> {
     let mut known = HashMap::new();
     let named: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, name FROM sspm.instances")
@@ -1049,7 +1069,23 @@ async fn dump(
             .collect();
         out.insert(table.name, lines);
     }
+    let payloads = notifications
+        .iter()
+        .map(|p| norm.value(p).to_string())
+        .collect();
+    out.insert(NOTIFICATIONS, payloads);
     out
+}
+
+/// The golden file of the `sspm_findings` payloads (not a table).
+const NOTIFICATIONS: &str = "notifications";
+
+fn describe(name: &str) -> String {
+    if name == NOTIFICATIONS {
+        "NOTIFY sspm_findings payloads".into()
+    } else {
+        format!("sspm.{name}")
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -1097,39 +1133,31 @@ fn golden_path(table: &str) -> PathBuf {
 
 fn compare_or_update(dump: &BTreeMap<&'static str, Vec<String>>) {
     if std::env::var(UPDATE_ENV).is_ok_and(|v| v == "1") {
-        std::fs::create_dir_all(golden_dir()).unwrap();
-        for (table, lines) in dump {
-            let mut text = lines.join("\n");
-            text.push('\n');
-            std::fs::write(golden_path(table), text).unwrap();
-        }
+        write_dump(&golden_dir(), dump);
         eprintln!("golden files written to {}", golden_dir().display());
         return;
     }
-    let actual_dir = std::env::temp_dir().join(format!("sspm-differential-{}", std::process::id()));
     let mut failures = Vec::new();
     for (table, lines) in dump {
         let path = golden_path(table);
-        let expected: Vec<String> = match std::fs::read_to_string(&path) {
-            Ok(text) => text.lines().map(str::to_string).collect(),
-            Err(e) => {
-                failures.push(format!(
-                    "sspm.{table}: cannot read {}: {e} (generate it with {UPDATE_ENV}=1)",
-                    path.display()
-                ));
-                continue;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let expected: Vec<String> = text.lines().map(str::to_string).collect();
+                failures.extend(first_difference(table, &expected, lines));
             }
-        };
-        if let Some(diff) = first_difference(table, &expected, lines) {
-            std::fs::create_dir_all(&actual_dir).unwrap();
-            let mut text = lines.join("\n");
-            text.push('\n');
-            std::fs::write(actual_dir.join(format!("{table}.jsonl")), text).unwrap();
-            failures.push(diff);
+            Err(e) => failures.push(format!(
+                "{}: cannot read {}: {e} (generate it with {UPDATE_ENV}=1)",
+                describe(table),
+                path.display()
+            )),
         }
     }
-    assert!(
-        failures.is_empty(),
+    if failures.is_empty() {
+        return;
+    }
+    let actual_dir = std::env::temp_dir().join(format!("sspm-differential-{}", std::process::id()));
+    write_dump(&actual_dir, dump);
+    panic!(
         "consumer-visible rows differ from the golden files in {}\n\n{}\n\nThe actual dump is in {} \
          (diff it against the golden files). If the change is intended, regenerate with \
          {UPDATE_ENV}=1 cargo test --test it differential:: and explain it in the commit.",
@@ -1139,8 +1167,18 @@ fn compare_or_update(dump: &BTreeMap<&'static str, Vec<String>>) {
     );
 }
 
+fn write_dump(dir: &Path, dump: &BTreeMap<&'static str, Vec<String>>) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (table, lines) in dump {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(dir.join(format!("{table}.jsonl")), text).unwrap();
+    }
+}
+
 /// The first differing row of a table, with the fields that differ.
 fn first_difference(table: &str, expected: &[String], actual: &[String]) -> Option<String> {
+    let what = describe(table);
     let counts = format!(
         "({} rows expected, {} actual)",
         expected.len(),
@@ -1152,17 +1190,17 @@ fn first_difference(table: &str, expected: &[String], actual: &[String]) -> Opti
             (Some(e), Some(a)) => {
                 let fields = differing_fields(e, a);
                 return Some(format!(
-                    "sspm.{table}, row {i} {counts}:\n  expected: {e}\n  actual:   {a}\n  fields:   {fields}"
+                    "{what}, row {i} {counts}:\n  expected: {e}\n  actual:   {a}\n  fields:   {fields}"
                 ));
             }
             (Some(e), None) => {
                 return Some(format!(
-                    "sspm.{table}, row {i} {counts}: missing\n  expected: {e}"
+                    "{what}, row {i} {counts}: missing\n  expected: {e}"
                 ))
             }
             (None, Some(a)) => {
                 return Some(format!(
-                    "sspm.{table}, row {i} {counts}: unexpected extra row\n  actual:   {a}"
+                    "{what}, row {i} {counts}: unexpected extra row\n  actual:   {a}"
                 ))
             }
             (None, None) => unreachable!(),
