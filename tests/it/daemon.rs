@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use intercom_sim::{generate, FaultSpec, Simulator};
-use intercom_sspm::crypto::Keyring;
+use intercom_sim::{generate, FaultSpec};
 use intercom_sspm::db::instances;
 use intercom_sspm::region::Region;
 use intercom_sspm::token::TokenSource;
@@ -17,177 +16,31 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::daemon_support::{self as ds, Daemon};
-use crate::harness::{self, count};
-
-const READY: Duration = Duration::from_secs(30);
-
-struct World {
-    pool: PgPool,
-    sim: Simulator,
-    keyring: Keyring,
-    key: String,
-    db_url: String,
-}
-
-impl World {
-    async fn new(pool: &PgPool, workspaces: Vec<serde_json::Value>) -> World {
-        let sim = harness::start_sim(json!({ "workspaces": workspaces })).await;
-        let (keyring, key) = harness::keyring();
-        World {
-            pool: pool.clone(),
-            sim,
-            keyring,
-            key,
-            db_url: harness::database_url(pool),
-        }
-    }
-
-    /// Onboards workspace `name` (id_code = name, token = token_of(name)).
-    async fn onboard(&self, name: &str, region: Region, schedule: &str) -> Uuid {
-        ds::onboard(
-            &self.pool,
-            &self.keyring,
-            name,
-            region,
-            name,
-            &token_of(name),
-            schedule,
-        )
-        .await
-    }
-
-    fn daemon(&self, name: &str, extra: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn(name, &self.db_url, &self.sim, &self.key, extra)
-    }
-
-    fn slow(&self, id_code: &str, endpoint: &str, latency_ms: u64) {
-        let faults: FaultSpec =
-            serde_json::from_value(json!({ "endpoints": [endpoint], "latency_ms": latency_ms }))
-                .unwrap();
-        self.sim
-            .scenario_handle()
-            .set_workspace_faults(id_code, faults)
-            .unwrap();
-    }
-
-    fn heal(&self, id_code: &str) {
-        self.sim
-            .scenario_handle()
-            .set_workspace_faults(id_code, FaultSpec::default())
-            .unwrap();
-    }
-
-    /// Makes every enabled instance due now and wakes the daemons.
-    async fn force_all_due(&self) {
-        sqlx::query("UPDATE sspm.instances SET next_scan_at = now() WHERE lease_token IS NULL")
-            .execute(&self.pool)
-            .await
-            .unwrap();
-        instances::notify_wakeup(&self.pool).await.unwrap();
-    }
-
-    async fn succeeded(&self, id: Uuid) -> i64 {
-        count(&self.pool, &format!("SELECT count(*) FROM sspm.scans WHERE instance_id = '{id}' AND status = 'succeeded'")).await
-    }
-
-    async fn wait_succeeded(&self, id: Uuid, at_least: i64, within: Duration) -> i64 {
-        ds::wait_count(
-            &self.pool,
-            &format!("SELECT count(*) FROM sspm.scans WHERE instance_id = '{id}' AND status = 'succeeded'"),
-            at_least,
-            within,
-        )
-        .await
-    }
-
-    /// Instances with fewer than `n` succeeded scans.
-    async fn short_of(&self, n: i64) -> i64 {
-        count(
-            &self.pool,
-            &format!(
-                "SELECT count(*) FROM sspm.instances i WHERE (SELECT count(*) FROM sspm.scans s
-                   WHERE s.instance_id = i.id AND s.status = 'succeeded') < {n}"
-            ),
-        )
-        .await
-    }
-
-    async fn wait_all_succeeded(&self, n: i64, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.short_of(n).await > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "{} instances still lack {n} succeeded scans",
-                self.short_of(n).await
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn running_scans(&self) -> i64 {
-        count(
-            &self.pool,
-            "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
-        )
-        .await
-    }
-
-    async fn held_leases(&self) -> i64 {
-        count(
-            &self.pool,
-            "SELECT count(*) FROM sspm.instances WHERE lease_token IS NOT NULL",
-        )
-        .await
-    }
-}
-
-fn token_of(name: &str) -> String {
-    format!("tok_{name}_5f1e0c9a2b7d")
-}
-
-fn ws(name: &str, region: &str) -> serde_json::Value {
-    harness::workspace(
-        name,
-        region,
-        &token_of(name),
-        &["read_admins", "read_admin_activity_logs"],
-    )
-}
-
-async fn sigterm_and_expect_clean_exit(d: &mut Daemon, within: Duration) {
-    d.signal("TERM");
-    let status = d.wait_exit(within).await;
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "daemon {} exit status {status}:\n{}",
-        d.name,
-        d.logs()
-    );
-}
+use crate::support::daemon::{self as ds, sigterm_and_expect_clean_exit, Daemon, READY};
+use crate::support::prometheus::parse_prometheus;
+use crate::support::sim::named_workspace;
+use crate::support::{count, db, sim, Onboard, World};
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn daemon_scans_due_instances_reschedules_and_wakes_on_notify(pool: PgPool) {
-    let w = World::new(
-        &pool,
-        vec![
-            ws("alpha", "us"),
-            ws("beta", "eu"),
-            ws("gamma", "au"),
-            ws("delta", "us"),
-        ],
-    )
-    .await;
-    let alpha = w.onboard("alpha", Region::Us, "1m").await;
-    w.onboard("beta", Region::Eu, "1m").await;
-    w.onboard("gamma", Region::Au, "1m").await;
+    let w = World::builder(&pool)
+        .workspaces(vec![
+            named_workspace("alpha", "us"),
+            named_workspace("beta", "eu"),
+            named_workspace("gamma", "au"),
+            named_workspace("delta", "us"),
+        ])
+        .build()
+        .await;
+    let alpha = w.onboard_named("alpha", Region::Us, "1m").await;
+    w.onboard_named("beta", Region::Eu, "1m").await;
+    w.onboard_named("gamma", Region::Au, "1m").await;
 
     // Polling once a minute: whatever is scanned within seconds later was either due at
     // start-up or woken by NOTIFY sspm_wakeup.
     let mut d = w.daemon("solo", &[("SSPM__SCHEDULER__POLL_INTERVAL", "60s")]);
     d.wait_ready(READY).await;
-    let done = ds::wait_count(
+    let done = db::wait_count(
         &pool,
         "SELECT count(*) FROM sspm.scans WHERE status = 'succeeded'",
         3,
@@ -232,7 +85,7 @@ async fn daemon_scans_due_instances_reschedules_and_wakes_on_notify(pool: PgPool
     // A newly onboarded instance: due at once, and NOTIFY wakes the daemon long before
     // its next 60 s poll.
     let t0 = Instant::now();
-    let delta = w.onboard("delta", Region::Us, "1m").await;
+    let delta = w.onboard_named("delta", Region::Us, "1m").await;
     instances::notify_wakeup(&pool).await.unwrap();
     assert_eq!(
         w.wait_succeeded(delta, 1, Duration::from_secs(10)).await,
@@ -250,7 +103,7 @@ async fn daemon_scans_due_instances_reschedules_and_wakes_on_notify(pool: PgPool
         "{}",
         d.logs()
     );
-    assert_eq!(ds::overlapping_scans(&pool).await, 0);
+    assert_eq!(db::overlapping_scans(&pool).await, 0);
 
     sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(15)).await;
     assert_eq!(w.running_scans().await, 0);
@@ -259,27 +112,26 @@ async fn daemon_scans_due_instances_reschedules_and_wakes_on_notify(pool: PgPool
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn daemon_applies_instance_changes_without_restart(pool: PgPool) {
-    let mut retoken = ws("retoken", "us");
+    let mut retoken = named_workspace("retoken", "us");
     retoken["tokens"]
         .as_array_mut()
         .unwrap()
         .push(json!({ "token": "tok_retoken_new_9a8b7c", "scopes": ["read_admins"] }));
-    let w = World::new(
-        &pool,
-        vec![
-            ws("keep", "us"),
-            ws("disableme", "eu"),
-            ws("removeme", "au"),
-            ws("reschedule", "us"),
+    let w = World::builder(&pool)
+        .workspaces(vec![
+            named_workspace("keep", "us"),
+            named_workspace("disableme", "eu"),
+            named_workspace("removeme", "au"),
+            named_workspace("reschedule", "us"),
             retoken,
-        ],
-    )
-    .await;
-    let keep = w.onboard("keep", Region::Us, "1m").await;
-    let disable = w.onboard("disableme", Region::Eu, "1m").await;
-    let remove = w.onboard("removeme", Region::Au, "1m").await;
-    let reschedule = w.onboard("reschedule", Region::Us, "1m").await;
-    let retoken = w.onboard("retoken", Region::Us, "1m").await;
+        ])
+        .build()
+        .await;
+    let keep = w.onboard_named("keep", Region::Us, "1m").await;
+    let disable = w.onboard_named("disableme", Region::Eu, "1m").await;
+    let remove = w.onboard_named("removeme", Region::Au, "1m").await;
+    let reschedule = w.onboard_named("reschedule", Region::Us, "1m").await;
+    let retoken = w.onboard_named("retoken", Region::Us, "1m").await;
 
     let mut d = w.daemon("changes", &[]);
     d.wait_ready(READY).await;
@@ -293,7 +145,7 @@ async fn daemon_applies_instance_changes_without_restart(pool: PgPool) {
     // The old token dies at Intercom; the operator stores a new one.
     w.sim
         .scenario_handle()
-        .revoke_token(&token_of("retoken"))
+        .revoke_token(&sim::token_of("retoken"))
         .unwrap();
     let sealed = w.keyring.seal(
         &SecretString::from("tok_retoken_new_9a8b7c".to_string()),
@@ -375,13 +227,16 @@ async fn daemon_applies_instance_changes_without_restart(pool: PgPool) {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn daemon_never_starts_a_second_scan_of_an_instance_it_is_scanning(pool: PgPool) {
-    let w = World::new(&pool, vec![ws("busy", "us")]).await;
-    let busy = w.onboard("busy", Region::Us, "1m").await;
+    let w = World::builder(&pool)
+        .workspaces(vec![named_workspace("busy", "us")])
+        .build()
+        .await;
+    let busy = w.onboard_named("busy", Region::Us, "1m").await;
     w.slow("busy", "/admins", 2500);
     let mut d = w.daemon("one", &[("SSPM__INTERCOM__REQUEST_TIMEOUT", "60s")]);
     d.wait_ready(READY).await;
     assert_eq!(
-        ds::wait_count(
+        db::wait_count(
             &pool,
             "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
             1,
@@ -410,7 +265,7 @@ async fn daemon_never_starts_a_second_scan_of_an_instance_it_is_scanning(pool: P
         "{}",
         d.logs()
     );
-    assert_eq!(ds::overlapping_scans(&pool).await, 0);
+    assert_eq!(db::overlapping_scans(&pool).await, 0);
     sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(10)).await;
     w.sim.shutdown().await;
 }
@@ -419,15 +274,15 @@ async fn daemon_never_starts_a_second_scan_of_an_instance_it_is_scanning(pool: P
 async fn daemon_honours_limits_and_claims_as_soon_as_a_permit_frees_up(pool: PgPool) {
     let us = ["p1", "p2", "p3", "p4", "p5"];
     let eu = ["q1", "q2"];
-    let mut workspaces: Vec<_> = us.iter().map(|n| ws(n, "us")).collect();
-    workspaces.extend(eu.iter().map(|n| ws(n, "eu")));
-    let w = World::new(&pool, workspaces).await;
+    let mut workspaces: Vec<_> = us.iter().map(|n| named_workspace(n, "us")).collect();
+    workspaces.extend(eu.iter().map(|n| named_workspace(n, "eu")));
+    let w = World::builder(&pool).workspaces(workspaces).build().await;
     for n in us {
-        w.onboard(n, Region::Us, "1m").await;
+        w.onboard_named(n, Region::Us, "1m").await;
         w.slow(n, "/admins", 300);
     }
     for n in eu {
-        w.onboard(n, Region::Eu, "1m").await;
+        w.onboard_named(n, Region::Eu, "1m").await;
         w.slow(n, "/admins", 300);
     }
     // One US scan at a time (region limit), a poll every minute: five US scans within
@@ -443,7 +298,7 @@ async fn daemon_honours_limits_and_claims_as_soon_as_a_permit_frees_up(pool: PgP
     );
     d.wait_ready(READY).await;
     w.wait_all_succeeded(1, Duration::from_secs(15)).await;
-    assert_eq!(ds::overlapping_scans(&pool).await, 0);
+    assert_eq!(db::overlapping_scans(&pool).await, 0);
     let concurrent = |filter: &'static str| {
         let pool = pool.clone();
         async move {
@@ -475,13 +330,16 @@ async fn daemon_honours_limits_and_claims_as_soon_as_a_permit_frees_up(pool: PgP
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn daemon_cancels_a_scan_whose_lease_was_taken_over(pool: PgPool) {
-    let w = World::new(&pool, vec![ws("stolen", "us")]).await;
-    let stolen = w.onboard("stolen", Region::Us, "1m").await;
+    let w = World::builder(&pool)
+        .workspaces(vec![named_workspace("stolen", "us")])
+        .build()
+        .await;
+    let stolen = w.onboard_named("stolen", Region::Us, "1m").await;
     w.slow("stolen", "/admins", 6000);
     let mut d = w.daemon("loser", &[("SSPM__INTERCOM__REQUEST_TIMEOUT", "60s")]);
     d.wait_ready(READY).await;
     assert_eq!(
-        ds::wait_count(
+        db::wait_count(
             &pool,
             "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
             1,
@@ -504,7 +362,7 @@ async fn daemon_cancels_a_scan_whose_lease_was_taken_over(pool: PgPool) {
     // The heartbeat (every 1 s) notices and cancels long before /admins answers (6 s).
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
-        let m = ds::parse_prometheus(&d.get("/metrics").await.1).unwrap();
+        let m = parse_prometheus(&d.get("/metrics").await.1).unwrap();
         if m.sum("sspm_scans_total", &[("outcome", "lease_lost")]) == 1.0 {
             assert_eq!(m.sum("sspm_leases_lost_total", &[]), 1.0);
             break;
@@ -550,28 +408,15 @@ async fn three_daemons_scan_300_instances_without_double_scans_or_misses(pool: P
         ..Default::default()
     };
     let scenario = generate::generate(&params);
-    let sim = Simulator::start(scenario.clone(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (keyring, key) = harness::keyring();
-    let w = World {
-        pool: pool.clone(),
-        sim,
-        keyring,
-        key,
-        db_url: harness::database_url(&pool),
-    };
-    for ws in &scenario.workspaces {
-        ds::onboard(
-            &pool,
-            &w.keyring,
-            &ws.id_code,
-            crate::harness::product_region(ws.region),
-            &ws.id_code,
-            &ws.tokens[0].token,
-            "1m",
-        )
+    let w = World::builder(&pool)
+        .scenario(scenario.clone())
+        .build()
         .await;
+    for ws in &scenario.workspaces {
+        let spec = Onboard::new(&ws.id_code)
+            .region(sim::product_region(ws.region))
+            .schedule("1m");
+        w.onboard(&spec, &ws.tokens[0].token).await;
     }
 
     let started = Instant::now();
@@ -595,7 +440,7 @@ async fn three_daemons_scan_300_instances_without_double_scans_or_misses(pool: P
     }
 
     assert_eq!(
-        ds::overlapping_scans(&pool).await,
+        db::overlapping_scans(&pool).await,
         0,
         "an instance was scanned twice at once"
     );
@@ -628,17 +473,20 @@ async fn three_daemons_scan_300_instances_without_double_scans_or_misses(pool: P
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn sigkilled_daemons_leases_lapse_and_another_daemon_rescans(pool: PgPool) {
     let names = ["k1", "k2", "k3", "k4"];
-    let w = World::new(&pool, names.iter().map(|n| ws(n, "us")).collect()).await;
+    let w = World::builder(&pool)
+        .workspaces(names.iter().map(|n| named_workspace(n, "us")).collect())
+        .build()
+        .await;
     let mut ids = Vec::new();
     for n in names {
-        ids.push(w.onboard(n, Region::Us, "1m").await);
+        ids.push(w.onboard_named(n, Region::Us, "1m").await);
         w.slow(n, "/admins", 30_000);
     }
     // A long request timeout so the slow /admins hangs instead of failing.
     let slow_client = [("SSPM__INTERCOM__REQUEST_TIMEOUT", "60s")];
     let mut a = w.daemon("victim", &slow_client);
     a.wait_ready(READY).await;
-    let running = ds::wait_count(
+    let running = db::wait_count(
         &pool,
         "SELECT count(*) FROM sspm.scans WHERE status = 'running' AND replica = 'victim'",
         4,
@@ -662,7 +510,7 @@ async fn sigkilled_daemons_leases_lapse_and_another_daemon_rescans(pool: PgPool)
     let mut b = w.daemon("rescuer", &[]);
     b.wait_ready(READY).await;
     for id in &ids {
-        let n = ds::wait_count(
+        let n = db::wait_count(
             &pool,
             &format!("SELECT count(*) FROM sspm.scans WHERE instance_id = '{id}' AND status = 'succeeded' AND replica = 'rescuer'"),
             1,
@@ -698,14 +546,13 @@ async fn sigkilled_daemons_leases_lapse_and_another_daemon_rescans(pool: PgPool)
             "{id}: abandoned by the claim that took over"
         );
     }
-    assert_eq!(ds::overlapping_scans(&pool).await, 0);
-    let metrics = ds::parse_prometheus(&b.get("/metrics").await.1).unwrap();
+    assert_eq!(db::overlapping_scans(&pool).await, 0);
+    let metrics = parse_prometheus(&b.get("/metrics").await.1).unwrap();
     assert_eq!(metrics.sum("sspm_leases_reclaimed_total", &[]), 4.0);
 
     sigterm_and_expect_clean_exit(&mut b, Duration::from_secs(15)).await;
     w.sim.shutdown().await;
 }
-
 /// Receives sd_notify datagrams the way systemd does (NOTIFY_SOCKET).
 struct NotifySocket {
     _dir: tempfile::TempDir,
@@ -747,19 +594,17 @@ impl NotifySocket {
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn sigterm_lets_in_flight_scans_finish_and_claims_nothing_new(pool: PgPool) {
     let names = ["d1", "d2", "d3"];
-    let mut workspaces: Vec<_> = names.iter().map(|n| ws(n, "eu")).collect();
-    workspaces.push(ws("latecomer", "eu"));
-    let w = World::new(&pool, workspaces).await;
+    let mut workspaces: Vec<_> = names.iter().map(|n| named_workspace(n, "eu")).collect();
+    workspaces.push(named_workspace("latecomer", "eu"));
+    let w = World::builder(&pool).workspaces(workspaces).build().await;
     for n in names {
-        w.onboard(n, Region::Eu, "1m").await;
+        w.onboard_named(n, Region::Eu, "1m").await;
         w.slow(n, "/admins", 1500);
     }
     let mut notify = NotifySocket::new();
     let port = ds::free_port();
-    let mut env = ds::daemon_env(
+    let mut env = w.daemon_env(
         &w.db_url,
-        &w.sim,
-        &w.key,
         "drainer",
         port,
         &[("SSPM__SHUTDOWN__DRAIN_TIMEOUT", "10s")],
@@ -768,7 +613,7 @@ async fn sigterm_lets_in_flight_scans_finish_and_claims_nothing_new(pool: PgPool
     let mut d = Daemon::spawn_with_env("drainer", port, env);
     notify.expect("READY=1", READY).await;
     assert_eq!(
-        ds::wait_count(
+        db::wait_count(
             &pool,
             "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
             3,
@@ -782,7 +627,7 @@ async fn sigterm_lets_in_flight_scans_finish_and_claims_nothing_new(pool: PgPool
     d.signal("TERM");
     notify.expect("STOPPING=1", Duration::from_secs(5)).await;
     // Work that falls due while draining stays for other replicas.
-    let latecomer = w.onboard("latecomer", Region::Eu, "1m").await;
+    let latecomer = w.onboard_named("latecomer", Region::Eu, "1m").await;
     instances::notify_wakeup(&pool).await.unwrap();
     let status = d.wait_exit(Duration::from_secs(12)).await;
     assert_eq!(status.code(), Some(0), "{}", d.logs());
@@ -822,9 +667,12 @@ async fn sigterm_lets_in_flight_scans_finish_and_claims_nothing_new(pool: PgPool
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn sigterm_past_the_drain_timeout_hands_leases_back_and_abandons_scans(pool: PgPool) {
     let names = ["h1", "h2", "h3"];
-    let w = World::new(&pool, names.iter().map(|n| ws(n, "au")).collect()).await;
+    let w = World::builder(&pool)
+        .workspaces(names.iter().map(|n| named_workspace(n, "au")).collect())
+        .build()
+        .await;
     for n in names {
-        w.onboard(n, Region::Au, "1m").await;
+        w.onboard_named(n, Region::Au, "1m").await;
         w.slow(n, "/admins", 20_000);
     }
     // Leases of 30 s: if another replica scans within a few seconds, the lease was
@@ -837,7 +685,7 @@ async fn sigterm_past_the_drain_timeout_hands_leases_back_and_abandons_scans(poo
     let mut d = w.daemon("leaver", &long_lease);
     d.wait_ready(READY).await;
     assert_eq!(
-        ds::wait_count(
+        db::wait_count(
             &pool,
             "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
             3,
@@ -885,16 +733,21 @@ async fn sigterm_past_the_drain_timeout_hands_leases_back_and_abandons_scans(poo
     let mut other = w.daemon("taker", &long_lease);
     other.wait_ready(READY).await;
     w.wait_all_succeeded(1, Duration::from_secs(8)).await;
-    assert_eq!(ds::overlapping_scans(&pool).await, 0);
+    assert_eq!(db::overlapping_scans(&pool).await, 0);
     sigterm_and_expect_clean_exit(&mut other, Duration::from_secs(10)).await;
     w.sim.shutdown().await;
 }
-
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn rate_limited_scan_snoozes_until_reset_without_counting_a_failure(pool: PgPool) {
-    let w = World::new(&pool, vec![ws("limited", "us"), ws("broken", "us")]).await;
-    let limited = w.onboard("limited", Region::Us, "6h").await;
-    let broken = w.onboard("broken", Region::Us, "6h").await;
+    let w = World::builder(&pool)
+        .workspaces(vec![
+            named_workspace("limited", "us"),
+            named_workspace("broken", "us"),
+        ])
+        .build()
+        .await;
+    let limited = w.onboard_named("limited", Region::Us, "6h").await;
+    let broken = w.onboard_named("broken", Region::Us, "6h").await;
     sqlx::query("UPDATE sspm.instances SET consecutive_failures = 2 WHERE id = $1")
         .bind(limited)
         .execute(&pool)
@@ -910,7 +763,7 @@ async fn rate_limited_scan_snoozes_until_reset_without_counting_a_failure(pool: 
 
     let mut d = w.daemon("snoozer", &[("SSPM__INTERCOM__MAX_RATE_LIMIT_WAIT", "1s")]);
     d.wait_ready(READY).await;
-    let done = ds::wait_count(
+    let done = db::wait_count(
         &pool,
         "SELECT count(*) FROM sspm.scans WHERE status = 'failed'",
         2,
@@ -955,7 +808,7 @@ async fn rate_limited_scan_snoozes_until_reset_without_counting_a_failure(pool: 
         "first backoff step, got {next_in}s"
     );
 
-    let m = ds::parse_prometheus(&d.get("/metrics").await.1).unwrap();
+    let m = parse_prometheus(&d.get("/metrics").await.1).unwrap();
     assert_eq!(
         m.sum(
             "sspm_scans_total",
@@ -969,21 +822,21 @@ async fn rate_limited_scan_snoozes_until_reset_without_counting_a_failure(pool: 
     sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(10)).await;
     w.sim.shutdown().await;
 }
-
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn database_outage_is_survived_without_lost_or_duplicate_rows(pool: PgPool) {
     let names: Vec<String> = (0..12).map(|i| format!("o{i}")).collect();
-    let w = World::new(&pool, names.iter().map(|n| ws(n, "us")).collect()).await;
+    let w = World::builder(&pool)
+        .workspaces(names.iter().map(|n| named_workspace(n, "us")).collect())
+        .build()
+        .await;
     for n in &names {
-        w.onboard(n, Region::Us, "1m").await;
+        w.onboard_named(n, Region::Us, "1m").await;
         w.slow(n, "/admins", 300);
     }
     let proxy = ds::PgProxy::start(ds::pg_addr(&w.db_url)).await;
     let port = ds::free_port();
-    let env = ds::daemon_env(
+    let env = w.daemon_env(
         &proxy.url(&w.db_url),
-        &w.sim,
-        &w.key,
         "survivor",
         port,
         &[("SSPM__SCHEDULER__MAX_CONCURRENT_SCANS", "4")],
@@ -995,7 +848,7 @@ async fn database_outage_is_survived_without_lost_or_duplicate_rows(pool: PgPool
     // Outage 1: the database disappears (connections cut, new ones refused) while scans
     // are in flight.
     w.force_all_due().await;
-    ds::wait_count(
+    db::wait_count(
         &pool,
         "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
         1,
@@ -1076,7 +929,7 @@ async fn database_outage_is_survived_without_lost_or_duplicate_rows(pool: PgPool
     assert!(d.try_exit().is_none(), "daemon died:\n{}", d.logs());
     sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(15)).await;
 
-    assert_eq!(ds::overlapping_scans(&pool).await, 0);
+    assert_eq!(db::overlapping_scans(&pool).await, 0);
     assert_eq!(w.running_scans().await, 0, "no scan left running");
     assert_eq!(w.held_leases().await, 0);
     // A scan either committed whole or not at all: every succeeded scan has its check
@@ -1094,12 +947,15 @@ async fn database_outage_is_survived_without_lost_or_duplicate_rows(pool: PgPool
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn daemon_waits_for_the_database_at_start_up(pool: PgPool) {
-    let w = World::new(&pool, vec![ws("early", "us")]).await;
-    let early = w.onboard("early", Region::Us, "1m").await;
+    let w = World::builder(&pool)
+        .workspaces(vec![named_workspace("early", "us")])
+        .build()
+        .await;
+    let early = w.onboard_named("early", Region::Us, "1m").await;
     let proxy = ds::PgProxy::start(ds::pg_addr(&w.db_url)).await;
     proxy.cut();
     let port = ds::free_port();
-    let env = ds::daemon_env(&proxy.url(&w.db_url), &w.sim, &w.key, "patient", port, &[]);
+    let env = w.daemon_env(&proxy.url(&w.db_url), "patient", port, &[]);
     let mut d = Daemon::spawn_with_env("patient", port, env);
     // Alive (so a startup probe passes) but not ready while Postgres is away.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1126,7 +982,7 @@ async fn daemon_waits_for_the_database_at_start_up(pool: PgPool) {
     // A signal while still waiting for the database ends the daemon cleanly too.
     proxy.cut();
     let port = ds::free_port();
-    let env = ds::daemon_env(&proxy.url(&w.db_url), &w.sim, &w.key, "quitter", port, &[]);
+    let env = w.daemon_env(&proxy.url(&w.db_url), "quitter", port, &[]);
     let mut q = Daemon::spawn_with_env("quitter", port, env);
     let deadline = Instant::now() + Duration::from_secs(10);
     while q.get("/livez").await.0 != 200 {
@@ -1136,10 +992,15 @@ async fn daemon_waits_for_the_database_at_start_up(pool: PgPool) {
     sigterm_and_expect_clean_exit(&mut q, Duration::from_secs(10)).await;
     w.sim.shutdown().await;
 }
-
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
-    let w = World::new(&pool, vec![ws("m1", "us"), ws("m2", "eu")]).await;
+    let w = World::builder(&pool)
+        .workspaces(vec![
+            named_workspace("m1", "us"),
+            named_workspace("m2", "eu"),
+        ])
+        .build()
+        .await;
     let mut d = w.daemon(
         "prober",
         &[
@@ -1155,7 +1016,7 @@ async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
     // The gauges appear with the health monitor's first refresh, just after start-up.
     let deadline = Instant::now() + Duration::from_secs(5);
     let before = loop {
-        let m = ds::parse_prometheus(&d.get("/metrics").await.1).unwrap();
+        let m = parse_prometheus(&d.get("/metrics").await.1).unwrap();
         if m.has("sspm_due_backlog") || Instant::now() > deadline {
             break m;
         }
@@ -1180,8 +1041,8 @@ async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
         assert!(before.has(name), "{name} has a sample");
     }
 
-    let m1 = w.onboard("m1", Region::Us, "1m").await;
-    let m2 = w.onboard("m2", Region::Eu, "1m").await;
+    let m1 = w.onboard_named("m1", Region::Us, "1m").await;
+    let m2 = w.onboard_named("m2", Region::Eu, "1m").await;
     instances::notify_wakeup(&pool).await.unwrap();
     assert_eq!(w.wait_succeeded(m1, 1, Duration::from_secs(10)).await, 1);
     assert_eq!(w.wait_succeeded(m2, 1, Duration::from_secs(10)).await, 1);
@@ -1189,7 +1050,7 @@ async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let text = d.get("/metrics").await.1;
-    let after = ds::parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let after = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(
         after.sum(
             "sspm_scans_total",
@@ -1253,7 +1114,7 @@ async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
     // Draining: /readyz 503 with a reason, /livez still 200, metrics still served.
     w.slow("m1", "/admins", 3000);
     instances::queue_now(&pool, m1).await.unwrap();
-    ds::wait_count(
+    db::wait_count(
         &pool,
         "SELECT count(*) FROM sspm.scans WHERE status = 'running'",
         1,
@@ -1277,7 +1138,7 @@ async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
         "{body}"
     );
     assert_eq!(d.get("/livez").await.0, 200, "alive while draining");
-    assert!(ds::parse_prometheus(&d.get("/metrics").await.1).is_ok());
+    assert!(parse_prometheus(&d.get("/metrics").await.1).is_ok());
     let status = d.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{}", d.logs());
     assert_eq!(
