@@ -5,47 +5,20 @@
 
 use std::time::Duration;
 
-use intercom_sspm::db::instances::{self, Instance, NewInstance};
-use intercom_sspm::region::Region;
-use intercom_sspm::token::TokenSource;
-use secrecy::SecretString;
+use intercom_sspm::db::instances::Instance;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{self, count, run_cli, text};
+use crate::support::cli::{run_cli, text};
+use crate::support::{cli, count, db, sim, Onboard, TestKey};
 
 const TOKEN: &str = "tok_badinput_acme_0f1e2d3c4b5a";
 
-async fn onboard(pool: &PgPool, key: &str) -> Instance {
-    let ring = intercom_sspm::crypto::Keyring::new(
-        intercom_sspm::crypto::TokenKey::from_base64(key, "t").unwrap(),
-        vec![],
-    );
-    let id = Uuid::new_v4();
-    let sealed = TokenSource::Sealed(ring.seal(&SecretString::from(TOKEN), id.as_bytes()));
-    instances::insert(
-        pool,
-        &NewInstance {
-            id,
-            name: "acme",
-            region: Region::Us,
-            workspace_id: "acme",
-            workspace_name: None,
-            token: &sealed,
-            schedule: Some("6h"),
-            allowed_domains: &[],
-        },
-    )
-    .await
-    .unwrap()
-}
-
-fn env(pool: &PgPool, sim: Option<&intercom_sim::Simulator>, key: &str) -> Vec<(String, String)> {
-    let mut env = harness::sim_env(sim);
-    env.push(("DATABASE_URL".into(), harness::database_url(pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.into()));
-    env
+/// Instance "acme" (US, every 6h) with TOKEN sealed under `key`.
+async fn onboard(pool: &PgPool, key: &TestKey) -> Instance {
+    let acme = Onboard::new("acme").schedule("6h");
+    db::onboard(pool, &key.ring(), &acme, TOKEN).await
 }
 
 /// Runs a command that must fail with `expect` in its message; returns stderr.
@@ -67,14 +40,14 @@ async fn fails(
 
 /// Everything an operator command could write, as one comparable snapshot.
 async fn snapshot(pool: &PgPool) -> String {
-    harness::all_table_text(pool).await
+    db::all_table_text(pool).await
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn set_schedule_rejects_bad_schedules_and_changes_nothing(pool: PgPool) {
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate();
     onboard(&pool, &key).await;
-    let env = env(&pool, None, &key);
+    let env = cli::env(&pool, None, &key.b64);
     let before = snapshot(&pool).await;
     let cases: &[(&[&str], &[&str])] = &[
         (&["every tuesday"], &["neither an interval", "cron"]),
@@ -128,9 +101,9 @@ async fn set_schedule_rejects_bad_schedules_and_changes_nothing(pool: PgPool) {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn exception_add_rejects_bad_input_and_writes_nothing(pool: PgPool) {
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate();
     onboard(&pool, &key).await;
-    let env = env(&pool, None, &key);
+    let env = cli::env(&pool, None, &key.b64);
     let before = snapshot(&pool).await;
     let base = ["exception", "add", "--instance", "acme"];
     let cases: &[(&[&str], &[&str])] = &[
@@ -221,9 +194,9 @@ async fn exception_add_rejects_bad_input_and_writes_nothing(pool: PgPool) {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn findings_and_scan_reject_unknown_values(pool: PgPool) {
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate();
     onboard(&pool, &key).await;
-    let env = env(&pool, None, &key);
+    let env = cli::env(&pool, None, &key.b64);
     let before = snapshot(&pool).await;
     fails(
         &["findings", "--severity", "bogus"],
@@ -288,9 +261,9 @@ async fn findings_and_scan_reject_unknown_values(pool: PgPool) {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn set_token_rejects_blank_or_broken_tokens_and_keeps_the_old_one(pool: PgPool) {
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate();
     onboard(&pool, &key).await;
-    let env = env(&pool, None, &key);
+    let env = cli::env(&pool, None, &key.b64);
     let before = snapshot(&pool).await;
     let args = ["instance", "set-token", "acme", "--token-stdin"];
     fails(
@@ -344,8 +317,8 @@ async fn set_token_rejects_blank_or_broken_tokens_and_keeps_the_old_one(pool: Pg
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn unknown_config_keys_are_named(pool: PgPool) {
-    let (_, key) = harness::keyring();
-    let env = env(&pool, None, &key);
+    let key = TestKey::generate();
+    let env = cli::env(&pool, None, &key.b64);
     let dir = tempfile::tempdir().unwrap();
     for (contents, expect) in [
         (
@@ -395,12 +368,12 @@ async fn unknown_config_keys_are_named(pool: PgPool) {
 async fn removing_an_instance_mid_scan_ends_the_scan_cleanly(pool: PgPool) {
     // /admins answers slowly, so the scan is in flight (its scan row `running`) when the
     // operator removes the instance.
-    let mut w = harness::workspace("acme", "us", TOKEN, &["read_admins"]);
+    let mut w = sim::workspace_json("acme", "us", TOKEN, &["read_admins"]);
     w["faults"] = json!({ "endpoints": ["/admins"], "latency_ms": 1500 });
-    let sim = harness::start_sim(json!({ "workspaces": [w] })).await;
-    let (_, key) = harness::keyring();
+    let sim = sim::start_json(json!({ "workspaces": [w] })).await;
+    let key = TestKey::generate();
     onboard(&pool, &key).await;
-    let env = env(&pool, Some(&sim), &key);
+    let env = cli::env(&pool, Some(&sim), &key.b64);
 
     let scan = tokio::spawn({
         let env = env.clone();
@@ -463,12 +436,12 @@ async fn unusable_database_settings_are_clear_errors() {
         ),
     ];
     for (url, expect) in cases {
-        let mut env = crate::harness::sim_env(None);
+        let mut env = crate::support::sim::sim_env(None);
         if let Some(url) = url {
             env.push(("DATABASE_URL".into(), url.into()));
         }
-        let out = crate::harness::run_cli(&["instance", "list"], &env, None).await;
-        let (_, stderr) = crate::harness::text(&out);
+        let out = crate::support::cli::run_cli(&["instance", "list"], &env, None).await;
+        let (_, stderr) = crate::support::cli::text(&out);
         assert!(!out.status.success(), "{url:?}");
         assert!(stderr.contains(expect), "{url:?}: {stderr}");
         assert!(

@@ -3,12 +3,13 @@
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::harness::{self, count, run_cli, text};
+use crate::support::cli::{run_cli, text};
+use crate::support::{count, sim, World};
 
 const TOKEN: &str = "tok_cli_scan_acme_9c1d";
 
 async fn setup(pool: &PgPool) -> (intercom_sim::Simulator, Vec<(String, String)>) {
-    let mut ws = harness::workspace(
+    let mut ws = sim::workspace_json(
         "acme",
         "us",
         TOKEN,
@@ -22,11 +23,8 @@ async fn setup(pool: &PgPool) -> (intercom_sim::Simulator, Vec<(String, String)>
         "id": "login-3", "activity_type": "admin_login_success", "ago": "1d", "performed_by": "3",
         "metadata": { "sign_in_method": "google" }
     }));
-    let sim = harness::start_sim(json!({ "workspaces": [ws] })).await;
-    let (_, key) = harness::keyring();
-    let mut env = harness::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), harness::database_url(pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let w = World::builder(pool).workspace(ws).build().await;
+    let env = w.cli_env();
     let out = run_cli(
         &[
             "instance",
@@ -42,7 +40,7 @@ async fn setup(pool: &PgPool) -> (intercom_sim::Simulator, Vec<(String, String)>
     )
     .await;
     assert!(out.status.success(), "{:?}", text(&out));
-    (sim, env)
+    (w.sim, env)
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]

@@ -9,7 +9,7 @@ use chrono::{DurationRound, Utc};
 use intercom_sspm::scheduler::housekeeping::{self, Plan};
 use sqlx::PgPool;
 
-use crate::harness::{self, count};
+use crate::support::{self, count};
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn daemon_housekeeping_slot_is_claimed_once_across_replicas(pool: PgPool) {
@@ -223,7 +223,7 @@ async fn daemon_housekeeping_jobs_fire_through_tokio_cron_scheduler(pool: PgPool
         retention_cron: "* * * * * *".into(),
         retention_slot: chrono::Duration::seconds(1),
     };
-    let settings = Arc::new(harness::settings(None, &[]));
+    let settings = Arc::new(support::settings(None, &[]));
     let mut one = housekeeping::start(pool.clone(), settings.clone(), "one".into(), plan.clone())
         .await
         .unwrap();

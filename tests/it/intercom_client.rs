@@ -10,7 +10,7 @@ use intercom_sim::{
 use intercom_sspm::intercom::{IntercomError, ProbeOutcome};
 use intercom_sspm::Region;
 
-use crate::sim_support::*;
+use crate::support::sim::*;
 
 /// Starts the one-workspace scenario after `tweak` and returns a session with `settings`.
 async fn setup(
@@ -22,12 +22,8 @@ async fn setup(
     let mut scenario = full_scope_scenario();
     tweak(&mut scenario);
     let sim = start(scenario).await;
-    let settings = settings(&sim);
+    let settings = client_settings(&sim);
     (sim, settings)
-}
-
-fn faults(json: serde_json::Value) -> FaultSpec {
-    serde_json::from_value(json).unwrap()
 }
 
 #[tokio::test]

@@ -1,16 +1,21 @@
 //! Integration tests, compiled as one binary so the suite links once.
 //! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
+//! Shared helpers live in `support` (see its module docs and README "Adding a test").
+
+mod support;
 
 mod bad_input;
 mod cli_scan;
 mod consumer_read_path;
-mod daemon;
+mod daemon_claims;
+mod daemon_faults;
 mod daemon_housekeeping;
-mod daemon_support;
+mod daemon_probes;
+mod daemon_scheduling;
+mod daemon_shutdown;
 mod deploy_artifacts;
 mod differential;
 mod fuzz_parsers;
-mod harness;
 mod intercom_client;
 mod onboarding;
 mod scans;
@@ -18,5 +23,4 @@ mod security_hostile;
 mod security_leaks;
 mod security_rotation;
 mod security_supply_chain;
-mod sim_support;
 mod simulator;

@@ -4,16 +4,17 @@
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::harness::{self, count, run_cli, text};
+use crate::support::cli::{self, run_cli, text};
+use crate::support::{count, db, sim, TestKey};
 
 const US_TOKEN: &str = "tok_us_acme_5f1e0c9a2b7d4e8f";
 const EU_TOKEN: &str = "tok_eu_globex_77aa19c3d2e0b6f4";
 
 async fn two_region_sim() -> intercom_sim::Simulator {
-    harness::start_sim(json!({
+    sim::start_json(json!({
         "workspaces": [
-            harness::workspace("acme", "us", US_TOKEN, &["read_admins"]),
-            harness::workspace("globex", "eu", EU_TOKEN, &["read_admins"]),
+            sim::workspace_json("acme", "us", US_TOKEN, &["read_admins"]),
+            sim::workspace_json("globex", "eu", EU_TOKEN, &["read_admins"]),
         ]
     }))
     .await
@@ -24,9 +25,7 @@ fn cli_env(
     sim: Option<&intercom_sim::Simulator>,
     key: &str,
 ) -> Vec<(String, String)> {
-    let mut env = harness::sim_env(sim);
-    env.push(("DATABASE_URL".into(), harness::database_url(pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.into()));
+    let mut env = cli::env(pool, sim, key);
     env.push(("SSPM__LOG__LEVEL".into(), "trace".into()));
     env
 }
@@ -34,7 +33,7 @@ fn cli_env(
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn add_stores_sealed_token_that_never_appears_in_clear(pool: PgPool) {
     let sim = two_region_sim().await;
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let env = cli_env(&pool, Some(&sim), &key);
     let out = run_cli(
         &[
@@ -72,11 +71,11 @@ async fn add_stores_sealed_token_that_never_appears_in_clear(pool: PgPool) {
     assert!(row.2.is_some() && row.3.is_some(), "sealed columns filled");
 
     // Nowhere in any table, and not in a pg_dump of the database either.
-    let all = harness::all_table_text(&pool).await;
+    let all = db::all_table_text(&pool).await;
     assert!(all.contains("acme"), "the scan of tables saw the row");
     assert!(!all.contains(US_TOKEN));
     let dump = std::process::Command::new("pg_dump")
-        .arg(harness::database_url(&pool))
+        .arg(db::database_url(&pool))
         .output()
         .expect("pg_dump is installed with the Postgres client tools");
     assert!(
@@ -121,7 +120,7 @@ async fn add_stores_sealed_token_that_never_appears_in_clear(pool: PgPool) {
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn wrong_region_is_named_and_nothing_is_stored(pool: PgPool) {
     let sim = two_region_sim().await;
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let out = run_cli(
         &[
             "instance",
@@ -147,7 +146,7 @@ async fn wrong_region_is_named_and_nothing_is_stored(pool: PgPool) {
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn bad_token_is_rejected_and_nothing_is_stored(pool: PgPool) {
     let sim = two_region_sim().await;
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let out = run_cli(
         &[
             "instance",
@@ -175,7 +174,7 @@ async fn bad_token_is_rejected_and_nothing_is_stored(pool: PgPool) {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn unreachable_region_is_a_clear_error_and_nothing_is_stored(pool: PgPool) {
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let out = run_cli(
         &[
             "instance",
@@ -206,8 +205,8 @@ async fn unreachable_region_is_a_clear_error_and_nothing_is_stored(pool: PgPool)
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn missing_key_empty_token_and_bad_input_fail_before_storing(pool: PgPool) {
     let sim = two_region_sim().await;
-    let mut env = harness::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    let mut env = sim::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), db::database_url(&pool)));
     let out = run_cli(
         &[
             "instance",
@@ -229,7 +228,7 @@ async fn missing_key_empty_token_and_bad_input_fail_before_storing(pool: PgPool)
         "{stderr}"
     );
 
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let env = cli_env(&pool, Some(&sim), &key);
     for (args, input, expect) in [
         (
@@ -291,7 +290,7 @@ async fn missing_key_empty_token_and_bad_input_fail_before_storing(pool: PgPool)
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn duplicates_are_clear_errors(pool: PgPool) {
     let sim = two_region_sim().await;
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let env = cli_env(&pool, Some(&sim), &key);
     let add = |name: &'static str| {
         let env = env.clone();
@@ -331,8 +330,8 @@ async fn token_reference_is_validated_then_stored_as_reference(pool: PgPool) {
     let path = dir.path().join("acme.token");
     std::fs::write(&path, format!("{US_TOKEN}\n")).unwrap();
     // No token key is needed for references.
-    let mut env = harness::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    let mut env = sim::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), db::database_url(&pool)));
     let reference = format!("file:{}", path.display());
     let out = run_cli(
         &[
@@ -356,7 +355,7 @@ async fn token_reference_is_validated_then_stored_as_reference(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(stored.as_deref(), Some(reference.as_str()));
-    assert!(!harness::all_table_text(&pool).await.contains(US_TOKEN));
+    assert!(!db::all_table_text(&pool).await.contains(US_TOKEN));
 
     let out = run_cli(
         &[
@@ -385,7 +384,7 @@ async fn token_reference_is_validated_then_stored_as_reference(pool: PgPool) {
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn list_show_disable_schedule_and_remove(pool: PgPool) {
     let sim = two_region_sim().await;
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let env = cli_env(&pool, Some(&sim), &key);
     assert!(run_cli(
         &[
@@ -457,10 +456,10 @@ async fn token_reference_to_the_scanners_own_key_is_refused_before_any_request(p
     let sim = two_region_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("token.key");
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     std::fs::write(&key_file, &key).unwrap();
-    let mut env = harness::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    let mut env = sim::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), db::database_url(&pool)));
     env.push((
         "SSPM__SECURITY__TOKEN_KEY_FILE".into(),
         key_file.display().to_string(),

@@ -3,19 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use intercom_sim::{AdminSpec, Simulator};
-use intercom_sspm::crypto::Keyring;
-use intercom_sspm::db::instances::{self, NewInstance};
+use intercom_sim::AdminSpec;
+use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::region::Region;
-use intercom_sspm::scan::{ScanStatus, Scanner};
-use intercom_sspm::token::TokenSource;
-use secrecy::SecretString;
+use intercom_sspm::scan::ScanStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{self, count};
+use crate::support::{count, sim, Onboard, World};
 
 const RISKY_TOKEN: &str = "tok_risky_acme_full_0001";
 const HEALTHY_TOKEN: &str = "tok_healthy_initech_0002";
@@ -74,55 +71,24 @@ fn risky_workspace() -> serde_json::Value {
     })
 }
 
-async fn world() -> Simulator {
-    harness::start_sim(json!({
-        "workspaces": [
-            risky_workspace(),
-            harness::workspace("initech", "eu", HEALTHY_TOKEN, &["read_admins", "read_admin_activity_logs"]),
-            harness::workspace("globex", "au", LEAST_TOKEN, &["read_admins"]),
-        ]
-    }))
-    .await
-}
-
-async fn onboard(
-    pool: &PgPool,
-    ring: &Keyring,
-    name: &str,
-    region: Region,
-    workspace: &str,
-    token: &str,
-) -> instances::Instance {
-    let id = Uuid::new_v4();
-    let sealed =
-        TokenSource::Sealed(ring.seal(&SecretString::from(token.to_string()), id.as_bytes()));
-    instances::insert(
-        pool,
-        &NewInstance {
-            id,
-            name,
-            region,
-            workspace_id: workspace,
-            workspace_name: None,
-            token: &sealed,
-            schedule: None,
-            allowed_domains: &[],
-        },
-    )
-    .await
-    .unwrap()
-}
-
-fn setup(pool: &PgPool, sim: &Simulator) -> (Scanner, Keyring) {
-    let (ring, b64) = harness::keyring();
-    let ring2 = Keyring::new(
-        intercom_sspm::crypto::TokenKey::from_base64(&b64, "t").unwrap(),
-        vec![],
-    );
-    (
-        harness::scanner(pool, harness::settings(Some(sim), &[]), ring),
-        ring2,
-    )
+/// The three workspaces above; tests onboard the ones they scan.
+async fn world(pool: &PgPool) -> World {
+    World::builder(pool)
+        .workspace(risky_workspace())
+        .workspace(sim::workspace_json(
+            "initech",
+            "eu",
+            HEALTHY_TOKEN,
+            &["read_admins", "read_admin_activity_logs"],
+        ))
+        .workspace(sim::workspace_json(
+            "globex",
+            "au",
+            LEAST_TOKEN,
+            &["read_admins"],
+        ))
+        .build()
+        .await
 }
 
 async fn open_findings(pool: &PgPool, instance: Uuid) -> BTreeSet<(String, String)> {
@@ -146,9 +112,9 @@ fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn risky_workspace_yields_exactly_the_expected_findings(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
     assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
 
@@ -231,22 +197,16 @@ async fn risky_workspace_yields_exactly_the_expected_findings(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(instance_status, "ok");
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn healthy_workspace_yields_no_findings(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let initech = onboard(
-        &pool,
-        &ring,
-        "initech",
-        Region::Eu,
-        "initech",
-        HEALTHY_TOKEN,
-    )
-    .await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let initech = w
+        .onboard(&Onboard::new("initech").region(Region::Eu), HEALTHY_TOKEN)
+        .await;
     let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
     assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
     let failing: Vec<_> = report
@@ -257,14 +217,16 @@ async fn healthy_workspace_yields_no_findings(pool: PgPool) {
     assert!(failing.is_empty(), "{failing:#?}");
     assert!(open_findings(&pool, initech.id).await.is_empty());
     assert_eq!(report.score, Some(100.0));
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn least_privilege_token_reports_activity_checks_not_evaluated(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let globex = onboard(&pool, &ring, "globex", Region::Au, "globex", LEAST_TOKEN).await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let globex = w
+        .onboard(&Onboard::new("globex").region(Region::Au), LEAST_TOKEN)
+        .await;
     let report = scanner.scan(&globex, Trigger::Manual, None).await.unwrap();
     assert_eq!(
         report.status,
@@ -303,15 +265,15 @@ async fn least_privilege_token_reports_activity_checks_not_evaluated(pool: PgPoo
         evidence.to_string().contains("admin_dormant"),
         "evidence lists what is not evaluated: {evidence}"
     );
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn rescans_resolve_reopen_and_record_history(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
-    let handle = sim.scenario_handle();
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
+    let handle = w.sim.scenario_handle();
     scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
 
     // Fixed in Intercom: identity verification on; a new gmail teammate appears.
@@ -369,19 +331,19 @@ async fn rescans_resolve_reopen_and_record_history(pool: PgPool) {
             (Some("resolved".to_string()), "open".to_string()),
         ]
     );
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn revoked_token_marks_unauthorized_and_resolves_nothing(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
     let before = open_findings(&pool, acme.id).await;
     assert!(!before.is_empty());
 
-    sim.scenario_handle().revoke_token(RISKY_TOKEN).unwrap();
+    w.sim.scenario_handle().revoke_token(RISKY_TOKEN).unwrap();
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
     assert_eq!(report.status, ScanStatus::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("unauthorized"));
@@ -408,14 +370,14 @@ async fn revoked_token_marks_unauthorized_and_resolves_nothing(pool: PgPool) {
         .await,
         0
     );
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn scan_killed_before_commit_leaves_previous_state_intact(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
     let snapshot = |pool: PgPool| async move {
         sqlx::query_as::<_, (String, String, String, chrono::DateTime<chrono::Utc>)>(
@@ -430,7 +392,8 @@ async fn scan_killed_before_commit_leaves_previous_state_intact(pool: PgPool) {
 
     // A change that would resolve a finding, then a scan whose row was meanwhile taken
     // over (abandoned): the transaction fails after writing findings and must roll back.
-    sim.scenario_handle()
+    w.sim
+        .scenario_handle()
         .update_workspace("acme", |w| w.identity_verification = true)
         .unwrap();
     let lease = Uuid::new_v4();
@@ -466,14 +429,14 @@ async fn scan_killed_before_commit_leaves_previous_state_intact(pool: PgPool) {
         count(&pool, "SELECT count(*) FROM sspm.check_results").await,
         results_before
     );
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn exceptions_mute_and_expire(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     let first = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
 
     let (exception, muted) = intercom_sspm::db::exceptions::add(
@@ -535,28 +498,23 @@ async fn exceptions_mute_and_expire(pool: PgPool) {
         count(&pool, "SELECT count(*) FROM sspm.finding_events WHERE reason IN ('exception added', 'exception expired')").await,
         2
     );
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn rate_limited_activity_log_snoozes_the_scan_instead_of_erroring_checks(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let initech = onboard(
-        &pool,
-        &ring,
-        "initech",
-        Region::Eu,
-        "initech",
-        HEALTHY_TOKEN,
-    )
-    .await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let initech = w
+        .onboard(&Onboard::new("initech").region(Region::Eu), HEALTHY_TOKEN)
+        .await;
     let faults = serde_json::from_value(json!({
         "endpoints": ["/admins/activity_logs"],
         "rate_limited": { "reset_after_secs": 120 }
     }))
     .unwrap();
-    sim.scenario_handle()
+    w.sim
+        .scenario_handle()
         .set_token_faults(HEALTHY_TOKEN, faults)
         .unwrap();
     let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
@@ -577,13 +535,13 @@ async fn rate_limited_activity_log_snoozes_the_scan_instead_of_erroring_checks(p
         .await
         .unwrap();
     assert_eq!(failures, 0);
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn sql_onboarded_instance_learns_its_workspace_and_never_duplicates_one(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, _) = setup(&pool, &sim);
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("initech.token");
     std::fs::write(&token_file, format!("{HEALTHY_TOKEN}\n")).unwrap();
@@ -621,14 +579,14 @@ async fn sql_onboarded_instance_learns_its_workspace_and_never_duplicates_one(po
         .error
         .unwrap()
         .contains("already onboarded as instance \"from-sql\""));
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPool) {
-    let sim = world().await;
-    let (scanner, ring) = setup(&pool, &sim);
-    let acme = onboard(&pool, &ring, "acme", Region::Us, "acme", RISKY_TOKEN).await;
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
     let before = open_findings(&pool, acme.id).await;
 
@@ -637,10 +595,11 @@ async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPoo
         "server_error": { "status": 503 }
     }))
     .unwrap();
-    sim.scenario_handle()
+    w.sim
+        .scenario_handle()
         .set_token_faults(RISKY_TOKEN, faults)
         .unwrap();
-    let calls_before = sim.request_count();
+    let calls_before = w.sim.request_count();
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
     assert_eq!(report.status, ScanStatus::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("unreachable"));
@@ -650,7 +609,7 @@ async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPoo
         report.error
     );
     // Retries are bounded (max_retries = 1 in the test settings): /me, /admins twice.
-    assert_eq!(sim.request_count() - calls_before, 3);
+    assert_eq!(w.sim.request_count() - calls_before, 3);
     let mut after = open_findings(&pool, acme.id).await;
     after.remove(&("api_reachable".to_string(), "workspace".to_string()));
     assert_eq!(
@@ -663,5 +622,5 @@ async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPoo
         .await
         .unwrap();
     assert_eq!(status, "unreachable");
-    sim.shutdown().await;
+    w.sim.shutdown().await;
 }

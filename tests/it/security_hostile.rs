@@ -17,18 +17,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use intercom_sspm::config::IntercomSettings;
 use intercom_sspm::crypto::Keyring;
-use intercom_sspm::db::instances::{self, Instance, NewInstance};
+use intercom_sspm::db::instances::Instance;
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::intercom::IntercomError;
 use intercom_sspm::region::Region;
 use intercom_sspm::scan::ScanStatus;
-use intercom_sspm::token::TokenSource;
-use secrecy::SecretString;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::harness::{self, count, run_cli, text};
-use crate::sim_support;
+use crate::support::cli::{run_cli, text};
+use crate::support::{self, count, db, sim, Onboard, TestKey};
 
 pub const HOSTILE_TOKEN: &str = "tok_hostile_victim_9c1d2e3f4a5b";
 
@@ -168,39 +165,26 @@ fn env_for(h: &Hostile, pool: &PgPool, key: &str) -> Vec<(String, String)> {
     env.push(("SSPM__INTERCOM__MAX_RETRIES".into(), "0".into()));
     env.push(("SSPM__INTERCOM__REQUEST_TIMEOUT".into(), "5s".into()));
     env.push(("SSPM__INTERCOM__MAX_PAGES".into(), "20".into()));
-    env.push(("DATABASE_URL".into(), harness::database_url(pool)));
+    env.push(("DATABASE_URL".into(), db::database_url(pool)));
     env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.into()));
     env
 }
 
 /// An instance of workspace `hostile` whose token is sealed under `ring`.
 async fn onboard(pool: &PgPool, ring: &Keyring, name: &str) -> Instance {
-    let id = Uuid::new_v4();
-    let sealed = TokenSource::Sealed(ring.seal(&SecretString::from(HOSTILE_TOKEN), id.as_bytes()));
-    instances::insert(
+    db::onboard(
         pool,
-        &NewInstance {
-            id,
-            name,
-            region: Region::Us,
-            workspace_id: "hostile",
-            workspace_name: None,
-            token: &sealed,
-            schedule: None,
-            allowed_domains: &[],
-        },
+        ring,
+        &Onboard::new(name).workspace("hostile"),
+        HOSTILE_TOKEN,
     )
     .await
-    .unwrap()
 }
 
+/// A fresh key: its keyring, and its base64 for the CLI's environment.
 fn ring_and_key() -> (Keyring, String) {
-    let (_, key) = harness::keyring();
-    let ring = Keyring::new(
-        intercom_sspm::crypto::TokenKey::from_base64(&key, "t").unwrap(),
-        vec![],
-    );
-    (ring, key)
+    let key = TestKey::generate();
+    (key.ring(), key.b64)
 }
 
 #[track_caller]
@@ -232,7 +216,7 @@ async fn redirects_to_another_host_are_not_followed_and_get_no_token() {
     let settings = client_settings(&first);
     for status in statuses {
         status_now.store(status as u64, Ordering::SeqCst);
-        let s = sim_support::session(&settings, Region::Us, HOSTILE_TOKEN);
+        let s = sim::session(&settings, Region::Us, HOSTILE_TOKEN);
         let e = s.me().await.unwrap_err();
         let text = e.to_string();
         assert!(
@@ -307,7 +291,7 @@ async fn redirecting_api_fails_onboarding_and_scans_cleanly(pool: PgPool) {
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.findings").await, 0);
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.admins").await, 0);
     assert_eq!(second.requests(), 0, "nothing reached the redirect target");
-    assert!(!harness::all_table_text(&pool).await.contains(HOSTILE_TOKEN));
+    assert!(!db::all_table_text(&pool).await.contains(HOSTILE_TOKEN));
     first.stop();
     second.stop();
 }
@@ -375,7 +359,7 @@ async fn hostile_json_is_a_bounded_decode_error_not_a_panic() {
         let mut settings = client_settings(&h);
         // The default cap: the 5 MiB string must be refused on its own merits.
         settings.max_body_bytes = IntercomSettings::default().max_body_bytes;
-        let s = sim_support::session(&settings, Region::Us, HOSTILE_TOKEN);
+        let s = sim::session(&settings, Region::Us, HOSTILE_TOKEN);
         let result = match endpoint {
             "/me" => s.me().await.map(|_| ()),
             _ => s.admins().await.map(|_| ()),
@@ -400,12 +384,12 @@ async fn scans_meeting_hostile_json_fail_cleanly_and_write_no_findings(pool: PgP
         let h = serving(endpoint, body).await;
         let (ring, key) = ring_and_key();
         let instance = onboard(&pool, &ring, &format!("victim{i}")).await;
-        let settings = harness::settings(None, &[]);
+        let settings = support::settings(None, &[]);
         let mut settings = settings;
         settings.intercom = client_settings(&h);
         settings.intercom.max_body_bytes = IntercomSettings::default().max_body_bytes;
         let _ = key;
-        let scanner = harness::scanner(&pool, settings, ring);
+        let scanner = support::scanner(&pool, settings, ring);
         let report = scanner
             .scan(&instance, Trigger::Manual, None)
             .await
@@ -514,9 +498,9 @@ async fn endless_pagination_stops_at_the_page_cap(pool: PgPool) {
     *addr.lock().unwrap() = format!("http://{}", h.addr);
     let (ring, _) = ring_and_key();
     let instance = onboard(&pool, &ring, "victim").await;
-    let mut settings = harness::settings(None, &[]);
+    let mut settings = support::settings(None, &[]);
     settings.intercom = client_settings(&h);
-    let report = harness::scanner(&pool, settings, ring)
+    let report = support::scanner(&pool, settings, ring)
         .scan(&instance, Trigger::Manual, None)
         .await
         .unwrap();
@@ -571,9 +555,9 @@ async fn foreign_pages_next_in_a_scan_never_receives_the_token(pool: PgPool) {
     .await;
     let (ring, _) = ring_and_key();
     let instance = onboard(&pool, &ring, "victim").await;
-    let mut settings = harness::settings(None, &[]);
+    let mut settings = support::settings(None, &[]);
     settings.intercom = client_settings(&h);
-    let report = harness::scanner(&pool, settings, ring)
+    let report = support::scanner(&pool, settings, ring)
         .scan(&instance, Trigger::Manual, None)
         .await
         .unwrap();
@@ -681,16 +665,16 @@ async fn a_server_echoing_the_token_cannot_plant_it_in_our_errors_or_rows(pool: 
     for (i, (what, fails_me, handler)) in cases.into_iter().enumerate() {
         let h = Hostile::start(handler).await;
         if fails_me {
-            let s = sim_support::session(&client_settings(&h), Region::Us, HOSTILE_TOKEN);
+            let s = sim::session(&client_settings(&h), Region::Us, HOSTILE_TOKEN);
             let e = s.me().await.unwrap_err();
             let shown = format!("{e} | {e:?}");
             assert!(!shown.contains(HOSTILE_TOKEN), "{what}: {shown}");
         }
         let (ring, _) = ring_and_key();
         let instance = onboard(&pool, &ring, &format!("victim{i}")).await;
-        let mut settings = harness::settings(None, &[]);
+        let mut settings = support::settings(None, &[]);
         settings.intercom = client_settings(&h);
-        let report = harness::scanner(&pool, settings, ring)
+        let report = support::scanner(&pool, settings, ring)
             .scan(&instance, Trigger::Manual, None)
             .await
             .unwrap();
@@ -698,7 +682,7 @@ async fn a_server_echoing_the_token_cannot_plant_it_in_our_errors_or_rows(pool: 
         let shown = serde_json::to_string(&report).unwrap();
         assert!(!shown.contains(HOSTILE_TOKEN), "{what}: {shown}");
         // scans.error, instances.status_detail, check_results.reason, findings evidence.
-        let all = harness::all_table_text(&pool).await;
+        let all = db::all_table_text(&pool).await;
         assert!(all.contains(&format!("victim{i}")), "the tables were read");
         assert!(
             !all.contains(HOSTILE_TOKEN),

@@ -14,7 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::harness::{self, count, run_cli, text};
+use crate::support::cli::{self, run_cli, text};
+use crate::support::{count, db, sim, TestKey};
 
 const TOKEN: &str = "tok_leakcheck_acme_4e5f6a7b8c9d";
 const TOKEN_2: &str = "tok_leakcheck_acme_second_0a1b2c";
@@ -56,7 +57,7 @@ impl Secrets {
 
 fn scenario() -> serde_json::Value {
     // read_tags is an excess scope: it produces a finding to put an exception on.
-    let mut w = harness::workspace(
+    let mut w = sim::workspace_json(
         "acme",
         "us",
         TOKEN,
@@ -86,12 +87,10 @@ fn checked(secrets: &Secrets, out: &Output, args: &[&str], must_succeed: bool) -
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn no_cli_command_prints_a_secret_even_at_trace_level(pool: PgPool) {
-    let sim = harness::start_sim(scenario()).await;
-    let (_, key) = harness::keyring();
+    let sim = sim::start_json(scenario()).await;
+    let key = TestKey::generate().b64;
     let secrets = Secrets::new(&key);
-    let mut env = harness::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.clone()));
+    let mut env = cli::env(&pool, Some(&sim), &key);
     env.push(("SSPM__LOG__LEVEL".into(), "trace".into()));
     env.push(("SSPM__LOG__FORMAT".into(), "json".into()));
 
@@ -227,11 +226,11 @@ async fn no_cli_command_prints_a_secret_even_at_trace_level(pool: PgPool) {
     secrets.assert_absent("keygen", &format!("{new_key}{stderr}"));
 
     // Every row of every table, and a pg_dump of the whole database.
-    let all = harness::all_table_text(&pool).await;
+    let all = db::all_table_text(&pool).await;
     assert!(all.contains("accepted for the test"), "the rows were read");
     secrets.assert_absent("table rows", &all);
     let dump = tokio::task::spawn_blocking({
-        let url = harness::database_url(&pool);
+        let url = db::database_url(&pool);
         move || std::process::Command::new("pg_dump").arg(url).output()
     })
     .await
@@ -395,11 +394,11 @@ async fn config_errors_do_not_echo_secret_values() {
 async fn token_references_cannot_point_at_the_scanners_own_secrets(pool: PgPool) {
     use crate::security_hostile::{json as ok_json, me_body, Hostile};
     let api = Hostile::start(|_| ok_json(me_body())).await;
-    let (_, key) = harness::keyring();
+    let key = TestKey::generate().b64;
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("token-key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
-    let db_url = harness::database_url(&pool);
+    let db_url = db::database_url(&pool);
     let mut base = Vec::new();
     for region in Region::ALL {
         base.push((

@@ -2,72 +2,23 @@
 //! current key in one transaction, token references are untouched, the old key can then be
 //! dropped; any token that cannot be opened aborts the run with every row unchanged.
 
-use intercom_sspm::crypto::{CryptoError, Keyring, TokenKey};
-use intercom_sspm::db::instances::{self, Instance, NewInstance};
+use intercom_sspm::crypto::{CryptoError, Keyring};
+use intercom_sspm::db::instances::{self, Instance};
 use intercom_sspm::region::Region;
 use intercom_sspm::token::{TokenError, TokenRef, TokenSource};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{self, run_cli, text};
+use crate::support::cli::{run_cli, text};
+use crate::support::{db, sim, Onboard, TestKey};
 
 const ACME: &str = "tok_rotate_acme_us_1f2e3d4c5b6a";
 const GLOBEX: &str = "tok_rotate_globex_eu_0a9b8c7d6e5f";
 const INITECH: &str = "tok_rotate_initech_au_99887766";
 
-/// A key and its base64, as an operator would hold it.
-struct Key {
-    b64: String,
-    id: String,
-}
-
-impl Key {
-    fn new() -> Self {
-        let k = TokenKey::generate();
-        Key {
-            b64: k.to_base64().expose_secret().to_string(),
-            id: k.id().to_string(),
-        }
-    }
-
-    fn ring(&self, previous: &[&Key]) -> Keyring {
-        Keyring::new(
-            TokenKey::from_base64(&self.b64, "test").unwrap(),
-            previous
-                .iter()
-                .map(|k| TokenKey::from_base64(&k.b64, "test").unwrap())
-                .collect(),
-        )
-    }
-}
-
-async fn insert(
-    pool: &PgPool,
-    name: &str,
-    region: Region,
-    workspace: &str,
-    token: TokenSource,
-    id: Uuid,
-) -> Instance {
-    instances::insert(
-        pool,
-        &NewInstance {
-            id,
-            name,
-            region,
-            workspace_id: workspace,
-            workspace_name: None,
-            token: &token,
-            schedule: None,
-            allowed_domains: &[],
-        },
-    )
-    .await
-    .unwrap()
-}
-
+/// An instance of workspace `ws` with `token` sealed under `ring`.
 async fn sealed(
     pool: &PgPool,
     ring: &Keyring,
@@ -76,10 +27,8 @@ async fn sealed(
     ws: &str,
     token: &str,
 ) -> Instance {
-    let id = Uuid::new_v4();
-    let source =
-        TokenSource::Sealed(ring.seal(&SecretString::from(token.to_string()), id.as_bytes()));
-    insert(pool, name, region, ws, source, id).await
+    let spec = Onboard::new(name).region(region).workspace(ws);
+    db::onboard(pool, ring, &spec, token).await
 }
 
 /// Every token column and `updated_at` of every instance, in a stable order.
@@ -104,11 +53,11 @@ async fn token_rows(pool: &PgPool) -> Vec<Row> {
 fn env(
     pool: &PgPool,
     sim: Option<&intercom_sim::Simulator>,
-    current: &Key,
-    previous: &[&Key],
+    current: &TestKey,
+    previous: &[&TestKey],
 ) -> Vec<(String, String)> {
-    let mut env = harness::sim_env(sim);
-    env.push(("DATABASE_URL".into(), harness::database_url(pool)));
+    let mut env = sim::sim_env(sim);
+    env.push(("DATABASE_URL".into(), db::database_url(pool)));
     env.push(("SSPM__SECURITY__TOKEN_KEY".into(), current.b64.clone()));
     if !previous.is_empty() {
         // A comma-separated list, as a container or a systemd unit would set it.
@@ -119,7 +68,7 @@ fn env(
 }
 
 #[track_caller]
-fn assert_no_secret(text: &str, keys: &[&Key]) {
+fn assert_no_secret(text: &str, keys: &[&TestKey]) {
     for t in [ACME, GLOBEX, INITECH] {
         assert!(!text.contains(t), "token in output: {text}");
     }
@@ -130,25 +79,23 @@ fn assert_no_secret(text: &str, keys: &[&Key]) {
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn rotation_reseals_every_token_so_the_old_key_can_be_dropped(pool: PgPool) {
-    let sim = harness::start_sim(json!({ "workspaces": [
-        harness::workspace("acme", "us", ACME, &["read_admins"]),
-        harness::workspace("globex", "eu", GLOBEX, &["read_admins"]),
-        harness::workspace("initech", "au", INITECH, &["read_admins"]),
+    let sim = sim::start_json(json!({ "workspaces": [
+        sim::workspace_json("acme", "us", ACME, &["read_admins"]),
+        sim::workspace_json("globex", "eu", GLOBEX, &["read_admins"]),
+        sim::workspace_json("initech", "au", INITECH, &["read_admins"]),
     ]}))
     .await;
-    let (a, b) = (Key::new(), Key::new());
-    let ring_a = a.ring(&[]);
+    let (a, b) = (TestKey::generate(), TestKey::generate());
+    let ring_a = a.ring();
     let acme = sealed(&pool, &ring_a, "acme", Region::Us, "acme", ACME).await;
     let globex = sealed(&pool, &ring_a, "globex", Region::Eu, "globex", GLOBEX).await;
     // A token reference holds no ciphertext: rotation must leave the row alone.
     let initech_id = Uuid::new_v4();
-    insert(
+    db::insert(
         &pool,
-        "initech",
-        Region::Au,
-        "initech",
-        TokenSource::Reference(TokenRef::Env("INITECH_TOKEN".into())),
+        &Onboard::new("initech").region(Region::Au),
         initech_id,
+        &TokenSource::Reference(TokenRef::Env("INITECH_TOKEN".into())),
     )
     .await;
     let before = token_rows(&pool).await;
@@ -187,7 +134,7 @@ async fn rotation_reseals_every_token_so_the_old_key_can_be_dropped(pool: PgPool
     }
 
     // A is gone from the configuration: B alone opens every token, A opens none.
-    let ring_b = b.ring(&[]);
+    let ring_b = b.ring();
     for (inst, token) in [(&acme, ACME), (&globex, GLOBEX)] {
         let source = instances::token_source(&pool, inst.id)
             .await
@@ -223,13 +170,17 @@ async fn rotation_reseals_every_token_so_the_old_key_can_be_dropped(pool: PgPool
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn a_token_that_cannot_be_opened_aborts_the_rotation_with_no_row_changed(pool: PgPool) {
-    let (a, b, lost) = (Key::new(), Key::new(), Key::new());
-    let ring_a = a.ring(&[]);
+    let (a, b, lost) = (
+        TestKey::generate(),
+        TestKey::generate(),
+        TestKey::generate(),
+    );
+    let ring_a = a.ring();
     // Sorted by name: aaa and bbb are re-sealed inside the transaction before mmm fails,
     // so only a real rollback leaves them as they were.
     sealed(&pool, &ring_a, "aaa", Region::Us, "w1", ACME).await;
     sealed(&pool, &ring_a, "bbb", Region::Us, "w2", GLOBEX).await;
-    let mmm = sealed(&pool, &lost.ring(&[]), "mmm", Region::Us, "w3", INITECH).await;
+    let mmm = sealed(&pool, &lost.ring(), "mmm", Region::Us, "w3", INITECH).await;
     sealed(&pool, &ring_a, "zzz", Region::Us, "w4", ACME).await;
     let before = token_rows(&pool).await;
 
@@ -279,8 +230,8 @@ async fn a_token_that_cannot_be_opened_aborts_the_rotation_with_no_row_changed(p
     assert_eq!(token_rows(&pool).await, before, "every row unchanged");
 
     // No key configured at all: a clear message before touching anything.
-    let mut no_key = harness::sim_env(None);
-    no_key.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    let mut no_key = sim::sim_env(None);
+    no_key.push(("DATABASE_URL".into(), db::database_url(&pool)));
     let out = run_cli(&["rotate-key"], &no_key, None).await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());

@@ -12,7 +12,7 @@ use intercom_sspm::Region;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::sim_support::*;
+use crate::support::sim::*;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -79,7 +79,7 @@ impl Raw {
             .http
             .get(format!(
                 "{}{path}",
-                sim.base_url(crate::harness::sim_region(region))
+                sim.base_url(crate::support::sim::sim_region(region))
             ))
             .bearer_auth(token);
         if let Some(v) = version {
@@ -336,7 +336,7 @@ async fn the_handle_changes_the_world_live() {
     let mut scenario = full_scope_scenario();
     scenario.workspaces[0].events = events(3, newest);
     let sim = start(scenario).await;
-    let settings = settings(&sim);
+    let settings = client_settings(&sim);
     let s = session(&settings, Region::Us, TOKEN);
     let h = sim.scenario_handle();
 
@@ -416,7 +416,7 @@ async fn every_shipped_scenario_loads() {
 async fn demo_scenario_tells_its_story_through_the_client() {
     let scenario = Scenario::load(&repo("scenarios/demo.json")).unwrap();
     let sim = start(scenario).await;
-    let settings = settings(&sim);
+    let settings = client_settings(&sim);
     let acme = session(&settings, Region::Us, "sim_acme_us_7f3c9a1e5b2d4f60");
 
     let me = acme.me().await.unwrap();
@@ -514,14 +514,14 @@ async fn generated_scenario_at_scale_is_served() {
             let w = &scenario.workspaces[i];
             let t = &w.tokens[0];
             (
-                crate::harness::product_region(w.region),
+                product_region(w.region),
                 t.token.clone(),
                 t.has_scope(scopes::READ_ADMIN_ACTIVITY_LOGS),
             )
         })
         .collect();
     let sim = start(scenario).await;
-    let settings = settings(&sim);
+    let settings = client_settings(&sim);
     for (region, token, logs) in samples {
         let s = session(&settings, region, &token);
         assert!(s.me().await.unwrap().app.is_some());
