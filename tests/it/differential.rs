@@ -45,7 +45,6 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use intercom_sim::{EventSpec, Simulator};
-use intercom_sspm::crypto::{Keyring, TokenKey};
 use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::scan::{Fence, ScanReport, ScanStatus, Scanner};
@@ -54,7 +53,8 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{self, run_cli, text};
+use crate::support::cli::{self, run_cli, text};
+use crate::support::{self, TestKey};
 
 const ACME_TOKEN: &str = "tok_diff_acme_first_5b2c81";
 const ACME_NEW_TOKEN: &str = "tok_diff_acme_second_9e47d0";
@@ -355,9 +355,8 @@ struct Story {
     reports: Vec<(String, ScanReport)>,
 }
 
-fn scanner(pool: &PgPool, sim: &Simulator, key: &str, replica: &str) -> Scanner {
-    let ring = Keyring::new(TokenKey::from_base64(key, "test key").unwrap(), vec![]);
-    let mut s = harness::scanner(pool, harness::settings(Some(sim), &[]), ring);
+fn scanner(pool: &PgPool, sim: &Simulator, key: &TestKey, replica: &str) -> Scanner {
+    let mut s = support::scanner(pool, support::settings(Some(sim), &[]), key.ring());
     s.replica = replica.into();
     s
 }
@@ -467,11 +466,9 @@ async fn finding_status(pool: &PgPool, check: &str, resource: &str) -> String {
 async fn scan_story_matches_golden_rows(pool: PgPool) {
     let clock = Clock::start();
     let a = clock.anchor;
-    let sim = harness::start_sim(json!({ "workspaces": [acme(a), globex()] })).await;
-    let (_, key) = harness::keyring();
-    let mut env = harness::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key.clone()));
+    let sim = support::sim::start_json(json!({ "workspaces": [acme(a), globex()] })).await;
+    let key = TestKey::generate();
+    let env = cli::env(&pool, Some(&sim), &key.b64);
     let mut story = Story {
         daemon: scanner(&pool, &sim, &key, "daemon-1"),
         cli: scanner(&pool, &sim, &key, "cli:diff"),
