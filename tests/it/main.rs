@@ -14,6 +14,7 @@ mod daemon_probes;
 mod daemon_scheduling;
 mod daemon_shutdown;
 mod deploy_artifacts;
+mod differential;
 mod fuzz_parsers;
 mod intercom_client;
 mod onboarding;
