@@ -21,7 +21,8 @@ static CONSUMER: LazyLock<HashSet<&'static str>> = LazyLock::new(|| parse(FREE_E
 static DISPOSABLE: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| parse(DISPOSABLE_EMAIL_DOMAINS));
 
-/// Builds both sets now (the daemon calls it at start-up so the first scan does not pay).
+/// Builds both sets now if not built yet and returns their sizes (for a caller that wants
+/// the first scan not to pay the one-off parse, and for tests).
 pub fn preload() -> (usize, usize) {
     (CONSUMER.len(), DISPOSABLE.len())
 }
