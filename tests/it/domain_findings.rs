@@ -219,3 +219,86 @@ async fn the_migration_moves_old_activity_log_access_findings_to_info(pool: PgPo
     assert_eq!(severity, "info");
     sim.shutdown().await;
 }
+
+/// `instance add` and `instance set-domains` share one validation: a bare public suffix is
+/// refused with a hint and nothing changes; a consumer domain is stored with a warning; an
+/// internationalised domain is stored as punycode.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn allowed_domains_refuse_public_suffixes_and_warn_about_consumer_domains(pool: PgPool) {
+    let sim = world().await;
+    let (_, ring) = setup(&pool, &sim);
+    let (_, key) = harness::keyring();
+    let umbrella = onboard(
+        &pool,
+        &ring,
+        ("umbrella", Region::Us, "umbrella01", UMBRELLA_TOKEN),
+        &["umbrella.com".to_string()],
+    )
+    .await;
+    let mut env = harness::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let stored = || async {
+        sqlx::query_scalar::<_, Vec<String>>(
+            "SELECT allowed_domains FROM sspm.instances WHERE id = $1",
+        )
+        .bind(umbrella.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    let out = harness::run_cli(
+        &["instance", "set-domains", "umbrella", "co.uk"],
+        &env,
+        None,
+    )
+    .await;
+    let (_, stderr) = harness::text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("\"co.uk\" is a public suffix"), "{stderr}");
+    assert_eq!(stored().await, ["umbrella.com"], "nothing changed");
+
+    let out = harness::run_cli(
+        &[
+            "instance",
+            "set-domains",
+            "umbrella",
+            "Umbrella.com,gmail.com,münchen.de",
+        ],
+        &env,
+        None,
+    )
+    .await;
+    let (stdout, stderr) = harness::text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("warning: gmail.com is a consumer mail domain"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stored().await,
+        ["umbrella.com", "gmail.com", "xn--mnchen-3ya.de"]
+    );
+
+    let out = harness::run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "other",
+            "--region",
+            "us",
+            "--token-stdin",
+            "--allowed-domains",
+            "com",
+        ],
+        &env,
+        Some(UMBRELLA_TOKEN),
+    )
+    .await;
+    let (_, stderr) = harness::text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("\"com\" is a public suffix"), "{stderr}");
+    sim.shutdown().await;
+}
