@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::checks::domains::{validate_allowed_domains, AllowedDomainError};
 use crate::crypto::{CryptoError, Keyring};
 use crate::db::instances::{self, Instance, InstanceError, NewInstance};
 use crate::intercom::{IntercomClient, IntercomError};
@@ -17,8 +18,8 @@ use crate::token::{TokenError, TokenRef, TokenSource};
 pub enum OnboardError {
     #[error("invalid instance name {0:?}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (and not a UUID)")]
     InvalidName(String),
-    #[error("invalid allowed domain {0:?}: give bare domains such as example.com")]
-    InvalidDomain(String),
+    #[error(transparent)]
+    InvalidDomain(#[from] AllowedDomainError),
     #[error("invalid --schedule: {0}")]
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
@@ -79,27 +80,19 @@ pub fn validate_name(name: &str) -> Result<(), OnboardError> {
     }
 }
 
-/// Lower-cases and checks bare domain names (`@example.com` is accepted as `example.com`).
+/// Lower-cases and checks bare domain names (`@example.com` is accepted as `example.com`,
+/// `münchen.de` is stored as its punycode); refuses a bare public suffix such as `co.uk`.
+/// The one rule set lives in [`validate_allowed_domains`]; see [`allowed_domain_warnings`].
 pub fn normalize_domains(raw: &[String]) -> Result<Vec<String>, OnboardError> {
-    let mut out = Vec::new();
-    for d in raw.iter().flat_map(|d| d.split(',')) {
-        let d = d.trim().trim_start_matches('@').to_ascii_lowercase();
-        if d.is_empty() {
-            continue;
-        }
-        let ok = d.contains('.')
-            && !d.starts_with('.')
-            && !d.ends_with('.')
-            && d.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-        if !ok {
-            return Err(OnboardError::InvalidDomain(d));
-        }
-        if !out.contains(&d) {
-            out.push(d);
-        }
-    }
-    Ok(out)
+    Ok(validate_allowed_domains(raw)?.domains)
+}
+
+/// What the operator should hear about valid but doubtful allowed domains (a consumer or
+/// disposable mail domain allows anyone). Empty when the list is fine or invalid.
+pub fn allowed_domain_warnings(raw: &[String]) -> Vec<String> {
+    validate_allowed_domains(raw)
+        .map(|d| d.warnings)
+        .unwrap_or_default()
 }
 
 pub fn validate_schedule(schedule: Option<&str>) -> Result<Option<String>, OnboardError> {
@@ -236,5 +229,14 @@ mod tests {
         assert_eq!(d, vec!["acme.com", "acme.co.uk"]);
         assert!(normalize_domains(&["not a domain".into()]).is_err());
         assert!(normalize_domains(&["localhost".into()]).is_err());
+        let err = normalize_domains(&["co.uk".into()]).unwrap_err();
+        assert!(err.to_string().contains("public suffix"), "{err}");
+        assert_eq!(
+            normalize_domains(&["München.de".into()]).unwrap(),
+            ["xn--mnchen-3ya.de"]
+        );
+        assert!(allowed_domain_warnings(&["acme.com".into()]).is_empty());
+        let w = allowed_domain_warnings(&["gmail.com".into()]);
+        assert!(w[0].contains("consumer mail domain"), "{w:?}");
     }
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::catalog::CheckMeta;
 use super::context::{admin_evidence, admin_label, admin_resource, unnamed, Ctx, PerAdmin};
-use super::domains::{email_domain, is_allowed, is_personal, local_part};
+use super::domains::{affiliation, email_domain, local_part, provider, Affiliation, Provider};
 use super::types::{FindingDraft, Verdict};
 use crate::intercom::models::Admin;
 
@@ -56,17 +56,71 @@ fn per_email(
     agg.finish()
 }
 
+/// The teammate's provider, unless ignored by configuration (see [`provider`]).
+fn provider_of(ctx: &Ctx<'_>, domain: &str) -> Option<Provider> {
+    provider(
+        domain,
+        &ctx.settings.personal_email_domains,
+        &ctx.settings.personal_email_domains_ignore,
+    )
+}
+
+/// Disposable takes precedence over personal, and both over lookalike and external: one
+/// finding per teammate for the most specific reason.
+pub(super) fn disposable_email(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
+    per_email(
+        ctx,
+        |_, email, domain| match provider_of(ctx, domain)? {
+            Provider::Disposable { entry } => Some((
+                format!("Teammate {email} uses a disposable email address"),
+                json!({"domain": domain, "dataset_entry": entry}),
+            )),
+            Provider::Consumer { .. } => None,
+        },
+        m,
+    )
+}
+
 pub(super) fn personal_email_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
-    let patterns = &ctx.settings.personal_email_domains;
+    per_email(
+        ctx,
+        |_, email, domain| match provider_of(ctx, domain)? {
+            Provider::Consumer { entry } => Some((
+                format!("Teammate {email} uses a personal email domain"),
+                json!({"domain": domain, "dataset_entry": entry}),
+            )),
+            Provider::Disposable { .. } => None,
+        },
+        m,
+    )
+}
+
+fn no_allowed_domains() -> Verdict {
+    Verdict::error("no allowed domains configured and the token owner's email domain is unknown")
+}
+
+pub(super) fn lookalike_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
+    let Some(allowed) = ctx.allowed_domains() else {
+        return no_allowed_domains();
+    };
     per_email(
         ctx,
         |_, email, domain| {
-            is_personal(domain, patterns).then(|| {
-                (
-                    format!("Teammate {email} uses a personal email domain"),
-                    json!({"domain": domain}),
-                )
-            })
+            if provider_of(ctx, domain).is_some() {
+                return None;
+            }
+            match affiliation(domain, &allowed) {
+                Affiliation::Lookalike { imitates, rule } => Some((
+                    format!("Teammate {email} uses {domain}, a lookalike of {imitates}"),
+                    json!({
+                        "domain": domain,
+                        "imitates": imitates,
+                        "rule": rule.as_str(),
+                        "allowed_domains": allowed,
+                    }),
+                )),
+                Affiliation::Allowed | Affiliation::External => None,
+            }
         },
         m,
     )
@@ -74,16 +128,16 @@ pub(super) fn personal_email_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
 
 pub(super) fn external_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     let Some(allowed) = ctx.allowed_domains() else {
-        return Verdict::error(
-            "no allowed domains configured and the token owner's email domain is unknown",
-        );
+        return no_allowed_domains();
     };
-    let patterns = &ctx.settings.personal_email_domains;
     per_email(
         ctx,
         |_, email, domain| {
-            // Personal domains belong to admin_personal_email_domain: one finding, not two.
-            (!is_personal(domain, patterns) && !is_allowed(domain, &allowed)).then(|| {
+            // Disposable, personal and lookalike domains have their own checks: one finding.
+            if provider_of(ctx, domain).is_some() {
+                return None;
+            }
+            (affiliation(domain, &allowed) == Affiliation::External).then(|| {
                 (
                     format!("Teammate {email} is outside the allowed email domains"),
                     json!({"domain": domain, "allowed_domains": allowed}),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::domains::email_domain;
+use super::domains::{email_domain, normalize_domain, registrable};
 use super::settings::CheckSettings;
 use super::snapshot::{PreviousState, Snapshot};
 use super::types::{FindingDraft, Verdict};
@@ -31,24 +31,21 @@ impl<'a> Ctx<'a> {
             .map_err(|e| Verdict::Error(fetch_error_reason(e)))
     }
 
-    /// The instance's allowed domains, else the token owner's domain; `None` when neither
-    /// is known (the caller must not guess).
+    /// The instance's allowed domains (normalized), else the registrable domain of the token
+    /// owner's address (`alice@eu.acme.co.uk` allows `acme.co.uk`, never `co.uk`); `None`
+    /// when neither is known (the caller must not guess).
     pub fn allowed_domains(&self) -> Option<Vec<String>> {
         let configured: Vec<String> = self
             .snap
             .allowed_domains
             .iter()
-            .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
+            .filter_map(|d| normalize_domain(d.trim().trim_start_matches('@')))
             .collect();
         if !configured.is_empty() {
             return Some(configured);
         }
-        self.me
-            .email
-            .as_deref()
-            .and_then(email_domain)
-            .map(|d| vec![d])
+        let owner = self.me.email.as_deref().and_then(email_domain)?;
+        registrable(&owner).map(|r| vec![r.to_string()])
     }
 }
 

@@ -8,7 +8,7 @@ mod activity;
 mod admins;
 mod catalog;
 mod context;
-mod domains;
+pub mod domains;
 mod health;
 mod inactivity;
 mod manual;
@@ -18,6 +18,8 @@ mod settings;
 mod snapshot;
 mod types;
 
+#[cfg(test)]
+mod address_table;
 #[cfg(test)]
 mod testutil;
 
@@ -94,6 +96,8 @@ fn check_fn(id: &str) -> Option<CheckFn> {
         "identity_verification_enabled" => objects::identity_verification_enabled,
         "admin_personal_email_domain" => admins::personal_email_domain,
         "admin_external_domain" => admins::external_domain,
+        "admin_disposable_email" => admins::disposable_email,
+        "admin_lookalike_domain" => admins::lookalike_domain,
         "admin_shared_account" => admins::shared_account,
         "admin_without_role" => objects::without_role,
         "admin_long_away" => objects::long_away,
@@ -252,7 +256,16 @@ mod tests {
         let expect: &[(&str, &[&str])] = &[
             ("token_owner_verified", &["admin:991267459"]),
             ("identity_verification_enabled", &["workspace"]),
-            ("admin_personal_email_domain", &["admin:991267471"]),
+            // email.com (the spec examples' domain) is a consumer provider in the dataset.
+            (
+                "admin_personal_email_domain",
+                &[
+                    "admin:991267466",
+                    "admin:991267460",
+                    "admin:991267468",
+                    "admin:991267471",
+                ],
+            ),
             ("admin_external_domain", &["admin:991267472"]),
             ("password_login_used", &["admin:991267460"]),
             (

@@ -21,8 +21,12 @@ pub struct CheckSettings {
     pub failed_login_window_minutes: u32,
     pub failed_login_success_window_minutes: u32,
     pub impersonation_max_hours: u32,
-    /// Consumer mail domains. `*` matches one label: `gmx.*` covers gmx.de and gmx.net.
+    /// Consumer mail domains in addition to the vendored dataset (data/README.md). `*`
+    /// matches one label: `gmx.*` covers gmx.de and gmx.net.
     pub personal_email_domains: Vec<String>,
+    /// Domains (or patterns) never treated as consumer or disposable mail, e.g. an ISP
+    /// domain your organisation really uses. Matches the domain or any parent.
+    pub personal_email_domains_ignore: Vec<String>,
     pub shared_account_local_parts: Vec<String>,
     /// Check ids that are never run (reported `not_evaluated`, "disabled by configuration").
     pub disabled: Vec<String>,
@@ -41,38 +45,19 @@ impl Default for CheckSettings {
             failed_login_window_minutes: 30,
             failed_login_success_window_minutes: 60,
             impersonation_max_hours: 8,
+            // The vendored dataset (data/free_email_domains.txt) lists thousands of
+            // providers; these patterns add what a list of names cannot say.
             personal_email_domains: [
-                "gmail.com",
-                "googlemail.com",
-                "outlook.com",
-                "hotmail.com",
-                "hotmail.co.uk",
-                "live.com",
-                "msn.com",
-                "yahoo.com",
-                "yahoo.co.uk",
-                "ymail.com",
-                "icloud.com",
-                "me.com",
-                "mac.com",
-                "aol.com",
-                "proton.me",
-                "protonmail.com",
-                "pm.me",
                 "gmx.*",
-                "web.de",
-                "mail.ru",
                 "yandex.*",
-                "qq.com",
-                "163.com",
-                "126.com",
-                "zoho.com",
-                "fastmail.com",
-                "tutanota.com",
                 "hey.com",
+                "tutanota.com",
+                "tuta.com",
+                "mailbox.org",
             ]
             .map(String::from)
             .to_vec(),
+            personal_email_domains_ignore: Vec::new(),
             shared_account_local_parts: [
                 "support", "info", "admin", "team", "sales", "help", "hello", "contact", "noreply",
                 "no-reply", "billing", "office", "ops", "it", "security",

@@ -69,8 +69,9 @@ impl FromStr for Severity {
     }
 }
 
-/// CHECKS.md categories. `Integration` is the scanner's own connection to Intercom;
-/// `Integrations` are third-party apps, webhooks and tokens installed in the workspace.
+/// CHECKS.md categories, one spelling each. `Integration` covers every connection into the
+/// workspace: the scanner's own token and the third-party apps, webhooks and tokens
+/// installed there (there is no separate `integrations`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
@@ -79,7 +80,6 @@ pub enum Category {
     Identity,
     Authentication,
     Data,
-    Integrations,
 }
 
 impl Category {
@@ -90,9 +90,18 @@ impl Category {
             Category::Identity => "identity",
             Category::Authentication => "authentication",
             Category::Data => "data",
-            Category::Integrations => "integrations",
         }
     }
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::Integration,
+        Category::Workspace,
+        Category::Identity,
+        Category::Authentication,
+        Category::Data,
+    ];
 }
 
 impl fmt::Display for Category {
@@ -289,6 +298,32 @@ mod tests {
         }
         assert_eq!(" HIGH ".parse::<Severity>().unwrap(), Severity::High);
         assert!("severe".parse::<Severity>().is_err());
+    }
+
+    #[test]
+    fn categories_have_one_spelling_each() {
+        let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "integration",
+                "workspace",
+                "identity",
+                "authentication",
+                "data"
+            ]
+        );
+        for c in Category::ALL {
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::json!(c.as_str())
+            );
+        }
+        let every_used: std::collections::HashSet<&str> = crate::checks::catalog()
+            .iter()
+            .map(|m| m.category.as_str())
+            .collect();
+        assert!(every_used.iter().all(|c| names.contains(c)));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub struct AddArgs {
     /// IANA time zone for a cron schedule.
     #[arg(long)]
     timezone: Option<String>,
-    /// Email domains of the organisation (comma-separated); default: the token owner's domain.
+    /// Email domains of the organisation (comma-separated); default: the registrable domain of the token owner's address (eu.acme.co.uk allows acme.co.uk).
     #[arg(long, value_delimiter = ',')]
     allowed_domains: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
@@ -131,7 +131,11 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             timezone,
         } => set_schedule(ctx, &instance, &schedule, timezone.as_deref()).await,
         InstanceCommand::SetDomains { instance, domains } => {
-            let domains = onboard::normalize_domains(&[domains])?;
+            let domains = [domains];
+            for w in onboard::allowed_domain_warnings(&domains) {
+                eprintln!("warning: {w}");
+            }
+            let domains = onboard::normalize_domains(&domains)?;
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             instances::set_allowed_domains(&pool, found.id, &domains).await?;
@@ -202,6 +206,9 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     onboard::validate_name(&args.name)?;
     onboard::validate_schedule(schedule.as_deref())?;
     let domains = onboard::normalize_domains(&args.allowed_domains)?;
+    for w in onboard::allowed_domain_warnings(&args.allowed_domains) {
+        eprintln!("warning: {w}");
+    }
     // The key is checked before the token is read so a missing key costs no paste.
     let keyring = if args.token.token_stdin {
         Some(ctx.keyring()?)

@@ -172,6 +172,7 @@ fn make_admin(rng: &mut SplitMix64, ws: usize, j: usize, domain: &str, risky: bo
             name: name.to_string(),
         }),
         email_verified: (j == 0).then_some(true),
+        team_priority_level: None,
     }
 }
 

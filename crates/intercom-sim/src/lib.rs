@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 pub use faults::{FaultSpec, Malformed, RateLimitFault, ServerErrorFault};
 pub use scenario::{
     scopes, AdminSpec, EventSpec, IpAllowlistSpec, NextStyle, PaginationSpec, RateLimitSpec,
-    RawJson, Refusal, RoleSpec, Scenario, ScenarioError, TeamSpec, TokenSpec, Workspace,
+    RawJson, Refusal, RoleSpec, Scenario, ScenarioError, TeamPriorityLevelSpec, TeamSpec,
+    TokenSpec, Workspace,
 };
 pub use state::ScenarioHandle;
 

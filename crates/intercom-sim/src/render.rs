@@ -8,7 +8,9 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::scenario::{describe, AdminSpec, EventSpec, NextStyle, TokenSpec, Workspace};
+use super::scenario::{
+    describe, AdminSpec, EventSpec, NextStyle, TeamPriorityLevelSpec, TokenSpec, Workspace,
+};
 use crate::Region;
 
 fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
@@ -119,6 +121,7 @@ pub(crate) fn me(ws: &Workspace, owner: Option<&AdminSpec>) -> Vec<u8> {
                 avatar_url: None,
                 role: None,
                 email_verified: Some(true),
+                team_priority_level: None,
             };
             &fallback
         }
@@ -180,6 +183,7 @@ struct AdminView<'a> {
     avatar: Option<Option<AvatarView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<RoleView<'a>>,
+    team_priority_level: Option<&'a TeamPriorityLevelSpec>,
 }
 
 #[derive(Serialize)]
@@ -195,38 +199,49 @@ struct RoleView<'a> {
     name: &'a str,
 }
 
+fn admin_view(a: &AdminSpec, display_avatar: bool, roles: bool) -> AdminView<'_> {
+    AdminView {
+        kind: "admin",
+        id: &a.id,
+        name: &a.name,
+        email: &a.email,
+        job_title: a.job_title.as_deref(),
+        away_mode_enabled: a.away_mode_enabled,
+        away_mode_reassign: a.away_mode_reassign,
+        away_status_reason_id: a.away_status_reason_id,
+        has_inbox_seat: a.has_inbox_seat,
+        team_ids: &a.team_ids,
+        avatar: display_avatar.then(|| {
+            a.avatar_url
+                .as_deref()
+                .map(|image_url| AvatarView { image_url })
+        }),
+        role: a.role.as_ref().filter(|_| roles).map(|r| RoleView {
+            kind: "role",
+            id: &r.id,
+            name: &r.name,
+        }),
+        team_priority_level: a.team_priority_level.as_ref(),
+    }
+}
+
 /// `roles`: whether the requested API version has `admin.role` (2.16+).
 pub(crate) fn admins(ws: &Workspace, display_avatar: bool, roles: bool) -> Vec<u8> {
     let admins = ws
         .admins
         .iter()
-        .map(|a| AdminView {
-            kind: "admin",
-            id: &a.id,
-            name: &a.name,
-            email: &a.email,
-            job_title: a.job_title.as_deref(),
-            away_mode_enabled: a.away_mode_enabled,
-            away_mode_reassign: a.away_mode_reassign,
-            away_status_reason_id: a.away_status_reason_id,
-            has_inbox_seat: a.has_inbox_seat,
-            team_ids: &a.team_ids,
-            avatar: display_avatar.then(|| {
-                a.avatar_url
-                    .as_deref()
-                    .map(|image_url| AvatarView { image_url })
-            }),
-            role: a.role.as_ref().filter(|_| roles).map(|r| RoleView {
-                kind: "role",
-                id: &r.id,
-                name: &r.name,
-            }),
-        })
+        .map(|a| admin_view(a, display_avatar, roles))
         .collect();
     to_bytes(&AdminListView {
         kind: "admin.list",
         admins,
     })
+}
+
+/// `GET /admins/{admin_id}`: the same `admin` object as in the list (the spec's example has
+/// no avatar, so none is rendered).
+pub(crate) fn admin(a: &AdminSpec, roles: bool) -> Vec<u8> {
+    to_bytes(&admin_view(a, false, roles))
 }
 
 // ---------------------------------------------------------------- /admins/activity_logs

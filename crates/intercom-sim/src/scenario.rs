@@ -169,6 +169,10 @@ pub struct AdminSpec {
     /// Served from API 2.16 on; absent when the teammate has no role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<RoleSpec>,
+    /// `admin.team_priority_level` (spec: nullable object, from 2.8); served as `null` when
+    /// not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_priority_level: Option<TeamPriorityLevelSpec>,
     /// Only on `/me`; null when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
@@ -180,6 +184,16 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+/// `components.schemas.team_priority_level`: both lists are nullable in the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamPriorityLevelSpec {
+    #[serde(default)]
+    pub primary_team_ids: Option<Vec<i64>>,
+    #[serde(default)]
+    pub secondary_team_ids: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,6 +37,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 enum Endpoint {
     Me,
     Admins,
+    /// `GET /admins/{admin_id}`; the id is taken from the path again by the handler.
+    Admin,
     ActivityLogs,
     Tags,
     IpAllowlist,
@@ -52,7 +54,13 @@ impl Endpoint {
             "/tags" => Endpoint::Tags,
             "/ip_allowlist" => Endpoint::IpAllowlist,
             "/teams" => Endpoint::Teams,
-            _ => return None,
+            other => {
+                let id = other.strip_prefix("/admins/")?;
+                if id.is_empty() || id.contains('/') {
+                    return None;
+                }
+                Endpoint::Admin
+            }
         })
     }
 
@@ -60,6 +68,7 @@ impl Endpoint {
         match self {
             Endpoint::Me => "/me",
             Endpoint::Admins => "/admins",
+            Endpoint::Admin => "/admins/{admin_id}",
             Endpoint::ActivityLogs => "/admins/activity_logs",
             Endpoint::Tags => "/tags",
             Endpoint::IpAllowlist => "/ip_allowlist",
@@ -69,7 +78,7 @@ impl Endpoint {
 
     fn scope(self) -> &'static str {
         match self {
-            Endpoint::Me | Endpoint::Admins => scopes::READ_ADMINS,
+            Endpoint::Me | Endpoint::Admins | Endpoint::Admin => scopes::READ_ADMINS,
             Endpoint::ActivityLogs => scopes::READ_ADMIN_ACTIVITY_LOGS,
             Endpoint::Tags => scopes::READ_TAGS,
             Endpoint::IpAllowlist => scopes::MANAGE_IP_ALLOWLIST,
@@ -123,6 +132,42 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The `Intercom-Version` values the API accepts: `components.schemas.intercom_version` of
+/// the 2.16 description (1.0-1.4, 2.0-2.16), plus `Preview` and its predecessor `Unstable`.
+fn version_known(v: &str) -> bool {
+    const VERSIONS: [&str; 22] = [
+        "1.0", "1.1", "1.2", "1.3", "1.4", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7",
+        "2.8", "2.9", "2.10", "2.11", "2.12", "2.13", "2.14", "2.15", "2.16",
+    ];
+    let v = v.trim();
+    v.eq_ignore_ascii_case("preview") || v.eq_ignore_ascii_case("unstable") || VERSIONS.contains(&v)
+}
+
+/// The requested version when it is not one the API knows (an absent header means the app's
+/// default and is fine).
+fn unknown_version(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("intercom-version")?;
+    let text = v.to_str().unwrap_or("");
+    (!version_known(text)).then(|| text.chars().take(32).collect())
+}
+
+/// `Accept` allows JSON: absent (tolerated; unverified whether the API insists), or a media
+/// range covering `application/json`.
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let values: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    values.is_empty()
+        || values.iter().flat_map(|v| v.split(',')).any(|range| {
+            let media = range.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json")
+                || media.eq_ignore_ascii_case("application/*")
+                || media == "*/*"
+        })
 }
 
 /// `admin.role` exists from API 2.16 on; no header means the app's default (2.16 here).
@@ -369,6 +414,23 @@ async fn authenticated(cx: Ctx<'_>) -> Response {
             "Resource Not Found",
         );
     }
+    if !accepts_json(&request.headers) {
+        // 406 per the developer docs' HTTP-responses page; the body's code is unverified.
+        return error(
+            sim,
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "The Accept header must allow application/json",
+        );
+    }
+    if unknown_version(&request.headers).is_some() {
+        return error(
+            sim,
+            StatusCode::BAD_REQUEST,
+            "intercom_version_invalid",
+            "Requested resource is not available in current API version.",
+        );
+    }
     if !token.has_scope(endpoint.scope()) {
         return refusal(sim, token.refusal.unwrap_or(ws.refusal), endpoint.scope());
     }
@@ -379,6 +441,20 @@ async fn authenticated(cx: Ctx<'_>) -> Response {
         Endpoint::Admins => {
             let display_avatar = query_param(query, "display_avatar").as_deref() == Some("true");
             render::admins(ws, display_avatar, version_has_roles(&request.headers))
+        }
+        Endpoint::Admin => {
+            let id = tail.trim_end_matches('/').trim_start_matches("/admins/");
+            match ws.admins.iter().find(|a| a.id == id) {
+                Some(a) => render::admin(a, version_has_roles(&request.headers)),
+                None => {
+                    return error(
+                        sim,
+                        StatusCode::NOT_FOUND,
+                        "admin_not_found",
+                        "Admin not found",
+                    )
+                }
+            }
         }
         Endpoint::ActivityLogs => {
             let q = match parse_log_query(ws, query) {
@@ -583,6 +659,7 @@ fn corrupt(endpoint: Endpoint, body: Vec<u8>, kind: Malformed) -> Vec<u8> {
             let wrong = Value::String("not-the-right-type".into());
             match endpoint {
                 Endpoint::Me => v["has_inbox_seat"] = wrong,
+                Endpoint::Admin => v["has_inbox_seat"] = wrong,
                 Endpoint::Admins => match v["admins"].get_mut(0) {
                     Some(first) => first["has_inbox_seat"] = wrong,
                     None => v["admins"] = wrong,
@@ -668,6 +745,40 @@ mod tests {
             parse_log_query(&ws, "created_at_after=5").unwrap().per_page,
             20
         );
+    }
+
+    #[test]
+    fn admin_paths_and_versions() {
+        assert_eq!(Endpoint::parse("/admins/991267468"), Some(Endpoint::Admin));
+        assert_eq!(
+            Endpoint::parse("/admins/activity_logs"),
+            Some(Endpoint::ActivityLogs)
+        );
+        assert_eq!(Endpoint::parse("/admins/"), Some(Endpoint::Admins));
+        assert_eq!(Endpoint::parse("/admins/1/away"), None);
+        for v in ["1.0", "1.4", "2.0", "2.9", "2.16", "Preview", "unstable"] {
+            assert!(version_known(v), "{v}");
+        }
+        for v in [
+            "", "2.17", "3.0", "1.5", "2", "2.x", "latest", "2.-1", "2.+1", "2.01",
+        ] {
+            assert!(!version_known(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn accept_header_must_allow_json() {
+        let h = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT, HeaderValue::from_static(v));
+            m
+        };
+        assert!(accepts_json(&HeaderMap::new()));
+        assert!(accepts_json(&h("application/json")));
+        assert!(accepts_json(&h("text/html, application/json;q=0.9")));
+        assert!(accepts_json(&h("*/*")));
+        assert!(!accepts_json(&h("text/html")));
+        assert!(!accepts_json(&h("application/xml")));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::super::catalog::CheckMeta;
 use super::super::context::Ctx;
-use super::super::domains::{email_domain, emails_in_text, is_allowed, is_personal};
+use super::super::domains::{
+    affiliation, email_domain, emails_in_text, provider, Affiliation, Provider,
+};
 use super::super::snapshot::ActivityEvent;
 use super::super::types::Verdict;
 use super::{actor, available, coverage_note, event_finding, recent_of, when};
@@ -51,7 +53,7 @@ pub(in crate::checks) fn external_invite(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdic
         Ok(a) => a,
         Err(v) => return v,
     };
-    let personal = &ctx.settings.personal_email_domains;
+    let settings = ctx.settings;
     // Without allowed domains only personal domains can be judged; say so.
     let allowed = ctx.allowed_domains();
     let mut notes: Vec<String> = coverage_note(ctx, covered_from).into_iter().collect();
@@ -70,12 +72,20 @@ pub(in crate::checks) fn external_invite(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdic
             .iter()
             .filter_map(|e| {
                 let domain = email_domain(e)?;
-                let why = if is_personal(&domain, personal) {
-                    "personal domain"
-                } else if allowed.as_ref().is_some_and(|a| !is_allowed(&domain, a)) {
-                    "outside the allowed domains"
-                } else {
-                    return None;
+                let why = match provider(
+                    &domain,
+                    &settings.personal_email_domains,
+                    &settings.personal_email_domains_ignore,
+                ) {
+                    Some(Provider::Disposable { .. }) => "disposable domain".to_string(),
+                    Some(Provider::Consumer { .. }) => "personal domain".to_string(),
+                    None => match allowed.as_deref().map(|a| affiliation(&domain, a)) {
+                        Some(Affiliation::Lookalike { imitates, .. }) => {
+                            format!("lookalike of {imitates}")
+                        }
+                        Some(Affiliation::External) => "outside the allowed domains".to_string(),
+                        Some(Affiliation::Allowed) | None => return None,
+                    },
                 };
                 Some(json!({"email": e, "domain": domain, "reason": why}))
             })

@@ -2,7 +2,7 @@
 
 use super::{CheckMeta, CIS_V8, ISO_27001, NIST_800_53, SOC2};
 use crate::checks::types::{
-    Category::{Authentication, Data, Identity, Integrations, Workspace},
+    Category::{Authentication, Data, Identity, Integration, Workspace},
     Severity::*,
     Source::Activity,
 };
@@ -247,7 +247,7 @@ pub(super) const CHECKS: &[CheckMeta] = &[
         id: "integration_changed",
         title: "Integrations, webhooks or API credentials changed",
         severity: Medium,
-        category: Integrations,
+        category: Integration,
         source: Activity,
         description: "One finding per app_package_installation, app_package_token_regeneration, \
                       app_webhook_creation, messenger_api_secret_creation, \

@@ -75,11 +75,14 @@ pub(super) const CHECKS: &[CheckMeta] = &[
     CheckMeta {
         id: "activity_log_access",
         title: "Scanner may read the admin activity log",
-        severity: Medium,
+        severity: Info,
         category: Integration,
         source: Health,
         description: "GET /admins/activity_logs is not refused for scope (401 token_unauthorized \
-                      or 403 forbidden) or for the workspace's plan (403 api_plan_restricted).",
+                      or 403 forbidden) or for the workspace's plan (403 api_plan_restricted). \
+                      Severity info (weight 0): a token limited to \"Read admins\", as Intercom \
+                      advises, does not lower the posture score; the coverage figure shows the \
+                      activity checks that are then not evaluated.",
         risk: "Without the activity log the scanner cannot see logins, 2FA and authentication \
                changes, exports, deletions, impersonation or integration changes: all activity \
                checks stay not evaluated.",

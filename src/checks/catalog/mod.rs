@@ -99,6 +99,8 @@ mod tests {
         "identity_verification_enabled",
         "admin_personal_email_domain",
         "admin_external_domain",
+        "admin_disposable_email",
+        "admin_lookalike_domain",
         "admin_shared_account",
         "admin_without_role",
         "admin_long_away",
@@ -185,7 +187,9 @@ mod tests {
         let expect = [
             ("token_valid", Severity::High, Source::Health),
             ("region_matches", Severity::Low, Source::Health),
-            ("activity_log_access", Severity::Medium, Source::Health),
+            ("activity_log_access", Severity::Info, Source::Health),
+            ("admin_disposable_email", Severity::High, Source::Object),
+            ("admin_lookalike_domain", Severity::High, Source::Object),
             (
                 "identity_verification_enabled",
                 Severity::High,

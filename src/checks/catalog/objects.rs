@@ -35,8 +35,12 @@ pub(super) const CHECKS: &[CheckMeta] = &[
         severity: High,
         category: Identity,
         source: Object,
-        description: "One finding per teammate whose email domain is a consumer mail domain \
-                      (checks.personal_email_domains, e.g. gmail.com, outlook.com, gmx.*).",
+        description: "One finding per teammate whose email domain (or a parent of it) is a \
+                      consumer mail domain: the vendored free-email dataset (thousands of \
+                      providers: yahoo.fr, outlook.de, web.de, ...; data/README.md) plus the \
+                      checks.personal_email_domains patterns (gmx.*), minus \
+                      checks.personal_email_domains_ignore. Disposable providers are reported by \
+                      admin_disposable_email instead.",
         risk: "Personal mailboxes sit outside company SSO, MFA policy and offboarding; password \
                resets for the Intercom account go to a mailbox the company cannot control or \
                revoke.",
@@ -58,8 +62,10 @@ pub(super) const CHECKS: &[CheckMeta] = &[
         category: Identity,
         source: Object,
         description: "One finding per teammate whose email domain is not one of the instance's \
-                      allowed domains (default: the token owner's domain) or their subdomains. \
-                      Personal domains are reported by admin_personal_email_domain instead.",
+                      allowed domains or their subdomains, matched label by label (default: the \
+                      registrable domain of the token owner's address per the Public Suffix \
+                      List, so eu.acme.co.uk allows acme.co.uk, never co.uk). Disposable, \
+                      personal and lookalike domains are reported by their own checks instead.",
         risk: "Contractors and partners with workspace access are often forgotten at the end of \
                an engagement and are not covered by the organisation's identity provider.",
         remediation: "In Intercom open Settings > Workspace > Teammates and confirm each listed \
@@ -71,6 +77,59 @@ pub(super) const CHECKS: &[CheckMeta] = &[
             (SOC2, &["CC6.2", "CC9.2"]),
             (ISO_27001, &["A.5.18", "A.5.19"]),
             (NIST_800_53, &["AC-2", "PS-7"]),
+        ],
+    },
+    CheckMeta {
+        id: "admin_disposable_email",
+        title: "No teammate uses a disposable email address",
+        severity: High,
+        category: Identity,
+        source: Object,
+        description: "One finding per teammate whose email domain (or a parent of it) is a \
+                      disposable or throwaway mailbox provider (mailinator.com, guerrillamail.com, \
+                      ...: the vendored disposable-email-domains dataset, data/README.md), minus \
+                      checks.personal_email_domains_ignore. Takes precedence over the personal \
+                      and external checks for that teammate.",
+        risk: "A throwaway mailbox is readable by anyone who knows its name and disappears \
+               at will: password resets and 2FA recovery for the Intercom account go to a \
+               mailbox with no owner, a typical sign of an abusive or test account.",
+        remediation: "In Intercom open Settings > Workspace > Teammates, select the teammate and \
+                      choose \"Remove from workspace\"; if the person needs access, invite their \
+                      company address instead. Then review the activity log for what the account \
+                      did.",
+        compliance: &[
+            (CIS_V8, &["5.1", "6.7"]),
+            (SOC2, &["CC6.1", "CC6.2"]),
+            (ISO_27001, &["A.5.16", "A.5.17"]),
+            (NIST_800_53, &["IA-2", "IA-4", "AC-2"]),
+        ],
+    },
+    CheckMeta {
+        id: "admin_lookalike_domain",
+        title: "No teammate uses a domain imitating the organisation's",
+        severity: High,
+        category: Identity,
+        source: Object,
+        description: "One finding per teammate whose registrable domain imitates an allowed \
+                      domain: the allowed name embedded in another (acme.com.evil.io, \
+                      acme-com.io), with a hyphen or digits added (acme-corp.com, acme2.com), \
+                      another public suffix (acme.co), or at most 2 edits away after mapping \
+                      look-alike characters (acrne.com; 1 edit for 4-5 letter names, look-alike \
+                      characters only below that). acmeinc.org is not a lookalike (external). \
+                      Evidence names the imitated domain and the rule. Takes precedence over \
+                      admin_external_domain.",
+        risk: "A teammate on a domain that imitates the company's is a likely impersonation or \
+               phishing account: colleagues and customers trust the name, and the real \
+               organisation controls neither the mailbox nor its sign-in.",
+        remediation: "In Intercom open Settings > Workspace > Teammates, select the teammate and \
+                      choose \"Remove from workspace\" unless the domain is verifiably yours (then \
+                      add it to the instance's allowed domains). Review the activity log for what \
+                      the account did and who invited it.",
+        compliance: &[
+            (CIS_V8, &["5.1", "9.3"]),
+            (SOC2, &["CC6.1", "CC6.2"]),
+            (ISO_27001, &["A.5.16", "A.8.23"]),
+            (NIST_800_53, &["AC-2", "IA-4", "SI-4"]),
         ],
     },
     CheckMeta {

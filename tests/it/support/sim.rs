@@ -121,6 +121,7 @@ pub fn admin(id: &str, name: &str, email: &str) -> AdminSpec {
             name: "Support Agent".into(),
         }),
         email_verified: Some(true),
+        team_priority_level: None,
     }
 }
 

@@ -1,11 +1,26 @@
-//! Email address parsing and domain classification shared by the teammate and invite checks.
+//! Email addresses and domains as the teammate and invite checks judge them: parsing,
+//! the consumer and disposable datasets, allowed domains (Public Suffix List, label-based
+//! subdomains) and lookalikes. `validate_allowed_domains` is the one validation of an
+//! instance's allowed domains for every front end.
 
-/// The lower-cased domain of an address, or `None` when it is not `local@domain`.
+mod allowed;
+mod data;
+mod lookalike;
+mod names;
+
+pub use allowed::{validate_allowed_domains, AllowedDomainError, AllowedDomains};
+pub use data::preload;
+pub use lookalike::LookalikeRule;
+pub use names::{is_public_suffix, is_within, normalize_domain, registrable};
+
+/// The normalized domain of an address (lower-case ASCII, IDN as punycode), or `None` when
+/// it is not `local@domain` with a well-formed domain of two labels or more.
 pub(crate) fn email_domain(email: &str) -> Option<String> {
     let (local, domain) = email.trim().rsplit_once('@')?;
-    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    (!local.is_empty() && domain.contains('.') && !domain.contains(char::is_whitespace))
-        .then_some(domain)
+    if local.is_empty() || domain.contains(char::is_whitespace) {
+        return None;
+    }
+    normalize_domain(domain)
 }
 
 /// The lower-cased local part without a `+tag`: `Support+eu@x.com` is the shared `support`.
@@ -31,21 +46,70 @@ pub(crate) fn matches_pattern(domain: &str, pattern: &str) -> bool {
             .all(|(dl, pl)| (*pl == "*" && !dl.is_empty()) || dl == pl)
 }
 
-pub(crate) fn is_personal(domain: &str, patterns: &[String]) -> bool {
-    patterns.iter().any(|p| matches_pattern(domain, p))
+/// What kind of mailbox provider a domain belongs to, per the vendored datasets and the
+/// configured patterns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Provider {
+    /// A throwaway mailbox service; `entry` is the dataset's entry that matched.
+    Disposable { entry: String },
+    /// A consumer (free) mail provider; `entry` is the dataset entry or config pattern.
+    Consumer { entry: String },
 }
 
-/// A domain is allowed when it equals an allowed domain or is one of its subdomains
-/// (`eu.example.com` belongs to whoever owns `example.com`).
+/// The provider of a normalized domain: disposable first (the consumer dataset also lists
+/// many throwaway services), then consumer, unless `ignore` names the domain or a parent.
+pub(crate) fn provider(domain: &str, patterns: &[String], ignore: &[String]) -> Option<Provider> {
+    let ignored = names::self_and_parents(domain)
+        .any(|d| ignore.iter().any(|pattern| matches_pattern(d, pattern)));
+    if ignored {
+        return None;
+    }
+    if let Some(entry) = data::disposable_entry(domain) {
+        return Some(Provider::Disposable {
+            entry: entry.to_string(),
+        });
+    }
+    data::consumer_entry(domain)
+        .map(str::to_string)
+        .or_else(|| {
+            patterns
+                .iter()
+                .find(|p| matches_pattern(domain, p))
+                .map(|p| p.trim().to_ascii_lowercase())
+        })
+        .map(|entry| Provider::Consumer { entry })
+}
+
+/// How a normalized domain relates to the organisation's allowed domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Affiliation<'a> {
+    /// An allowed domain or one of its subdomains.
+    Allowed,
+    /// Imitates `imitates`, one of the allowed domains.
+    Lookalike {
+        imitates: &'a str,
+        rule: LookalikeRule,
+    },
+    External,
+}
+
+/// `allowed` holds normalized domains (see [`validate_allowed_domains`]).
+pub(crate) fn affiliation<'a>(domain: &str, allowed: &'a [String]) -> Affiliation<'a> {
+    if is_allowed(domain, allowed) {
+        return Affiliation::Allowed;
+    }
+    match lookalike::imitated(domain, allowed) {
+        Some((imitates, rule)) => Affiliation::Lookalike { imitates, rule },
+        None => Affiliation::External,
+    }
+}
+
+/// A domain is allowed when it equals an allowed domain or is one of its subdomains, by
+/// label: `eu.example.com` belongs to whoever owns `example.com`, `badexample.com` does not.
 pub(crate) fn is_allowed(domain: &str, allowed: &[String]) -> bool {
-    let domain = domain.to_ascii_lowercase();
     allowed.iter().any(|a| {
         let a = a.trim().trim_start_matches('@').to_ascii_lowercase();
-        !a.is_empty()
-            && (domain == a
-                || domain
-                    .strip_suffix(a.as_str())
-                    .is_some_and(|rest| rest.ends_with('.')))
+        !a.is_empty() && is_within(domain, &a)
     })
 }
 
@@ -100,7 +164,6 @@ mod tests {
         assert!(!matches_pattern("gmxx.de", "gmx.*"));
         assert!(matches_pattern("gmail.com", "Gmail.com"));
         assert!(!matches_pattern("notgmail.com", "gmail.com"));
-        assert!(is_personal("yandex.ru", &list(&["yandex.*"])));
     }
 
     #[test]
