@@ -88,7 +88,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                 expires_at,
             )
             .await?;
-            println!(
+            outln!(
                 "attestation {id}: {control} on {} counts until {}; the next scan reports it",
                 found.name,
                 expires_at.format("%Y-%m-%d")
@@ -99,7 +99,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
             let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = attestations::list(&pool, instance_id).await?;
             match format {
-                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Json => outln!("{}", output::json(&rows)?),
                 ListFormat::Table => {
                     let now = Utc::now();
                     let table = rows
@@ -115,7 +115,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         output::table(
                             &["instance", "control", "evidence", "author", "attested", "expires"],

@@ -97,7 +97,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                 },
             )
             .await?;
-            println!(
+            outln!(
                 "exception {id} added for {} / {check}{}; {muted} finding(s) muted{}",
                 found.name,
                 resource.map(|r| format!(" / {r}")).unwrap_or_default(),
@@ -111,7 +111,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = exceptions::list(&pool, instance_id).await?;
             match format {
-                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Json => outln!("{}", output::json(&rows)?),
                 ListFormat::Table => {
                     let now = Utc::now();
                     let table = rows
@@ -129,7 +129,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         output::table(
                             &[
@@ -145,7 +145,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
         ExceptionCommand::Remove { id } => {
             let pool = ctx.db().await?;
             match exceptions::remove(&pool, id).await? {
-                Some(n) => println!("exception {id} removed; {n} finding(s) reopened"),
+                Some(n) => outln!("exception {id} removed; {n} finding(s) reopened"),
                 None => bail!("no exception with id {id}: see `intercom-sspm exception list`"),
             }
         }

@@ -121,7 +121,7 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             instances::remove(&pool, found.id).await?;
-            println!("removed instance {} ({})", found.name, found.id);
+            outln!("removed instance {} ({})", found.name, found.id);
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::SetToken { instance, token } => set_token(ctx, &instance, token).await,
@@ -135,7 +135,7 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             instances::set_allowed_domains(&pool, found.id, &domains).await?;
-            println!(
+            outln!(
                 "allowed domains of {}: {}",
                 found.name,
                 display_domains(&domains)
@@ -225,9 +225,9 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     match args.format {
-        ListFormat::Json => println!("{}", output::json(&instance)?),
+        ListFormat::Json => outln!("{}", output::json(&instance)?),
         ListFormat::Table => {
-            println!(
+            outln!(
                 "onboarded instance {} ({}): workspace {} \"{}\" in region {}",
                 instance.name,
                 instance.id,
@@ -235,7 +235,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
                 opt(&instance.workspace_name),
                 instance.region
             );
-            println!(
+            outln!(
                 "schedule: {}; first scan is due now",
                 instance.schedule.clone().unwrap_or_else(|| format!(
                     "{} (default)",
@@ -254,7 +254,7 @@ async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result
     if enabled {
         instances::notify_wakeup(&pool).await?;
     }
-    println!(
+    outln!(
         "{} {}",
         if enabled { "enabled" } else { "disabled" },
         found.name
@@ -296,7 +296,7 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
     };
     instances::set_token(&pool, found.id, &source).await?;
     instances::notify_wakeup(&pool).await?;
-    println!(
+    outln!(
         "token of {} replaced and verified against workspace {workspace_id}",
         found.name
     );
@@ -327,7 +327,7 @@ async fn set_schedule(
     let next = parsed.next_after(base).max(Utc::now());
     instances::set_schedule(&pool, found.id, stored.as_deref(), next).await?;
     instances::notify_wakeup(&pool).await?;
-    println!(
+    outln!(
         "schedule of {} set to {effective}; next scan at {}",
         found.name,
         next.to_rfc3339()
@@ -345,10 +345,10 @@ fn display_domains(d: &[String]) -> String {
 
 fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
     match format {
-        ListFormat::Json => println!("{}", output::json(all)?),
+        ListFormat::Json => outln!("{}", output::json(all)?),
         ListFormat::Table => {
             if all.is_empty() {
-                println!("no instances yet: onboard one with `intercom-sspm instance add --name N --region us|eu|au --token-stdin`");
+                outln!("no instances yet: onboard one with `intercom-sspm instance add --name N --region us|eu|au --token-stdin`");
                 return Ok(());
             }
             let rows = all
@@ -369,7 +369,7 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 output::table(
                     &[
@@ -393,7 +393,7 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
 
 fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
     match format {
-        ListFormat::Json => println!("{}", output::json(i)?),
+        ListFormat::Json => outln!("{}", output::json(i)?),
         ListFormat::Table => {
             let token = match (&i.token_ref, &i.token_key_id) {
                 (Some(r), _) => format!("reference {r}"),
@@ -425,7 +425,7 @@ fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
                 vec!["token".into(), token],
                 vec!["created".into(), i.created_at.to_rfc3339()],
             ];
-            println!("{}", output::table(&["field", "value"], rows));
+            outln!("{}", output::table(&["field", "value"], rows));
         }
     }
     Ok(())

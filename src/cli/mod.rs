@@ -8,6 +8,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Settings, Sources};
 
+/// `println!` for command output that returns the write error instead of panicking, so a
+/// reader that goes away (`| head`) ends the command quietly (see `is_broken_pipe`).
+/// Use it in every command: `println!` panics with "failed printing to stdout".
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod attest;
 mod checks;
 mod context;
@@ -94,11 +104,28 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader stopped reading (`| head`): like other Unix tools, stop quietly.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether an error is a write to a closed pipe, directly or inside a CSV writer's error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            cause
+                .downcast_ref::<csv::Error>()
+                .and_then(|c| match c.kind() {
+                    csv::ErrorKind::Io(io) => Some(io),
+                    _ => None,
+                })
+        });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

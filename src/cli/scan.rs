@@ -29,7 +29,7 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let instance = instances::get(&pool, &args.instance).await?;
     if args.queue {
         instances::queue_now(&pool, instance.id).await?;
-        println!("queued a scan of {}: a running daemon (`intercom-sspm run`) will pick it up within seconds", instance.name);
+        outln!("queued a scan of {}: a running daemon (`intercom-sspm run`) will pick it up within seconds", instance.name);
         return Ok(ExitCode::SUCCESS);
     }
     let scanner = Scanner {
@@ -76,8 +76,8 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     match args.format {
-        ListFormat::Json => println!("{}", output::json(&report)?),
-        ListFormat::Table => print_summary(&report),
+        ListFormat::Json => outln!("{}", output::json(&report)?),
+        ListFormat::Table => print_summary(&report)?,
     }
     Ok(match report.status {
         ScanStatus::Succeeded => ExitCode::SUCCESS,
@@ -111,8 +111,8 @@ fn by_severity<V: std::fmt::Display + Default + PartialEq>(
     }
 }
 
-pub fn print_summary(r: &ScanReport) {
-    println!(
+pub fn print_summary(r: &ScanReport) -> anyhow::Result<()> {
+    outln!(
         "scan {} of {} ({}): {} in {}, {} API calls; instance status {}",
         r.scan_id,
         r.instance,
@@ -123,17 +123,17 @@ pub fn print_summary(r: &ScanReport) {
         r.instance_status
     );
     if let Some(e) = &r.error {
-        println!("error: {e}");
+        outln!("error: {e}");
     }
     if r.checks.is_empty() {
-        return;
+        return Ok(());
     }
     let evaluated = r
         .checks
         .iter()
         .filter(|c| c.status == "pass" || c.status == "fail")
         .count();
-    println!(
+    outln!(
         "posture score: {}   coverage: {} ({} of {} checks evaluated)",
         r.score
             .map(|s| format!("{s:.1}/100"))
@@ -144,7 +144,7 @@ pub fn print_summary(r: &ScanReport) {
         evaluated,
         r.checks.len()
     );
-    println!(
+    outln!(
         "findings: new {}; resolved {}; open {}",
         by_severity(&r.new_by_severity),
         r.resolved_findings,
@@ -172,9 +172,10 @@ pub fn print_summary(r: &ScanReport) {
         })
         .collect();
     if !rows.is_empty() {
-        println!(
+        outln!(
             "{}",
             output::table(&["check", "severity", "result", "findings", "reason"], rows)
         );
     }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
 
 mod bad_input;
+mod cli_conventions;
 mod cli_scan;
 mod consumer_read_path;
 mod daemon;
