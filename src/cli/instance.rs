@@ -108,7 +108,13 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
         }
         InstanceCommand::Show { instance, format } => {
             let pool = ctx.db().await?;
-            let found = instances::get(&pool, &instance).await?;
+            let mut found = instances::get(&pool, &instance).await?;
+            found.token_ref = match instances::token_reference(&pool, found.id).await {
+                Ok(r) => r,
+                // sspm_reader may not see where a token lives; the rest is still useful.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501") => None,
+                Err(e) => return Err(e.into()),
+            };
             print_one(&found, format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -398,6 +404,7 @@ fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
             let token = match (&i.token_ref, &i.token_key_id) {
                 (Some(r), _) => format!("reference {r}"),
                 (None, Some(k)) => format!("sealed (key id {k})"),
+                (None, None) if i.token_kind == "reference" => "reference".into(),
                 _ => "-".into(),
             };
             let rows = vec![
