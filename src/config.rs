@@ -166,8 +166,20 @@ pub struct SchedulerSettings {
     pub heartbeat_interval: Duration,
     /// Fraction of the interval added at random when rescheduling (0.05 = up to 5%).
     pub jitter: f64,
+    /// Cap on that random delay for cron schedules, which mean "at that time".
+    #[serde(with = "humantime_serde")]
+    pub cron_jitter: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+}
+
+impl SchedulerSettings {
+    pub fn jitter_policy(&self) -> crate::scheduler::timing::Jitter {
+        crate::scheduler::timing::Jitter {
+            fraction: self.jitter,
+            cron_max: self.cron_jitter,
+        }
+    }
 }
 
 impl Default for SchedulerSettings {
@@ -180,6 +192,7 @@ impl Default for SchedulerSettings {
             lease: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(60),
             jitter: 0.05,
+            cron_jitter: Duration::from_secs(60),
             max_backoff: Duration::from_secs(6 * 3600),
         }
     }
@@ -382,6 +395,12 @@ impl Settings {
         }
         if !(0.0..=0.5).contains(&self.scheduler.jitter) {
             return Err(value_error("scheduler.jitter", "must be between 0 and 0.5"));
+        }
+        if self.scheduler.cron_jitter > Duration::from_secs(3600) {
+            return Err(value_error(
+                "scheduler.cron_jitter",
+                "must be at most 1h: a cron schedule means \"at that time\"",
+            ));
         }
         if self.scheduler.heartbeat_interval >= self.scheduler.lease {
             return Err(value_error(

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -115,7 +115,7 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
                 Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501") => None,
                 Err(e) => return Err(e.into()),
             };
-            print_one(&found, format)?;
+            print_one(&found, format, &ctx.settings.scheduler.default_schedule)?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Enable { instance } => set_enabled(ctx, &instance, true).await,
@@ -329,16 +329,42 @@ async fn set_schedule(
     let parsed = Schedule::parse(&effective)?;
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
-    let base = found.last_scan_at.unwrap_or_else(Utc::now);
-    let next = parsed.next_after(base).max(Utc::now());
+    // The same slot and jitter the daemon would pick after a scan at last_scan_at, so
+    // what is printed (and stored) is when the scan really runs.
+    let now = Utc::now();
+    let base = found.last_scan_at.unwrap_or(now);
+    let next = crate::scheduler::timing::next_on_success(
+        &parsed,
+        base,
+        ctx.settings.scheduler.jitter_policy(),
+    )
+    .max(now);
     instances::set_schedule(&pool, found.id, stored.as_deref(), next).await?;
     instances::notify_wakeup(&pool).await?;
     outln!(
-        "schedule of {} set to {effective}; next scan at {}",
+        "schedule of {} set to {effective}; next scan {}",
         found.name,
-        next.to_rfc3339()
+        next_run(next, &parsed, now)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// "at <time in the schedule's zone> (<UTC>)", or "due now" once it has passed.
+fn next_run(at: DateTime<Utc>, schedule: &Schedule, now: DateTime<Utc>) -> String {
+    if at <= now {
+        return format!("due now ({})", output::utc(at));
+    }
+    let tz = schedule.time_zone();
+    if tz == chrono_tz::Tz::UTC {
+        format!("at {}", output::utc(at))
+    } else {
+        format!(
+            "at {} {} ({})",
+            at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"),
+            tz.name(),
+            output::utc(at)
+        )
+    }
 }
 
 fn display_domains(d: &[String]) -> String {
@@ -397,7 +423,7 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
+fn print_one(i: &Instance, format: ListFormat, default_schedule: &str) -> anyhow::Result<()> {
     match format {
         ListFormat::Json => outln!("{}", output::json(i)?),
         ListFormat::Table => {
@@ -420,7 +446,17 @@ fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
                     "schedule".into(),
                     i.schedule.clone().unwrap_or_else(|| "default".into()),
                 ],
-                vec!["next scan".into(), i.next_scan_at.to_rfc3339()],
+                vec!["next scan".into(), {
+                    let schedule =
+                        Schedule::parse(i.schedule.as_deref().unwrap_or(default_schedule));
+                    match schedule {
+                        Ok(s) if i.enabled => next_run(i.next_scan_at, &s, Utc::now()),
+                        Ok(_) => format!("disabled (was {})", output::utc(i.next_scan_at)),
+                        Err(e) => {
+                            format!("{} (invalid schedule: {e})", output::utc(i.next_scan_at))
+                        }
+                    }
+                }],
                 vec![
                     "last scan".into(),
                     opt(&i.last_scan_at.map(|t| t.to_rfc3339())),

@@ -43,3 +43,8 @@ pub fn author_or_user(author: Option<String>) -> String {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into())
 }
+
+/// A time in tables and messages: UTC, to the second, with the zone shown.
+pub fn utc(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli_conventions;
 mod cli_scan;
+mod cli_schedule;
 mod cli_schema;
 mod consumer_read_path;
 mod daemon;
