@@ -15,6 +15,7 @@ mod fuzz_parsers;
 mod harness;
 mod intercom_client;
 mod onboarding;
+mod prometheus_rules;
 mod scans;
 mod security_hostile;
 mod security_leaks;
