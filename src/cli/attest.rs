@@ -20,6 +20,9 @@ const DEFAULT_VALIDITY_DAYS: i64 = 90;
 #[derive(Debug, Subcommand)]
 pub enum AttestCommand {
     /// Attest a manual control (see `intercom-sspm checks`: ids starting with manual_).
+    #[command(
+        after_help = "Example:\n  intercom-sspm attest add --instance acme --control manual_2fa_enforced --evidence \"SEC-42: Security settings screenshot\" --expires 2027-02-28"
+    )]
     Add {
         /// Instance name or id.
         #[arg(long)]
@@ -38,6 +41,7 @@ pub enum AttestCommand {
         author: Option<String>,
     },
     /// List attestations (expired ones included, marked).
+    #[command(after_help = "Example:\n  intercom-sspm attest list --instance acme")]
     List {
         #[arg(long)]
         instance: Option<String>,

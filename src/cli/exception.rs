@@ -15,6 +15,9 @@ use crate::db::instances;
 #[derive(Debug, Subcommand)]
 pub enum ExceptionCommand {
     /// Accept a risk: matching findings become `muted` (still recorded, excluded from the score).
+    #[command(
+        after_help = "Example:\n  intercom-sspm exception add --instance acme --check admin_external_domain --resource admin:1234 --reason \"contractor, approved by CISO\" --expires 2027-03-31"
+    )]
     Add {
         /// Instance name or id.
         #[arg(long)]
@@ -36,6 +39,7 @@ pub enum ExceptionCommand {
         author: Option<String>,
     },
     /// List exceptions.
+    #[command(after_help = "Example:\n  intercom-sspm exception list --instance acme")]
     List {
         #[arg(long)]
         instance: Option<String>,
@@ -43,6 +47,9 @@ pub enum ExceptionCommand {
         format: ListFormat,
     },
     /// Remove an exception; its muted findings reopen.
+    #[command(
+        after_help = "Example:\n  intercom-sspm exception remove 1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    )]
     Remove {
         /// Exception id (see `exception list`).
         id: Uuid,

@@ -20,13 +20,20 @@ use crate::token::{normalize_token, TokenRef, TokenSource};
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
     /// Onboard a workspace: validates the token with GET /me on the region, then stores it sealed.
+    #[command(
+        after_help = "Examples:\n  pass show intercom/acme | intercom-sspm instance add --name acme --region eu --token-stdin --allowed-domains acme.com\n  intercom-sspm instance add --name acme --region eu --token-ref file:/run/secrets/intercom/acme --schedule \"0 3 * * *\" --timezone Europe/Berlin"
+    )]
     Add(AddArgs),
     /// List onboarded instances.
+    #[command(
+        after_help = "Examples:\n  intercom-sspm instance list\n  intercom-sspm instance list --format json | jq -r '.[] | select(.status != \"ok\") | .name'"
+    )]
     List {
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
     /// Show one instance.
+    #[command(after_help = "Example:\n  intercom-sspm instance show acme")]
     Show {
         /// Instance name or id.
         instance: String,
@@ -34,10 +41,13 @@ pub enum InstanceCommand {
         format: ListFormat,
     },
     /// Resume scheduled scans of an instance (it becomes due at once).
+    #[command(after_help = "Example:\n  intercom-sspm instance enable acme")]
     Enable { instance: String },
     /// Stop scheduled scans of an instance; its findings are kept.
+    #[command(after_help = "Example:\n  intercom-sspm instance disable acme")]
     Disable { instance: String },
     /// Delete an instance with all its scans, findings and history.
+    #[command(after_help = "Example:\n  intercom-sspm instance remove acme --yes")]
     Remove {
         instance: String,
         /// Confirm the deletion.
@@ -45,12 +55,18 @@ pub enum InstanceCommand {
         yes: bool,
     },
     /// Replace the token (validated with GET /me first, like `add`).
+    #[command(
+        after_help = "Example:\n  pass show intercom/acme | intercom-sspm instance set-token acme --token-stdin"
+    )]
     SetToken {
         instance: String,
         #[command(flatten)]
         token: TokenArgs,
     },
     /// Change the scan schedule: an interval (30m, 6h, 1d) or a cron expression.
+    #[command(
+        after_help = "Examples:\n  intercom-sspm instance set-schedule acme 12h\n  intercom-sspm instance set-schedule acme \"0 3 * * *\" --timezone Europe/Berlin\n  intercom-sspm instance set-schedule acme default"
+    )]
     SetSchedule {
         instance: String,
         /// Interval or cron ("0 3 * * *", optionally "CRON_TZ=Europe/Berlin 0 3 * * *"); "default" uses scheduler.default_schedule.
@@ -60,6 +76,9 @@ pub enum InstanceCommand {
         timezone: Option<String>,
     },
     /// Set the email domains that belong to the organisation (comma-separated).
+    #[command(
+        after_help = "Example:\n  intercom-sspm instance set-domains acme acme.com,acme.co.uk"
+    )]
     SetDomains { instance: String, domains: String },
 }
 
@@ -282,7 +301,18 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
         TokenInput::Plain(t) => t.clone(),
         TokenInput::Reference(r) => r.resolve()?,
     };
-    let (workspace_id, _) = onboard::verify_token(&client, found.region(), &plaintext).await?;
+    let (workspace_id, _) = match onboard::verify_token(&client, found.region(), &plaintext).await
+    {
+        Ok(v) => v,
+        // set-token has no --region: the instance's region is fixed at onboarding.
+        Err(onboard::OnboardError::WrongRegion { given, actual, .. }) => bail!(
+            "the new token is not valid for {}'s region {given} but is accepted by region {actual}: \
+             it belongs to a workspace in {actual}. Use a token of the {given} workspace, or onboard \
+             the other one with `intercom-sspm instance add --name NAME --region {actual} --token-stdin`",
+            found.name
+        ),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(current) = &found.workspace_id {
         if current != &workspace_id {
             bail!(

@@ -104,3 +104,225 @@ async fn every_listing_into_a_closed_pipe_exits_quietly(pool: PgPool) {
         1
     );
 }
+
+#[tokio::test]
+async fn version_names_the_commit_and_completions_and_man_are_generated() {
+    let out = run_cli(&["--version"], &[], None).await;
+    let version = text(&out).0;
+    assert!(
+        version.starts_with(&format!(
+            "intercom-sspm {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+    assert!(
+        !version.contains("commit unknown"),
+        "built in a git checkout: {version}"
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef intercom-sspm"),
+        ("fish", "complete -c intercom-sspm"),
+    ] {
+        let out = run_cli(&["completions", shell], &[], None).await;
+        let script = text(&out).0;
+        assert!(
+            out.status.success() && script.contains(marker),
+            "{shell}: {script}"
+        );
+        assert!(
+            script.contains("set-schedule"),
+            "{shell} completes subcommands"
+        );
+    }
+    let out = run_cli(&["man"], &[], None).await;
+    let page = text(&out).0;
+    assert!(
+        page.contains(".TH intercom-sspm 1") && page.contains("Exit codes"),
+        "{page}"
+    );
+}
+
+/// Every command and subcommand's --help shows at least one example.
+#[tokio::test]
+async fn every_command_help_has_an_example() {
+    use clap::CommandFactory;
+    let root = intercom_sspm::cli::Cli::command();
+    let mut paths: Vec<Vec<String>> = vec![vec![]];
+    for sub in root.get_subcommands() {
+        let name = sub.get_name().to_string();
+        if name == "help" {
+            continue;
+        }
+        let children: Vec<String> = sub
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|c| c != "help")
+            .collect();
+        if children.is_empty() {
+            paths.push(vec![name]);
+        } else {
+            for child in children {
+                paths.push(vec![name.clone(), child]);
+            }
+        }
+    }
+    assert!(paths.len() > 20, "{paths:?}");
+    for path in paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = run_cli(&args, &[], None).await;
+        let help = text(&out).0;
+        assert!(out.status.success(), "{args:?}");
+        assert!(help.contains("Example"), "{args:?} has no example:\n{help}");
+    }
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn exit_codes_tell_not_found_and_database_unavailable_apart(pool: PgPool) {
+    let mut env = harness::sim_env(None);
+    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    let out = run_cli(&["instance", "show", "nope"], &env, None).await;
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let out = run_cli(&["scan", "nope"], &env, None).await;
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let mut down = harness::sim_env(None);
+    down.push((
+        "DATABASE_URL".into(),
+        "postgres://sspm@127.0.0.1:9/sspm".into(),
+    ));
+    let out = run_cli(&["findings"], &down, None).await;
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+    let out = run_cli(&["scan"], &env, None).await;
+    assert_eq!(out.status.code(), Some(2), "usage: {:?}", text(&out));
+    let out = run_cli(&["--help"], &[], None).await;
+    let help = text(&out).0;
+    for line in [
+        "0  success",
+        "1  a scan failed",
+        "2  usage error",
+        "3  not found",
+        "4  database unavailable",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn scan_json_has_times_and_null_score_on_failure_and_all_scans_every_instance(pool: PgPool) {
+    let (sim, env) = onboarded(&pool).await;
+    sqlx::query(
+        "INSERT INTO sspm.instances (name, region, token_ref) VALUES ('beta', 'us', 'env:BETA_TOKEN_UNSET')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = run_cli(&["scan", "acme", "--format", "json"], &env, None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["duration_seconds"].is_number(), "{v}");
+    let started: chrono::DateTime<chrono::Utc> = v["started_at"].as_str().unwrap().parse().unwrap();
+    let finished: chrono::DateTime<chrono::Utc> =
+        v["finished_at"].as_str().unwrap().parse().unwrap();
+    assert!(started <= finished);
+    assert!(v["score"].is_number());
+    // Quiet stderr: no INFO lines repeating the summary.
+    assert!(!stderr.contains("INFO"), "{stderr}");
+
+    sim.scenario_handle().revoke_token(TOKEN).unwrap();
+    let out = run_cli(&["scan", "acme", "--format", "json"], &env, None).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert!(v["score"].is_null(), "a failed scan has no score: {v}");
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("\u{1b}["),
+        "{stderr}"
+    );
+
+    // A failed scan in a table: the outcome line, no per-check rows, one error on stderr.
+    let out = run_cli(&["scan", "acme"], &env, None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("failed")
+            && !stdout.contains("token rejected")
+            && !stdout.contains("│ error"),
+        "{stdout}"
+    );
+    assert_eq!(stderr.matches("error").count(), 1, "{stderr}");
+
+    // --all: both enabled instances, JSON array, exit 1 because they failed.
+    let out = run_cli(&["scan", "--all", "--format", "json"], &env, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme", "beta"]);
+    // --queue --format json prints JSON.
+    let out = run_cli(&["scan", "acme", "--queue", "--format", "json"], &env, None).await;
+    let q: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(q["queued"], true);
+    assert_eq!(q["instance"], "acme");
+}
+
+#[tokio::test]
+async fn quiet_and_verbose_are_accepted_by_every_command() {
+    for args in [
+        &["-q", "checks"][..],
+        &["checks", "--verbose"],
+        &["keygen", "-vv"],
+    ] {
+        let out = run_cli(args, &[], None).await;
+        assert!(out.status.success(), "{args:?}: {:?}", text(&out));
+    }
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn set_token_from_another_region_gives_advice_it_can_follow(pool: PgPool) {
+    const EU_TOKEN: &str = "tok_cli_conventions_euro_0c3b";
+    let us = harness::workspace("acme", "us", TOKEN, &["read_admins"]);
+    let eu = harness::workspace("euro", "eu", EU_TOKEN, &["read_admins"]);
+    let sim = harness::start_sim(json!({ "workspaces": [us, eu] })).await;
+    let (_, key) = harness::keyring();
+    let mut env = harness::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let out = run_cli(
+        &[
+            "instance",
+            "add",
+            "--name",
+            "acme",
+            "--region",
+            "us",
+            "--token-stdin",
+        ],
+        &env,
+        Some(TOKEN),
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run_cli(
+        &["instance", "set-token", "acme", "--token-stdin"],
+        &env,
+        Some(EU_TOKEN),
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        !stderr.contains("run again with --region"),
+        "set-token has no --region: {stderr}"
+    );
+    assert!(
+        stderr.contains("region eu") && stderr.contains("instance add --name NAME --region eu"),
+        "{stderr}"
+    );
+}

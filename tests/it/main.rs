@@ -6,6 +6,7 @@ mod cli_conventions;
 mod cli_scan;
 mod cli_schedule;
 mod cli_schema;
+mod config_errors;
 mod consumer_read_path;
 mod daemon;
 mod daemon_housekeeping;
