@@ -19,9 +19,10 @@ use crate::token::{normalize_token, TokenRef, TokenSource};
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
-    /// Onboard a workspace: validates the token with GET /me on the region, then stores it sealed.
+    /// Onboard a workspace: validates the token (or reference) with GET /me on the region, then
+    /// stores it (a token sealed, a reference as is). --dry-run validates and stores nothing.
     #[command(
-        after_help = "Examples:\n  pass show intercom/acme | intercom-sspm instance add --name acme --region eu --token-stdin --allowed-domains acme.com\n  intercom-sspm instance add --name acme --region eu --token-ref file:/run/secrets/intercom/acme --schedule \"0 3 * * *\" --timezone Europe/Berlin"
+        after_help = "Examples:\n  pass show intercom/acme | intercom-sspm instance add --name acme --region eu --token-stdin --allowed-domains acme.com\n  intercom-sspm instance add --name acme --region eu --token-ref file:/run/secrets/intercom/acme --schedule \"0 3 * * *\" --timezone Europe/Berlin\n  intercom-sspm instance add --name acme --region eu --token-ref env:ACME_TOKEN --dry-run"
     )]
     Add(AddArgs),
     /// List onboarded instances.
@@ -112,6 +113,10 @@ pub struct AddArgs {
     /// Email domains of the organisation (comma-separated); default: the token owner's domain.
     #[arg(long, value_delimiter = ',')]
     allowed_domains: Vec<String>,
+    /// Validate everything (name, region, schedule, domains, key, and the token or
+    /// reference with GET /me) but store nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[arg(long, value_enum, default_value_t)]
     format: ListFormat,
 }
@@ -195,7 +200,13 @@ fn compose_schedule(
 fn read_token_stdin() -> anyhow::Result<SecretString> {
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("Paste the access token, then press Enter and Ctrl-D:");
+        // A person at a terminal: a hidden prompt, so the token never appears on screen
+        // (or in a terminal recording). One line, Enter ends it.
+        let raw = Zeroizing::new(
+            rpassword::prompt_password("Access token (input hidden): ")
+                .context("reading the token from the terminal")?,
+        );
+        return Ok(normalize_token(&raw)?);
     }
     let mut raw = Zeroizing::new(String::new());
     stdin
@@ -236,6 +247,46 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     let token = token_input(&args.token, ctx.settings.security.token_key_file.as_deref())?;
     let pool = ctx.db().await?;
     let client = ctx.intercom()?;
+    if args.dry_run {
+        if instances::name_taken(&pool, &args.name).await? {
+            bail!(
+                "an instance named {:?} already exists: choose another --name",
+                args.name
+            );
+        }
+        let plaintext = match &token {
+            TokenInput::Plain(t) => t.clone(),
+            TokenInput::Reference(r) => r.resolve()?,
+        };
+        let (workspace_id, workspace_name) =
+            onboard::verify_token(&client, region, &plaintext).await?;
+        if let Some(existing) = instances::find_by_workspace(&pool, region, &workspace_id).await? {
+            bail!(
+                "workspace {workspace_id} ({region}) is already onboarded as instance {:?}",
+                existing.name
+            );
+        }
+        match args.format {
+            ListFormat::Json => outln!(
+                "{}",
+                output::json(&serde_json::json!({
+                    "dry_run": true,
+                    "name": args.name,
+                    "region": region.as_str(),
+                    "workspace_id": workspace_id,
+                    "workspace_name": workspace_name,
+                    "schedule": schedule,
+                    "allowed_domains": domains,
+                }))?
+            ),
+            ListFormat::Table => outln!(
+                "dry run: {} would onboard workspace {workspace_id} \"{}\" in region {region}; the token is valid. Nothing was stored.",
+                args.name,
+                workspace_name.as_deref().unwrap_or("-")
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let instance = onboard::onboard(
         &pool,
         &client,

@@ -326,3 +326,98 @@ async fn set_token_from_another_region_gives_advice_it_can_follow(pool: PgPool) 
         "{stderr}"
     );
 }
+
+/// `--token-stdin` on a terminal: run under `script` (a pseudo-terminal, as a person at
+/// a shell); with echo on, the pty would copy the typed token into the transcript.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn token_stdin_on_a_terminal_prompts_without_echo(pool: PgPool) {
+    let ws = harness::workspace("acme", "us", TOKEN, &["read_admins"]);
+    let sim = harness::start_sim(json!({ "workspaces": [ws] })).await;
+    let (_, key) = harness::keyring();
+    let mut env = harness::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let command = format!(
+        "{} instance add --name acme --region us --token-stdin",
+        env!("CARGO_BIN_EXE_intercom-sspm")
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TERM", "dumb")
+            .envs(env)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        // Give the prompt a moment to turn echo off before "typing".
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{TOKEN}\n").as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    let transcript = format!("{stdout}{stderr}");
+    assert!(transcript.contains("input hidden"), "{transcript}");
+    assert!(
+        transcript.contains("onboarded instance acme"),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains(TOKEN),
+        "the token was echoed: {transcript}"
+    );
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn instance_add_dry_run_validates_and_stores_nothing(pool: PgPool) {
+    let ws = harness::workspace("acme", "us", TOKEN, &["read_admins"]);
+    let sim = harness::start_sim(json!({ "workspaces": [ws] })).await;
+    let mut env = harness::sim_env(Some(&sim));
+    env.push(("DATABASE_URL".into(), harness::database_url(&pool)));
+    env.push(("ACME_TOKEN".into(), TOKEN.into()));
+    let add = |extra: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            let mut args = vec![
+                "instance",
+                "add",
+                "--name",
+                "acme",
+                "--token-ref",
+                "env:ACME_TOKEN",
+                "--dry-run",
+            ];
+            args.extend_from_slice(extra);
+            run_cli(&args, &env, None).await
+        }
+    };
+    let out = add(&["--region", "us"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("dry run") && stdout.contains("Nothing was stored"),
+        "{stdout}"
+    );
+    // A wrong region is still detected; nothing is stored either way.
+    let out = add(&["--region", "eu"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--region us"), "{:?}", text(&out));
+    assert_eq!(
+        harness::count(&pool, "SELECT count(*) FROM sspm.instances").await,
+        0
+    );
+    assert_eq!(
+        harness::count(&pool, "SELECT count(*) FROM sspm.scans").await,
+        0
+    );
+}
