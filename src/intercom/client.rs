@@ -313,7 +313,20 @@ impl Session {
             .headers(self.headers())
             .send()
             .await
-            .map_err(|e| transient(endpoint, &e))?;
+            .map_err(|e| {
+                // A hanging host: say how long was waited and which setting decides it.
+                if e.is_timeout() {
+                    IntercomError::Transient {
+                        endpoint: endpoint.to_string(),
+                        reason: format!(
+                            "timed out after {} s (intercom.request_timeout)",
+                            self.settings().request_timeout.as_secs_f64()
+                        ),
+                    }
+                } else {
+                    transient(endpoint, &e)
+                }
+            })?;
         let status = response.status();
         crate::metrics::intercom_response(self.inner.region, status.as_u16(), kind);
         let headers = response.headers().clone();
