@@ -56,7 +56,10 @@ pub fn run(args: ChecksArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 output::table(&["id", "severity", "source", "category", "title"], rows)
             );
-            outln!("{} checks; `--format json` adds description, risk, remediation and compliance references", catalog.len());
+            outln!(
+                "{} checks; `--format json` adds risk, remediation and compliance references",
+                catalog.len()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

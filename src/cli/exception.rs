@@ -109,7 +109,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                 found.name,
                 resource.map(|r| format!(" / {r}")).unwrap_or_default(),
                 expires_at
-                    .map(|t| format!(" until {}", t.to_rfc3339()))
+                    .map(|t| format!(" until {}", output::utc(t)))
                     .unwrap_or_default()
             );
         }

@@ -477,8 +477,8 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
                         i.schedule.clone().unwrap_or_else(|| "default".into()),
                         opt(&i
                             .last_scan_at
-                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
-                        i.next_scan_at.format("%Y-%m-%d %H:%M").to_string(),
+                            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())),
+                        i.next_scan_at.format("%Y-%m-%d %H:%M UTC").to_string(),
                     ]
                 })
                 .collect();
@@ -538,18 +538,15 @@ fn print_one(i: &Instance, format: ListFormat, default_schedule: &str) -> anyhow
                         }
                     }
                 }],
-                vec![
-                    "last scan".into(),
-                    opt(&i.last_scan_at.map(|t| t.to_rfc3339())),
-                ],
+                vec!["last scan".into(), opt(&i.last_scan_at.map(output::utc))],
                 vec![
                     "allowed domains".into(),
                     display_domains(&i.allowed_domains),
                 ],
                 vec!["token".into(), token],
-                vec!["created".into(), i.created_at.to_rfc3339()],
+                vec!["created".into(), output::utc(i.created_at)],
             ];
-            outln!("{}", output::table(&["field", "value"], rows));
+            outln!("{}", output::record(rows));
         }
     }
     Ok(())

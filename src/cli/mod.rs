@@ -78,6 +78,10 @@ pub struct Cli {
     #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Tables: show every cell in full instead of fitting the terminal (or 80 columns).
+    #[arg(long, global = true)]
+    pub wide: bool,
+
     /// Log more: -v info, -vv debug, -vvv trace (the daemon logs at log.level).
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -233,6 +237,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    output::set_wide(cli.wide);
     // keygen needs no configuration at all: it must work before any exists.
     match cli.command {
         Command::Keygen => return keygen::run(),

@@ -421,3 +421,31 @@ async fn instance_add_dry_run_validates_and_stores_nothing(pool: PgPool) {
         0
     );
 }
+
+/// Piped tables fit 80 columns: long cells end in an ellipsis on one line instead of
+/// wrapping mid-word; `--wide` shows them in full.
+#[tokio::test]
+async fn tables_fit_80_columns_and_wide_shows_everything() {
+    let out = run_cli(&["checks"], &[], None).await;
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} chars: {line}",
+            line.chars().count()
+        );
+    }
+    assert!(stdout.contains('…'), "{stdout}");
+    let out = run_cli(&["checks", "--wide"], &[], None).await;
+    let (wide, _) = text(&out);
+    assert!(wide.lines().any(|l| l.chars().count() > 80), "{wide}");
+    assert!(!wide.contains('…'));
+    // Every catalog title appears whole with --wide.
+    let json = run_cli(&["checks", "--format", "json"], &[], None).await;
+    let catalog: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    for check in catalog.as_array().unwrap() {
+        let title = check["title"].as_str().unwrap();
+        assert!(wide.contains(title), "{title}");
+    }
+}
