@@ -28,7 +28,7 @@ pub fn run(sources: &Sources, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             outln!(
                 "{}",
-                super::output::table(&["key", "value", "source"], rows)
+                super::output::table_in_full(&["key", "value", "source"], rows)
             );
             outln!("configuration is valid");
             Ok(ExitCode::SUCCESS)

@@ -51,10 +51,15 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 /// One record as field/value lines, every value in full (a timestamp or an id cut
 /// short would be useless).
 pub fn record(rows: Vec<Vec<String>>) -> String {
+    table_in_full(&["field", "value"], rows)
+}
+
+/// A table whose cells are never cut (paths, sources, values to copy).
+pub fn table_in_full(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(vec!["field", "value"]);
+        .set_header(headers.to_vec());
     for row in rows {
         t.add_row(row);
     }
