@@ -22,6 +22,8 @@ pub enum ConfigError {
         #[source]
         source: config::ConfigError,
     },
+    #[error("config file {path} does not exist: check --config / SSPM_CONFIG")]
+    Missing { path: String },
     /// The message of a `config::ConfigError`, with secret values taken out (see `redacted`).
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -166,8 +168,20 @@ pub struct SchedulerSettings {
     pub heartbeat_interval: Duration,
     /// Fraction of the interval added at random when rescheduling (0.05 = up to 5%).
     pub jitter: f64,
+    /// Cap on that random delay for cron schedules, which mean "at that time".
+    #[serde(with = "humantime_serde")]
+    pub cron_jitter: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+}
+
+impl SchedulerSettings {
+    pub fn jitter_policy(&self) -> crate::scheduler::timing::Jitter {
+        crate::scheduler::timing::Jitter {
+            fraction: self.jitter,
+            cron_max: self.cron_jitter,
+        }
+    }
 }
 
 impl Default for SchedulerSettings {
@@ -180,6 +194,7 @@ impl Default for SchedulerSettings {
             lease: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(60),
             jitter: 0.05,
+            cron_jitter: Duration::from_secs(60),
             max_backoff: Duration::from_secs(6 * 3600),
         }
     }
@@ -278,6 +293,167 @@ impl Default for RetentionSettings {
     }
 }
 
+/// The values one source sets, flattened to dotted keys, and what to call the source in
+/// messages: "built-in default", an absolute file path, or an environment variable.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub source: String,
+    pub values: BTreeMap<String, String>,
+}
+
+/// The built-in defaults, written out (`shipped_default_toml_loads_and_matches_built_ins`
+/// keeps them equal to the `Default` impls).
+const BUILT_IN: &str = include_str!("../config/default.toml");
+
+/// The layers of `sources` in `Settings::load` order (later wins). Environment layers
+/// hold one variable each so each key names its variable.
+pub fn layers(sources: &Sources) -> Result<Vec<Layer>, ConfigError> {
+    let mut out = vec![Layer {
+        source: "built-in default".into(),
+        values: toml_values(BUILT_IN).unwrap_or_default(),
+    }];
+    for path in [&sources.defaults_file, &sources.file]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            out.push(Layer {
+                source: display_path(path),
+                // An unparsable file is reported by Settings::load with its position.
+                values: toml_values(&text).unwrap_or_default(),
+            });
+        }
+    }
+    let explicit_url = sources.env.iter().any(|(k, _)| k == "SSPM__DATABASE__URL");
+    for (var, value) in &sources.env {
+        let key = match var.strip_prefix("SSPM__") {
+            Some(rest) => rest.to_ascii_lowercase().replace("__", "."),
+            None if var == "DATABASE_URL" && !explicit_url => "database.url".into(),
+            None => continue,
+        };
+        out.push(Layer {
+            source: format!("environment variable {var}"),
+            values: BTreeMap::from([(key, value.clone())]),
+        });
+    }
+    Ok(out)
+}
+
+fn display_path(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn toml_values(text: &str) -> Option<BTreeMap<String, String>> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let mut out = BTreeMap::new();
+    flatten("", &toml::Value::Table(table), &mut out);
+    Some(out)
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Where the effective `key` comes from, or None when it has its built-in value (a
+/// shipped config/default.toml restating the default does not count).
+pub fn explicit_source(sources: &Sources, key: &str) -> Option<String> {
+    let layers = layers(sources).ok()?;
+    let built_in = layers.first()?.values.get(key);
+    layers[1..]
+        .iter()
+        .rev()
+        .find_map(|l| l.values.get(key).map(|v| (v, &l.source)))
+        .filter(|(v, _)| Some(*v) != built_in)
+        .map(|(_, source)| source.clone())
+}
+
+/// Which layer last set `key` (or a key below it).
+fn source_of<'a>(layers: &'a [Layer], key: &str) -> Option<&'a str> {
+    let below = format!("{key}.");
+    layers
+        .iter()
+        .rev()
+        .find(|l| l.values.keys().any(|k| k == key || k.starts_with(&below)))
+        .map(|l| l.source.as_str())
+}
+
+/// The messages of the config crate, made to say where the bad value came from and what
+/// would be accepted: unknown keys get a "did you mean", enum values their choices.
+fn explain(message: String, layers: &[Layer]) -> String {
+    let between = |text: &str, start: &str, end: &str| -> Option<String> {
+        let from = text.find(start)? + start.len();
+        let len = text[from..].find(end)?;
+        Some(text[from..from + len].to_string())
+    };
+    let parent = between(&message, "for key `", "`");
+    if let Some(field) = between(&message, "unknown field `", "`") {
+        let key = match &parent {
+            Some(p) if !p.is_empty() => format!("{p}.{field}"),
+            _ => field.clone(),
+        };
+        let expected: Vec<String> = message
+            .split("expected one of ")
+            .nth(1)
+            .map(|rest| rest.split(" for key").next().unwrap_or(rest))
+            .unwrap_or("")
+            .split(", ")
+            .map(|e| e.trim_matches('`').to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let suggestion = expected
+            .iter()
+            .map(|e| (strsim::jaro_winkler(e, &field), e))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, e)| format!(" (did you mean `{e}`?)"))
+            .unwrap_or_default();
+        let source = source_of(layers, &key)
+            .map(|s| format!(" in {s}"))
+            .unwrap_or_default();
+        return format!(
+            "unknown key `{key}`{source}{suggestion}; known keys there: {}",
+            expected.join(", ")
+        );
+    }
+    if message.contains("does not have variant constructor") {
+        if let Some(key) = &parent {
+            let value = between(&message, "variant constructor ", " for key").unwrap_or_default();
+            let choices = match key.as_str() {
+                "log.format" => "pretty or json",
+                _ => "one of the documented values (see config/default.toml)",
+            };
+            let source = source_of(layers, key)
+                .map(|s| format!(" (set in {s})"))
+                .unwrap_or_default();
+            return format!("`{key}` = {value:?}{source} is not valid: use {choices}");
+        }
+    }
+    match parent.as_deref().and_then(|k| source_of(layers, k)) {
+        Some(source) => format!("{message} (set in {source})"),
+        None => message,
+    }
+}
+
 /// Where to look for settings; tests pass their own so the process environment stays out.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -353,11 +529,27 @@ impl Settings {
                     .map_err(invalid)?;
             }
         }
-        let settings: Settings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(invalid)?;
-        settings.validate()?;
+        let layers = layers(sources)?;
+        let settings: Settings =
+            builder
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| match invalid(e) {
+                    ConfigError::Invalid(message) => {
+                        ConfigError::Invalid(explain(message, &layers))
+                    }
+                    other => other,
+                })?;
+        settings.validate().map_err(|e| match e {
+            ConfigError::Value { key, message } => match source_of(&layers, &key) {
+                Some(source) => ConfigError::Value {
+                    message: format!("{message} (set in {source})"),
+                    key,
+                },
+                None => ConfigError::Value { key, message },
+            },
+            other => other,
+        })?;
         Ok(settings)
     }
 
@@ -382,6 +574,12 @@ impl Settings {
         }
         if !(0.0..=0.5).contains(&self.scheduler.jitter) {
             return Err(value_error("scheduler.jitter", "must be between 0 and 0.5"));
+        }
+        if self.scheduler.cron_jitter > Duration::from_secs(3600) {
+            return Err(value_error(
+                "scheduler.cron_jitter",
+                "must be at most 1h: a cron schedule means \"at that time\"",
+            ));
         }
         if self.scheduler.heartbeat_interval >= self.scheduler.lease {
             return Err(value_error(
@@ -418,6 +616,8 @@ impl Settings {
                     &format!("{e}; expected host:port such as 0.0.0.0:9464"),
                 )
             })?;
+        crate::telemetry::parse_level(&self.log.level)
+            .map_err(|e| value_error("log.level", &e.to_string()))?;
         self.checks.validate()?;
         Ok(())
     }
@@ -491,9 +691,8 @@ fn toml_file(
     required: bool,
 ) -> Result<config::File<config::FileSourceFile, config::FileFormat>, ConfigError> {
     if required && !path.exists() {
-        return Err(ConfigError::File {
-            path: path.to_path_buf(),
-            source: config::ConfigError::Message("file not found".into()),
+        return Err(ConfigError::Missing {
+            path: display_path(path),
         });
     }
     Ok(config::File::from(path.to_path_buf())
@@ -623,6 +822,53 @@ mod tests {
         assert!(e.contains("log.format"), "{e}");
         let e = load_err(&[("SSPM__SERVER__LISTEN", "localhost")]);
         assert!(e.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_their_source_and_suggest_the_key() {
+        let e = load_err(&[("SSPM__SCHEDULR__POLL_INTERVAL", "5s")]);
+        assert!(
+            e.contains("SSPM__SCHEDULR__POLL_INTERVAL") && e.contains("did you mean `scheduler`"),
+            "{e}"
+        );
+        let e = load_err(&[("SSPM__LOG__FORMAT", "xml")]);
+        assert!(
+            e.contains("pretty or json")
+                && e.contains("SSPM__LOG__FORMAT")
+                && !e.contains("variant constructor"),
+            "{e}"
+        );
+        let e = load_err(&[("SSPM__LOG__LEVEL", "loud")]);
+        assert!(
+            e.contains("log.level") && e.contains("SSPM__LOG__LEVEL"),
+            "{e}"
+        );
+        let f = file("[scheduler]\nmax_concurent_scans = 3\n");
+        let e = Settings::load(&Sources {
+            file: Some(f.path().into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        let path = f.path().display().to_string();
+        assert!(
+            e.contains(&path) && e.contains("did you mean `max_concurrent_scans`"),
+            "{e}"
+        );
+        let e = Settings::load(&Sources {
+            file: Some("relative/missing.toml".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("does not exist") && !e.contains("file not found: file not found"),
+            "{e}"
+        );
+        assert!(
+            std::path::Path::new(e.split_whitespace().nth(2).unwrap()).is_absolute(),
+            "{e}"
+        );
     }
 
     #[test]

@@ -28,6 +28,20 @@ pub const CLAIM_ERRORS: &str = "sspm_claim_errors_total";
 pub const FINDINGS_OPEN: &str = "sspm_findings_open";
 pub const BUILD_INFO: &str = "sspm_build_info";
 pub const HOUSEKEEPING_RUNS: &str = "sspm_housekeeping_runs_total";
+pub const INSTANCES: &str = "sspm_instances";
+pub const READY: &str = "sspm_ready";
+
+/// `sspm.instances.status` values (constraint instances_status_valid), each exported
+/// every refresh so a status nobody has any more drops to 0.
+pub const INSTANCE_STATUSES: [&str; 7] = [
+    "pending",
+    "ok",
+    "unauthorized",
+    "not_permitted",
+    "ip_not_allowed",
+    "unreachable",
+    "error",
+];
 
 /// Scan durations: a healthy small workspace takes well under a second against a nearby
 /// API; big activity logs and rate-limit waits push scans to minutes.
@@ -58,7 +72,7 @@ fn describe() {
     describe_gauge!(SCANS_IN_FLIGHT, "Scans this replica is running now.");
     describe_counter!(
         INTERCOM_REQUESTS,
-        "HTTP responses from the Intercom API by region and status code."
+        "HTTP responses from the Intercom API by region, status code and kind (api: the scan's reads; probe: scope probes, whose 401/403 are expected)."
     );
     describe_counter!(
         INTERCOM_RATE_LIMITED,
@@ -93,6 +107,14 @@ fn describe() {
     describe_counter!(
         HOUSEKEEPING_RUNS,
         "Housekeeping jobs this replica ran, by job and result."
+    );
+    describe_gauge!(
+        INSTANCES,
+        "Enabled instances by status (fleet-wide): ok, unauthorized, ip_not_allowed, ..."
+    );
+    describe_gauge!(
+        READY,
+        "1 when this replica is ready (what /readyz says), else 0; set at every scrape."
     );
 }
 
@@ -134,13 +156,39 @@ pub fn scans_in_flight(n: usize) {
     gauge!(SCANS_IN_FLIGHT).set(n as f64);
 }
 
+/// What a request to Intercom was for: a 401 from a scope probe means "scope absent, as it
+/// should be", not "token revoked", so alerts must be able to tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Api,
+    Probe,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Api => "api",
+            RequestKind::Probe => "probe",
+        }
+    }
+}
+
 /// One HTTP response from Intercom (called by the client where the status is known).
-pub fn intercom_response(region: Region, status: u16) {
-    counter!(INTERCOM_REQUESTS, "region" => region.as_str(), "status" => status.to_string())
-        .increment(1);
+pub fn intercom_response(region: Region, status: u16, kind: RequestKind) {
+    counter!(
+        INTERCOM_REQUESTS,
+        "region" => region.as_str(),
+        "status" => status.to_string(),
+        "kind" => kind.as_str()
+    )
+    .increment(1);
     if status == 429 {
         counter!(INTERCOM_RATE_LIMITED, "region" => region.as_str()).increment(1);
     }
+}
+
+pub fn ready(ready: bool) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }
 
 pub fn lease_lost() {
@@ -179,6 +227,20 @@ pub async fn refresh_gauges(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
     )
     .fetch_all(&mut *conn)
     .await?;
+    let by_status = sqlx::query!(
+        r#"SELECT status AS "status!", count(*) AS "n!"
+           FROM sspm.instances WHERE enabled GROUP BY status"#
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for status in INSTANCE_STATUSES {
+        let n = by_status
+            .iter()
+            .find(|r| r.status == status)
+            .map(|r| r.n)
+            .unwrap_or(0);
+        gauge!(INSTANCES, "status" => status).set(n as f64);
+    }
     gauge!(DUE_BACKLOG).set(due.backlog as f64);
     gauge!(OLDEST_DUE_AGE).set(due.oldest_age.max(0.0));
     // Every severity every time, so a severity whose last finding closed drops to 0

@@ -103,6 +103,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    crate::metrics::ready(state.not_ready_reason().is_none());
     match &state.metrics {
         Some(handle) => (
             [(

@@ -1,17 +1,79 @@
 //! Logging: `tracing` with a `RUST_LOG`-style filter, pretty for people or JSON for
 //! collectors. Spans carry instance and scan ids, never tokens.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global subscriber. `RUST_LOG` wins over `log.level`. Logs go to stderr so
-/// command output on stdout stays machine-readable.
-pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(with_quiet_dependencies(&settings.level)))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+/// How much a process logs, from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// The daemon: `log.level`.
+    Configured,
+    /// A CLI command: warnings only. Its output is the report; INFO lines would repeat it.
+    Command,
+    /// `--quiet`: errors only.
+    Quiet,
+    /// `-v` (info), `-vv` (debug), `-vvv` (trace).
+    Verbose(u8),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("{level:?} is not a log filter ({reason}); use a level (error, warn, info, debug, trace) or RUST_LOG syntax such as \"info,intercom_sspm=debug\"")]
+    BadLevel { level: String, reason: String },
+}
+
+/// Checks a `log.level` filter (config validation uses this too).
+pub fn parse_level(level: &str) -> Result<EnvFilter, TelemetryError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    // EnvFilter reads a bare word as a target to trace in full, so "verbose" or "warning"
+    // would silently log nothing useful: a bare directive must be a level.
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '['])
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(TelemetryError::BadLevel {
+                level: level.to_string(),
+                reason: format!(
+                    "{directive:?} is not a level; write target=level to name a module"
+                ),
+            });
+        }
+    }
+    EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| TelemetryError::BadLevel {
+            level: level.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Installs the global subscriber. `RUST_LOG` wins over `log.level` and the verbosity
+/// flags. Logs go to stderr so command output on stdout stays machine-readable, with
+/// colour only when stderr is a terminal.
+pub fn init(settings: &LogSettings, verbosity: Verbosity) -> Result<(), TelemetryError> {
+    let level = match verbosity {
+        Verbosity::Configured => settings.level.clone(),
+        // The scan's own outcome lines ("scan failed") repeat the summary it prints.
+        Verbosity::Command => "warn,intercom_sspm::scan=error".into(),
+        Verbosity::Quiet => "error".into(),
+        Verbosity::Verbose(1) => "info".into(),
+        Verbosity::Verbose(2) => "debug".into(),
+        Verbosity::Verbose(_) => "trace".into(),
+    };
+    // Validated even when RUST_LOG overrides it: a typo must not lie in wait.
+    parse_level(&settings.level)?;
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => parse_level(&with_quiet_dependencies(&level))?,
+    };
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match settings.format {
         LogFormat::Json => builder
             .json()
@@ -22,6 +84,7 @@ pub fn init(settings: &LogSettings) {
     };
     // A second init (tests, embedded use) keeps the first subscriber.
     let _ = result;
+    Ok(())
 }
 
 /// sqlx logs every statement at debug and routine notices ("relation already exists") at
@@ -51,5 +114,13 @@ mod tests {
             with_quiet_dependencies("info,sqlx=debug"),
             "info,sqlx=debug,tokio_cron_scheduler=warn"
         );
+    }
+
+    #[test]
+    fn a_bad_level_is_an_error_naming_the_key() {
+        assert!(parse_level("info,intercom_sspm=debug").is_ok());
+        let e = parse_level("loud").unwrap_err().to_string();
+        assert!(e.contains("loud") && e.contains("not a level"), "{e}");
+        assert!(parse_level("info,foo=verbose").is_err());
     }
 }

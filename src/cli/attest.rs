@@ -20,6 +20,9 @@ const DEFAULT_VALIDITY_DAYS: i64 = 90;
 #[derive(Debug, Subcommand)]
 pub enum AttestCommand {
     /// Attest a manual control (see `intercom-sspm checks`: ids starting with manual_).
+    #[command(
+        after_help = "Example:\n  intercom-sspm attest add --instance acme --control manual_2fa_enforced --evidence \"SEC-42: Security settings screenshot\" --expires 2027-02-28"
+    )]
     Add {
         /// Instance name or id.
         #[arg(long)]
@@ -38,6 +41,7 @@ pub enum AttestCommand {
         author: Option<String>,
     },
     /// List attestations (expired ones included, marked).
+    #[command(after_help = "Example:\n  intercom-sspm attest list --instance acme")]
     List {
         #[arg(long)]
         instance: Option<String>,
@@ -88,7 +92,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                 expires_at,
             )
             .await?;
-            println!(
+            outln!(
                 "attestation {id}: {control} on {} counts until {}; the next scan reports it",
                 found.name,
                 expires_at.format("%Y-%m-%d")
@@ -99,7 +103,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
             let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = attestations::list(&pool, instance_id).await?;
             match format {
-                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Json => outln!("{}", output::json(&rows)?),
                 ListFormat::Table => {
                     let now = Utc::now();
                     let table = rows
@@ -115,7 +119,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         output::table(
                             &["instance", "control", "evidence", "author", "attested", "expires"],

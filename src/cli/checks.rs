@@ -37,7 +37,7 @@ pub fn run(args: ChecksArgs) -> anyhow::Result<ExitCode> {
                     })
                 })
                 .collect();
-            println!("{}", output::json(&items)?);
+            outln!("{}", output::json(&items)?);
         }
         ListFormat::Table => {
             let rows = catalog
@@ -52,11 +52,14 @@ pub fn run(args: ChecksArgs) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 output::table(&["id", "severity", "source", "category", "title"], rows)
             );
-            println!("{} checks; `--format json` adds description, risk, remediation and compliance references", catalog.len());
+            outln!(
+                "{} checks; `--format json` adds risk, remediation and compliance references",
+                catalog.len()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,9 @@ use crate::db::instances;
 #[derive(Debug, Subcommand)]
 pub enum ExceptionCommand {
     /// Accept a risk: matching findings become `muted` (still recorded, excluded from the score).
+    #[command(
+        after_help = "Example:\n  intercom-sspm exception add --instance acme --check admin_external_domain --resource admin:1234 --reason \"contractor, approved by CISO\" --expires 2027-03-31"
+    )]
     Add {
         /// Instance name or id.
         #[arg(long)]
@@ -36,6 +39,7 @@ pub enum ExceptionCommand {
         author: Option<String>,
     },
     /// List exceptions.
+    #[command(after_help = "Example:\n  intercom-sspm exception list --instance acme")]
     List {
         #[arg(long)]
         instance: Option<String>,
@@ -43,6 +47,9 @@ pub enum ExceptionCommand {
         format: ListFormat,
     },
     /// Remove an exception; its muted findings reopen.
+    #[command(
+        after_help = "Example:\n  intercom-sspm exception remove 1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    )]
     Remove {
         /// Exception id (see `exception list`).
         id: Uuid,
@@ -97,12 +104,12 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                 },
             )
             .await?;
-            println!(
+            outln!(
                 "exception {id} added for {} / {check}{}; {muted} finding(s) muted{}",
                 found.name,
                 resource.map(|r| format!(" / {r}")).unwrap_or_default(),
                 expires_at
-                    .map(|t| format!(" until {}", t.to_rfc3339()))
+                    .map(|t| format!(" until {}", output::utc(t)))
                     .unwrap_or_default()
             );
         }
@@ -111,7 +118,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = exceptions::list(&pool, instance_id).await?;
             match format {
-                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Json => outln!("{}", output::json(&rows)?),
                 ListFormat::Table => {
                     let now = Utc::now();
                     let table = rows
@@ -129,7 +136,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         output::table(
                             &[
@@ -145,7 +152,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
         ExceptionCommand::Remove { id } => {
             let pool = ctx.db().await?;
             match exceptions::remove(&pool, id).await? {
-                Some(n) => println!("exception {id} removed; {n} finding(s) reopened"),
+                Some(n) => outln!("exception {id} removed; {n} finding(s) reopened"),
                 None => bail!("no exception with id {id}: see `intercom-sspm exception list`"),
             }
         }

@@ -89,25 +89,25 @@ pub async fn run(ctx: &Context, args: FindingsArgs) -> anyhow::Result<ExitCode> 
     )
     .await?;
     match args.format {
-        FindingsFormat::Json => println!("{}", output::json(&rows)?),
+        FindingsFormat::Json => outln!("{}", output::json(&rows)?),
         FindingsFormat::Ocsf => {
             for row in &rows {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string(&crate::export::ocsf::detection_finding(row))?
                 );
             }
         }
         FindingsFormat::Csv => print_csv(&rows)?,
-        FindingsFormat::Table => print_table(&rows),
+        FindingsFormat::Table => print_table(&rows)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[FindingListRow]) {
+fn print_table(rows: &[FindingListRow]) -> anyhow::Result<()> {
     if rows.is_empty() {
-        println!("no findings match");
-        return;
+        outln!("no findings match");
+        return Ok(());
     }
     let table_rows = rows
         .iter()
@@ -124,7 +124,7 @@ fn print_table(rows: &[FindingListRow]) {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         output::table(
             &[
@@ -140,7 +140,8 @@ fn print_table(rows: &[FindingListRow]) {
             table_rows
         )
     );
-    println!("{} finding(s)", rows.len());
+    outln!("{} finding(s)", rows.len());
+    Ok(())
 }
 
 fn print_csv(rows: &[FindingListRow]) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -19,14 +19,22 @@ use crate::token::{normalize_token, TokenRef, TokenSource};
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
-    /// Onboard a workspace: validates the token with GET /me on the region, then stores it sealed.
+    /// Onboard a workspace: validates the token (or reference) with GET /me on the region, then
+    /// stores it (a token sealed, a reference as is). --dry-run validates and stores nothing.
+    #[command(
+        after_help = "Examples:\n  pass show intercom/acme | intercom-sspm instance add --name acme --region eu --token-stdin --allowed-domains acme.com\n  intercom-sspm instance add --name acme --region eu --token-ref file:/run/secrets/intercom/acme --schedule \"0 3 * * *\" --timezone Europe/Berlin\n  intercom-sspm instance add --name acme --region eu --token-ref env:ACME_TOKEN --dry-run"
+    )]
     Add(AddArgs),
     /// List onboarded instances.
+    #[command(
+        after_help = "Examples:\n  intercom-sspm instance list\n  intercom-sspm instance list --format json | jq -r '.[] | select(.status != \"ok\") | .name'"
+    )]
     List {
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
     /// Show one instance.
+    #[command(after_help = "Example:\n  intercom-sspm instance show acme")]
     Show {
         /// Instance name or id.
         instance: String,
@@ -34,10 +42,13 @@ pub enum InstanceCommand {
         format: ListFormat,
     },
     /// Resume scheduled scans of an instance (it becomes due at once).
+    #[command(after_help = "Example:\n  intercom-sspm instance enable acme")]
     Enable { instance: String },
     /// Stop scheduled scans of an instance; its findings are kept.
+    #[command(after_help = "Example:\n  intercom-sspm instance disable acme")]
     Disable { instance: String },
     /// Delete an instance with all its scans, findings and history.
+    #[command(after_help = "Example:\n  intercom-sspm instance remove acme --yes")]
     Remove {
         instance: String,
         /// Confirm the deletion.
@@ -45,12 +56,18 @@ pub enum InstanceCommand {
         yes: bool,
     },
     /// Replace the token (validated with GET /me first, like `add`).
+    #[command(
+        after_help = "Example:\n  pass show intercom/acme | intercom-sspm instance set-token acme --token-stdin"
+    )]
     SetToken {
         instance: String,
         #[command(flatten)]
         token: TokenArgs,
     },
     /// Change the scan schedule: an interval (30m, 6h, 1d) or a cron expression.
+    #[command(
+        after_help = "Examples:\n  intercom-sspm instance set-schedule acme 12h\n  intercom-sspm instance set-schedule acme \"0 3 * * *\" --timezone Europe/Berlin\n  intercom-sspm instance set-schedule acme default"
+    )]
     SetSchedule {
         instance: String,
         /// Interval or cron ("0 3 * * *", optionally "CRON_TZ=Europe/Berlin 0 3 * * *"); "default" uses scheduler.default_schedule.
@@ -60,6 +77,9 @@ pub enum InstanceCommand {
         timezone: Option<String>,
     },
     /// Set the email domains that belong to the organisation (comma-separated).
+    #[command(
+        after_help = "Example:\n  intercom-sspm instance set-domains acme acme.com,acme.co.uk"
+    )]
     SetDomains { instance: String, domains: String },
 }
 
@@ -93,6 +113,10 @@ pub struct AddArgs {
     /// Email domains of the organisation (comma-separated); default: the registrable domain of the token owner's address (eu.acme.co.uk allows acme.co.uk).
     #[arg(long, value_delimiter = ',')]
     allowed_domains: Vec<String>,
+    /// Validate everything (name, region, schedule, domains, key, and the token or
+    /// reference with GET /me) but store nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[arg(long, value_enum, default_value_t)]
     format: ListFormat,
 }
@@ -108,8 +132,14 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
         }
         InstanceCommand::Show { instance, format } => {
             let pool = ctx.db().await?;
-            let found = instances::get(&pool, &instance).await?;
-            print_one(&found, format)?;
+            let mut found = instances::get(&pool, &instance).await?;
+            found.token_ref = match instances::token_reference(&pool, found.id).await {
+                Ok(r) => r,
+                // sspm_reader may not see where a token lives; the rest is still useful.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501") => None,
+                Err(e) => return Err(e.into()),
+            };
+            print_one(&found, format, &ctx.settings.scheduler.default_schedule)?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Enable { instance } => set_enabled(ctx, &instance, true).await,
@@ -121,7 +151,7 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             instances::remove(&pool, found.id).await?;
-            println!("removed instance {} ({})", found.name, found.id);
+            outln!("removed instance {} ({})", found.name, found.id);
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::SetToken { instance, token } => set_token(ctx, &instance, token).await,
@@ -139,7 +169,7 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             instances::set_allowed_domains(&pool, found.id, &domains).await?;
-            println!(
+            outln!(
                 "allowed domains of {}: {}",
                 found.name,
                 display_domains(&domains)
@@ -174,7 +204,13 @@ fn compose_schedule(
 fn read_token_stdin() -> anyhow::Result<SecretString> {
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("Paste the access token, then press Enter and Ctrl-D:");
+        // A person at a terminal: a hidden prompt, so the token never appears on screen
+        // (or in a terminal recording). One line, Enter ends it.
+        let raw = Zeroizing::new(
+            rpassword::prompt_password("Access token (input hidden): ")
+                .context("reading the token from the terminal")?,
+        );
+        return Ok(normalize_token(&raw)?);
     }
     let mut raw = Zeroizing::new(String::new());
     stdin
@@ -218,6 +254,46 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     let token = token_input(&args.token, ctx.settings.security.token_key_file.as_deref())?;
     let pool = ctx.db().await?;
     let client = ctx.intercom()?;
+    if args.dry_run {
+        if instances::name_taken(&pool, &args.name).await? {
+            bail!(
+                "an instance named {:?} already exists: choose another --name",
+                args.name
+            );
+        }
+        let plaintext = match &token {
+            TokenInput::Plain(t) => t.clone(),
+            TokenInput::Reference(r) => r.resolve()?,
+        };
+        let (workspace_id, workspace_name) =
+            onboard::verify_token(&client, region, &plaintext).await?;
+        if let Some(existing) = instances::find_by_workspace(&pool, region, &workspace_id).await? {
+            bail!(
+                "workspace {workspace_id} ({region}) is already onboarded as instance {:?}",
+                existing.name
+            );
+        }
+        match args.format {
+            ListFormat::Json => outln!(
+                "{}",
+                output::json(&serde_json::json!({
+                    "dry_run": true,
+                    "name": args.name,
+                    "region": region.as_str(),
+                    "workspace_id": workspace_id,
+                    "workspace_name": workspace_name,
+                    "schedule": schedule,
+                    "allowed_domains": domains,
+                }))?
+            ),
+            ListFormat::Table => outln!(
+                "dry run: {} would onboard workspace {workspace_id} \"{}\" in region {region}; the token is valid. Nothing was stored.",
+                args.name,
+                workspace_name.as_deref().unwrap_or("-")
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let instance = onboard::onboard(
         &pool,
         &client,
@@ -232,9 +308,9 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     match args.format {
-        ListFormat::Json => println!("{}", output::json(&instance)?),
+        ListFormat::Json => outln!("{}", output::json(&instance)?),
         ListFormat::Table => {
-            println!(
+            outln!(
                 "onboarded instance {} ({}): workspace {} \"{}\" in region {}",
                 instance.name,
                 instance.id,
@@ -242,7 +318,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
                 opt(&instance.workspace_name),
                 instance.region
             );
-            println!(
+            outln!(
                 "schedule: {}; first scan is due now",
                 instance.schedule.clone().unwrap_or_else(|| format!(
                     "{} (default)",
@@ -261,7 +337,7 @@ async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result
     if enabled {
         instances::notify_wakeup(&pool).await?;
     }
-    println!(
+    outln!(
         "{} {}",
         if enabled { "enabled" } else { "disabled" },
         found.name
@@ -283,7 +359,18 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
         TokenInput::Plain(t) => t.clone(),
         TokenInput::Reference(r) => r.resolve()?,
     };
-    let (workspace_id, _) = onboard::verify_token(&client, found.region(), &plaintext).await?;
+    let (workspace_id, _) = match onboard::verify_token(&client, found.region(), &plaintext).await
+    {
+        Ok(v) => v,
+        // set-token has no --region: the instance's region is fixed at onboarding.
+        Err(onboard::OnboardError::WrongRegion { given, actual, .. }) => bail!(
+            "the new token is not valid for {}'s region {given} but is accepted by region {actual}: \
+             it belongs to a workspace in {actual}. Use a token of the {given} workspace, or onboard \
+             the other one with `intercom-sspm instance add --name NAME --region {actual} --token-stdin`",
+            found.name
+        ),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(current) = &found.workspace_id {
         if current != &workspace_id {
             bail!(
@@ -303,7 +390,7 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
     };
     instances::set_token(&pool, found.id, &source).await?;
     instances::notify_wakeup(&pool).await?;
-    println!(
+    outln!(
         "token of {} replaced and verified against workspace {workspace_id}",
         found.name
     );
@@ -330,16 +417,42 @@ async fn set_schedule(
     let parsed = Schedule::parse(&effective)?;
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
-    let base = found.last_scan_at.unwrap_or_else(Utc::now);
-    let next = parsed.next_after(base).max(Utc::now());
+    // The same slot and jitter the daemon would pick after a scan at last_scan_at, so
+    // what is printed (and stored) is when the scan really runs.
+    let now = Utc::now();
+    let base = found.last_scan_at.unwrap_or(now);
+    let next = crate::scheduler::timing::next_on_success(
+        &parsed,
+        base,
+        ctx.settings.scheduler.jitter_policy(),
+    )
+    .max(now);
     instances::set_schedule(&pool, found.id, stored.as_deref(), next).await?;
     instances::notify_wakeup(&pool).await?;
-    println!(
-        "schedule of {} set to {effective}; next scan at {}",
+    outln!(
+        "schedule of {} set to {effective}; next scan {}",
         found.name,
-        next.to_rfc3339()
+        next_run(next, &parsed, now)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// "at <time in the schedule's zone> (<UTC>)", or "due now" once it has passed.
+fn next_run(at: DateTime<Utc>, schedule: &Schedule, now: DateTime<Utc>) -> String {
+    if at <= now {
+        return format!("due now ({})", output::utc(at));
+    }
+    let tz = schedule.time_zone();
+    if tz == chrono_tz::Tz::UTC {
+        format!("at {}", output::utc(at))
+    } else {
+        format!(
+            "at {} {} ({})",
+            at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"),
+            tz.name(),
+            output::utc(at)
+        )
+    }
 }
 
 fn display_domains(d: &[String]) -> String {
@@ -352,10 +465,10 @@ fn display_domains(d: &[String]) -> String {
 
 fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
     match format {
-        ListFormat::Json => println!("{}", output::json(all)?),
+        ListFormat::Json => outln!("{}", output::json(all)?),
         ListFormat::Table => {
             if all.is_empty() {
-                println!("no instances yet: onboard one with `intercom-sspm instance add --name N --region us|eu|au --token-stdin`");
+                outln!("no instances yet: onboard one with `intercom-sspm instance add --name N --region us|eu|au --token-stdin`");
                 return Ok(());
             }
             let rows = all
@@ -371,12 +484,12 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
                         i.schedule.clone().unwrap_or_else(|| "default".into()),
                         opt(&i
                             .last_scan_at
-                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
-                        i.next_scan_at.format("%Y-%m-%d %H:%M").to_string(),
+                            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())),
+                        i.next_scan_at.format("%Y-%m-%d %H:%M UTC").to_string(),
                     ]
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 output::table(
                     &[
@@ -398,13 +511,14 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
+fn print_one(i: &Instance, format: ListFormat, default_schedule: &str) -> anyhow::Result<()> {
     match format {
-        ListFormat::Json => println!("{}", output::json(i)?),
+        ListFormat::Json => outln!("{}", output::json(i)?),
         ListFormat::Table => {
             let token = match (&i.token_ref, &i.token_key_id) {
                 (Some(r), _) => format!("reference {r}"),
                 (None, Some(k)) => format!("sealed (key id {k})"),
+                (None, None) if i.token_kind == "reference" => "reference".into(),
                 _ => "-".into(),
             };
             let rows = vec![
@@ -420,19 +534,26 @@ fn print_one(i: &Instance, format: ListFormat) -> anyhow::Result<()> {
                     "schedule".into(),
                     i.schedule.clone().unwrap_or_else(|| "default".into()),
                 ],
-                vec!["next scan".into(), i.next_scan_at.to_rfc3339()],
-                vec![
-                    "last scan".into(),
-                    opt(&i.last_scan_at.map(|t| t.to_rfc3339())),
-                ],
+                vec!["next scan".into(), {
+                    let schedule =
+                        Schedule::parse(i.schedule.as_deref().unwrap_or(default_schedule));
+                    match schedule {
+                        Ok(s) if i.enabled => next_run(i.next_scan_at, &s, Utc::now()),
+                        Ok(_) => format!("disabled (was {})", output::utc(i.next_scan_at)),
+                        Err(e) => {
+                            format!("{} (invalid schedule: {e})", output::utc(i.next_scan_at))
+                        }
+                    }
+                }],
+                vec!["last scan".into(), opt(&i.last_scan_at.map(output::utc))],
                 vec![
                     "allowed domains".into(),
                     display_domains(&i.allowed_domains),
                 ],
                 vec!["token".into(), token],
-                vec!["created".into(), i.created_at.to_rfc3339()],
+                vec!["created".into(), output::utc(i.created_at)],
             ];
-            println!("{}", output::table(&["field", "value"], rows));
+            outln!("{}", output::record(rows));
         }
     }
     Ok(())

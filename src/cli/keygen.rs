@@ -8,7 +8,7 @@ use crate::crypto::TokenKey;
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let key = TokenKey::generate();
-    println!("{}", key.to_base64().expose_secret());
+    outln!("{}", key.to_base64().expose_secret());
     eprintln!(
         "New token key (id {}). Store it as a secret and provide it as security.token_key \
          (env SSPM__SECURITY__TOKEN_KEY) or in a file named by security.token_key_file. \

@@ -8,6 +8,6 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let pool = crate::db::connect(&ctx.settings).await?;
     crate::db::migrate(&pool).await?;
     let applied = crate::db::MIGRATOR.iter().count();
-    println!("database schema is up to date ({applied} migrations)");
+    outln!("database schema is up to date ({applied} migrations)");
     Ok(ExitCode::SUCCESS)
 }

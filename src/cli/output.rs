@@ -1,13 +1,64 @@
 //! Table and JSON rendering shared by listing commands.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{ContentArrangement, Table};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use comfy_table::{ColumnConstraint, ContentArrangement, Row, Table};
 use serde::Serialize;
 
+/// `--wide`: tables show every cell in full instead of fitting the width.
+static WIDE: OnceLock<bool> = OnceLock::new();
+
+/// Width tables fit when stdout is not a terminal (a pipe, a file, a CI log).
+const DEFAULT_WIDTH: u16 = 80;
+
+pub fn set_wide(wide: bool) {
+    let _ = WIDE.set(wide);
+}
+
+/// A table that fits the terminal (80 columns when there is none): long cells are cut
+/// to one line ending in an ellipsis rather than broken mid-word across lines. With
+/// `--wide`, every cell is shown in full.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(headers.to_vec());
+    let wide = WIDE.get().copied().unwrap_or(false);
+    if wide {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    } else {
+        t.set_content_arrangement(ContentArrangement::Dynamic)
+            .set_truncation_indicator("…");
+        if !std::io::stdout().is_terminal() {
+            t.set_width(DEFAULT_WIDTH);
+        }
+    }
+    for row in rows {
+        let mut row = Row::from(row);
+        if !wide {
+            row.max_height(1);
+        }
+        t.add_row(row);
+    }
+    // The first column names the row (an instance, a check id): never cut it.
+    if let Some(first) = t.column_mut(0) {
+        first.set_constraint(ColumnConstraint::ContentWidth);
+    }
+    t.to_string()
+}
+
+/// One record as field/value lines, every value in full (a timestamp or an id cut
+/// short would be useless).
+pub fn record(rows: Vec<Vec<String>>) -> String {
+    table_in_full(&["field", "value"], rows)
+}
+
+/// A table whose cells are never cut (paths, sources, values to copy).
+pub fn table_in_full(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(headers.to_vec());
     for row in rows {
         t.add_row(row);
@@ -42,4 +93,9 @@ pub fn author_or_user(author: Option<String>) -> String {
     author
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into())
+}
+
+/// A time in tables and messages: UTC, to the second, with the zone shown.
+pub fn utc(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }

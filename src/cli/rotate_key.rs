@@ -107,7 +107,7 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
     } else {
         "re-sealed"
     };
-    println!(
+    outln!(
         "{verb} {resealed} token(s) under key id {current}; {already_current} already used it; \
          token references are not affected"
     );
@@ -123,9 +123,9 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
             "it is not configured"
         };
         if args.dry_run {
-            println!("key id {id} would no longer be referenced by any token");
+            outln!("key id {id} would no longer be referenced by any token");
         } else {
-            println!("key id {id} is no longer referenced by any token: {configured}");
+            outln!("key id {id} is no longer referenced by any token: {configured}");
         }
     }
     let still: Vec<&String> = after.iter().filter(|id| **id != current).collect();

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::bail;
+use chrono::{DateTime, Utc};
 use clap::Args;
+use serde::Serialize;
 
 use super::output;
 use super::{Context, ListFormat};
@@ -16,7 +18,11 @@ use crate::scan::{format_elapsed, Fence, ScanReport, ScanStatus, Scanner};
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Instance name or id.
-    instance: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    instance: Option<String>,
+    /// Every enabled instance, one after the other (exit 1 if any scan failed).
+    #[arg(long)]
+    all: bool,
     /// Do not scan here: make the instance due now and wake the running daemons.
     #[arg(long)]
     queue: bool,
@@ -24,14 +30,110 @@ pub struct ScanArgs {
     format: ListFormat,
 }
 
+/// `--format json`: the report plus when it ran. Times are RFC 3339 UTC, the duration
+/// also a number of seconds, and a failed scan has no score (null, not 0).
+fn scan_json(
+    report: &ScanReport,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("started_at".into(), serde_json::to_value(started_at)?);
+        o.insert("finished_at".into(), serde_json::to_value(finished_at)?);
+        o.insert(
+            "duration_seconds".into(),
+            serde_json::json!(report.duration.as_secs_f64()),
+        );
+        if report.status != ScanStatus::Succeeded {
+            o.insert("score".into(), serde_json::Value::Null);
+            o.insert("coverage".into(), serde_json::Value::Null);
+        }
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Serialize)]
+struct QueuedJson<'a> {
+    queued: bool,
+    instance: &'a str,
+    instance_id: uuid::Uuid,
+}
+
 pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let pool = ctx.db().await?;
-    let instance = instances::get(&pool, &args.instance).await?;
+    let targets = match &args.instance {
+        Some(name) => vec![instances::get(&pool, name).await?],
+        None => instances::list(&pool)
+            .await?
+            .into_iter()
+            .filter(|i| i.enabled)
+            .collect(),
+    };
     if args.queue {
-        instances::queue_now(&pool, instance.id).await?;
-        println!("queued a scan of {}: a running daemon (`intercom-sspm run`) will pick it up within seconds", instance.name);
+        let mut queued = Vec::new();
+        for instance in &targets {
+            instances::queue_now(&pool, instance.id).await?;
+            queued.push(QueuedJson {
+                queued: true,
+                instance: &instance.name,
+                instance_id: instance.id,
+            });
+        }
+        match args.format {
+            ListFormat::Json if args.all => outln!("{}", output::json(&queued)?),
+            ListFormat::Json => outln!("{}", output::json(&queued[0])?),
+            ListFormat::Table => {
+                for q in &queued {
+                    outln!("queued a scan of {}: a running daemon (`intercom-sspm run`) will pick it up within seconds", q.instance);
+                }
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
+    if targets.is_empty() {
+        bail!("no enabled instances to scan: see `intercom-sspm instance list`");
+    }
+    let mut all_ok = true;
+    let mut json = Vec::new();
+    for instance in &targets {
+        let started_at = Utc::now();
+        let report = scan_one(ctx, &pool, instance).await?;
+        let finished_at = Utc::now();
+        if report.status != ScanStatus::Succeeded {
+            all_ok = false;
+            // Said once, on stderr; the summary on stdout only states the outcome.
+            eprintln!(
+                "error: scan of {} failed: {}",
+                report.instance,
+                report.error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        match args.format {
+            ListFormat::Json => json.push(scan_json(&report, started_at, finished_at)?),
+            ListFormat::Table => print_summary(&report)?,
+        }
+    }
+    if args.format == ListFormat::Json {
+        match (args.all, json.as_slice()) {
+            (false, [one]) => outln!("{}", output::json(one)?),
+            _ => outln!("{}", output::json(&json)?),
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One foreground scan under a manual lease. Err when it could not run at all (held by
+/// another scanner, interrupted, a database error); a failed scan is an Ok report.
+async fn scan_one(
+    ctx: &Context,
+    pool: &sqlx::PgPool,
+    instance: &instances::Instance,
+) -> anyhow::Result<ScanReport> {
     let scanner = Scanner {
         pool: pool.clone(),
         client: ctx.intercom()?,
@@ -43,10 +145,9 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
     // scan's whole time budget because nothing heartbeats it.
     let lease_length = ctx.settings.intercom.scan_timeout + std::time::Duration::from_secs(60);
     let Some(lease) =
-        instances::lease_for_manual_scan(&pool, instance.id, &scanner.replica, lease_length)
-            .await?
+        instances::lease_for_manual_scan(pool, instance.id, &scanner.replica, lease_length).await?
     else {
-        let holder = instances::lease_holder(&pool, instance.id)
+        let holder = instances::lease_holder(pool, instance.id)
             .await?
             .unwrap_or_else(|| "another process".into());
         bail!(
@@ -61,35 +162,20 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
         next_on_failure: lease.previous_next_scan_at,
     };
     let report = tokio::select! {
-        r = scanner.scan(&instance, Trigger::Manual, Some(fence)) => r,
+        r = scanner.scan(instance, Trigger::Manual, Some(fence)) => r,
         _ = tokio::signal::ctrl_c() => {
-            instances::release_manual_lease(&pool, instance.id, &lease, "interrupted by the operator").await?;
+            instances::release_manual_lease(pool, instance.id, &lease, "interrupted by the operator").await?;
             bail!("scan of {} interrupted; nothing was recorded", instance.name);
         }
     };
-    let report = match report {
-        Ok(r) => r,
+    match report {
+        Ok(r) => Ok(r),
         Err(e) => {
             let _ =
-                instances::release_manual_lease(&pool, instance.id, &lease, &e.to_string()).await;
-            return Err(e.into());
+                instances::release_manual_lease(pool, instance.id, &lease, &e.to_string()).await;
+            Err(e.into())
         }
-    };
-    match args.format {
-        ListFormat::Json => println!("{}", output::json(&report)?),
-        ListFormat::Table => print_summary(&report),
     }
-    Ok(match report.status {
-        ScanStatus::Succeeded => ExitCode::SUCCESS,
-        ScanStatus::Failed => {
-            eprintln!(
-                "error: scan of {} failed: {}",
-                report.instance,
-                report.error.as_deref().unwrap_or("unknown error")
-            );
-            ExitCode::FAILURE
-        }
-    })
 }
 
 fn by_severity<V: std::fmt::Display + Default + PartialEq>(
@@ -111,8 +197,8 @@ fn by_severity<V: std::fmt::Display + Default + PartialEq>(
     }
 }
 
-pub fn print_summary(r: &ScanReport) {
-    println!(
+pub fn print_summary(r: &ScanReport) -> anyhow::Result<()> {
+    outln!(
         "scan {} of {} ({}): {} in {}, {} API calls; instance status {}",
         r.scan_id,
         r.instance,
@@ -122,18 +208,17 @@ pub fn print_summary(r: &ScanReport) {
         r.api_calls,
         r.instance_status
     );
-    if let Some(e) = &r.error {
-        println!("error: {e}");
-    }
-    if r.checks.is_empty() {
-        return;
+    // A failed scan evaluated nothing: its per-check rows would all repeat the error,
+    // which the command prints once on stderr.
+    if r.checks.is_empty() || r.status == ScanStatus::Failed {
+        return Ok(());
     }
     let evaluated = r
         .checks
         .iter()
         .filter(|c| c.status == "pass" || c.status == "fail")
         .count();
-    println!(
+    outln!(
         "posture score: {}   coverage: {} ({} of {} checks evaluated)",
         r.score
             .map(|s| format!("{s:.1}/100"))
@@ -144,7 +229,7 @@ pub fn print_summary(r: &ScanReport) {
         evaluated,
         r.checks.len()
     );
-    println!(
+    outln!(
         "findings: new {}; resolved {}; open {}",
         by_severity(&r.new_by_severity),
         r.resolved_findings,
@@ -172,9 +257,10 @@ pub fn print_summary(r: &ScanReport) {
         })
         .collect();
     if !rows.is_empty() {
-        println!(
+        outln!(
             "{}",
             output::table(&["check", "severity", "result", "findings", "reason"], rows)
         );
     }
+    Ok(())
 }

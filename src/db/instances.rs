@@ -28,6 +28,8 @@ pub struct Instance {
     /// `sealed` or `reference`.
     pub token_kind: String,
     pub token_key_id: Option<String>,
+    /// Filled in only by `instance show` (see `token_reference`); `find` and `list` leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ref: Option<String>,
     pub allowed_domains: Vec<String>,
 }
@@ -148,8 +150,8 @@ pub async fn find(
         Instance,
         r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
                   status, status_detail, last_scan_at, created_at,
-                  CASE WHEN token_ref IS NULL THEN 'sealed' ELSE 'reference' END AS "token_kind!",
-                  token_key_id, token_ref, allowed_domains
+                  CASE WHEN token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS "token_kind!",
+                  token_key_id, NULL::text AS token_ref, allowed_domains
            FROM sspm.instances
            WHERE id = $1 OR lower(name) = lower($2)
            ORDER BY (id = $1) DESC NULLS LAST
@@ -200,13 +202,23 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Instance>, sqlx::Error> {
         Instance,
         r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
                   status, status_detail, last_scan_at, created_at,
-                  CASE WHEN token_ref IS NULL THEN 'sealed' ELSE 'reference' END AS "token_kind!",
-                  token_key_id, token_ref, allowed_domains
+                  CASE WHEN token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS "token_kind!",
+                  token_key_id, NULL::text AS token_ref, allowed_domains
            FROM sspm.instances
            ORDER BY lower(name)"#
     )
     .fetch_all(pool)
     .await
+}
+
+/// Where a referenced token lives (`file:/...`, `env:VAR`). Kept out of `find` and `list`
+/// because `sspm_reader` may not read `token_ref` (instances_one_token_source makes
+/// `token_key_id IS NULL` the same test), so those serve read-only roles too.
+pub async fn token_reference(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query_scalar!("SELECT token_ref FROM sspm.instances WHERE id = $1", id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.flatten())
 }
 
 /// The token columns of one instance, read only when a scan or a check needs them.

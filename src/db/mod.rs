@@ -17,6 +17,7 @@ pub mod findings;
 pub mod instances;
 pub mod keys;
 pub mod scans;
+pub mod schema;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

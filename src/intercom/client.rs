@@ -21,6 +21,7 @@ use super::probe::{valid_probe_path, ProbeOutcome};
 use super::response::{classify, decode, read_capped, transient};
 use super::retry::{backoff, wait_jitter, Budget};
 use crate::config::IntercomSettings;
+use crate::metrics::RequestKind;
 use crate::region::Region;
 
 /// Error bodies are a few hundred bytes; more than this is not an Intercom error document.
@@ -177,7 +178,11 @@ impl Session {
             });
         }
         let url = self.endpoint_url(endpoint, &[]);
-        ProbeOutcome::from_result(self.get(endpoint, url).await)
+        let result = self
+            .get_unscrubbed(endpoint, url, RequestKind::Probe)
+            .await
+            .map_err(|e| self.scrub(e));
+        ProbeOutcome::from_result(result)
     }
 
     fn endpoint_url(&self, path: &str, query: &[(&str, String)]) -> Url {
@@ -225,12 +230,17 @@ impl Session {
     /// `url` must already be on the configured origin (callers build it from `base` or have
     /// checked it with `check_same_origin`).
     pub(crate) async fn get(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
-        self.get_unscrubbed(endpoint, url)
+        self.get_unscrubbed(endpoint, url, RequestKind::Api)
             .await
             .map_err(|e| self.scrub(e))
     }
 
-    async fn get_unscrubbed(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
+    async fn get_unscrubbed(
+        &self,
+        endpoint: &str,
+        url: Url,
+        kind: RequestKind,
+    ) -> Result<Vec<u8>, IntercomError> {
         let inner = &*self.inner;
         let settings = self.settings();
         let mut attempt: u32 = 0;
@@ -238,7 +248,7 @@ impl Session {
             self.pace().await;
             let left = inner.budget.remaining()?;
             inner.calls.fetch_add(1, Ordering::Relaxed);
-            let result = tokio::time::timeout(left, self.send_once(endpoint, url.clone()))
+            let result = tokio::time::timeout(left, self.send_once(endpoint, url.clone(), kind))
                 .await
                 .map_err(|_| inner.budget.exhausted())?;
             match result {
@@ -289,7 +299,12 @@ impl Session {
     }
 
     /// Exactly one HTTP request, its body read up to the cap.
-    async fn send_once(&self, endpoint: &str, url: Url) -> Result<Vec<u8>, IntercomError> {
+    async fn send_once(
+        &self,
+        endpoint: &str,
+        url: Url,
+        kind: RequestKind,
+    ) -> Result<Vec<u8>, IntercomError> {
         let response = self
             .inner
             .client
@@ -298,9 +313,22 @@ impl Session {
             .headers(self.headers())
             .send()
             .await
-            .map_err(|e| transient(endpoint, &e))?;
+            .map_err(|e| {
+                // A hanging host: say how long was waited and which setting decides it.
+                if e.is_timeout() {
+                    IntercomError::Transient {
+                        endpoint: endpoint.to_string(),
+                        reason: format!(
+                            "timed out after {} s (intercom.request_timeout)",
+                            self.settings().request_timeout.as_secs_f64()
+                        ),
+                    }
+                } else {
+                    transient(endpoint, &e)
+                }
+            })?;
         let status = response.status();
-        crate::metrics::intercom_response(self.inner.region, status.as_u16());
+        crate::metrics::intercom_response(self.inner.region, status.as_u16(), kind);
         let headers = response.headers().clone();
         self.inner.pacer.observe(&headers);
         let cap = self.settings().max_body_bytes;

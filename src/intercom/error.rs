@@ -64,7 +64,7 @@ pub enum IntercomError {
         message: String,
     },
     /// The whole-scan time budget ran out.
-    #[error("scan time budget of {0:?} exhausted")]
+    #[error("timed out after {} s: the time budget of one scan (intercom.scan_timeout) is used up", .0.as_secs_f64())]
     BudgetExhausted(Duration),
     /// A caller asked for a path the client will not build a request for (a bug in the caller).
     #[error("{endpoint}: not a plain API path; refused before any request was made")]

@@ -325,13 +325,17 @@ impl Scheduler {
         let fence = Fence {
             lease_token: c.lease_token,
             scan_id: Some(c.scan_id),
-            next_on_success: timing::next_on_success(&schedule, now, settings.scheduler.jitter),
+            next_on_success: timing::next_on_success(
+                &schedule,
+                now,
+                settings.scheduler.jitter_policy(),
+            ),
             next_on_failure: timing::next_on_failure(
                 &schedule,
                 now,
                 failures,
                 settings.scheduler.max_backoff,
-                settings.scheduler.jitter,
+                settings.scheduler.jitter_policy(),
             ),
         };
         let instance = match instances::find(pool, &c.instance_id.to_string()).await {

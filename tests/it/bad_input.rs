@@ -327,7 +327,7 @@ async fn unknown_config_keys_are_named(pool: PgPool) {
         ),
         (
             "[schedulr]\npoll_interval = \"5s\"\n",
-            ["schedulr", "expected one of"],
+            ["schedulr", "did you mean `scheduler`"],
         ),
         (
             "[intercom.base_url]\nca = \"https://x\"\n",
@@ -357,7 +357,7 @@ async fn unknown_config_keys_are_named(pool: PgPool) {
         &["--config", "/nonexistent/sspm.toml", "instance", "list"],
         &env,
         None,
-        &["/nonexistent/sspm.toml", "not found"],
+        &["/nonexistent/sspm.toml", "does not exist"],
     )
     .await;
     // Nothing was written.

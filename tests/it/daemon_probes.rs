@@ -116,7 +116,7 @@ async fn probes_and_metrics_report_readiness_drain_and_scans(pool: PgPool) {
     }
     // Bounded labels only: never one series per instance.
     let allowed = [
-        "region", "outcome", "status", "severity", "version", "le", "job", "result",
+        "region", "outcome", "status", "severity", "version", "le", "job", "result", "kind",
     ];
     for s in &after.samples {
         assert!(

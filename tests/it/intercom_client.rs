@@ -363,7 +363,8 @@ async fn hang_is_a_transient_timeout() {
     let s = session(&settings, Region::Us, TOKEN);
     let e = s.me().await.unwrap_err();
     assert!(
-        matches!(&e, IntercomError::Transient { reason, .. } if reason == "request timed out"),
+        matches!(&e, IntercomError::Transient { reason, .. }
+            if reason == "timed out after 0.2 s (intercom.request_timeout)"),
         "{e:?}"
     );
     assert_eq!(

@@ -5,7 +5,11 @@
 mod support;
 
 mod bad_input;
+mod cli_conventions;
 mod cli_scan;
+mod cli_schedule;
+mod cli_schema;
+mod config_errors;
 mod consumer_read_path;
 mod daemon_claims;
 mod daemon_faults;
@@ -19,6 +23,7 @@ mod domain_findings;
 mod fuzz_parsers;
 mod intercom_client;
 mod onboarding;
+mod prometheus_rules;
 mod scans;
 mod security_hostile;
 mod security_leaks;
