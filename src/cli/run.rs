@@ -196,18 +196,16 @@ async fn connect_and_migrate(
     let mut delay = Duration::from_secs(1);
     loop {
         let outcome = match crate::db::connect(settings).await {
-            Ok(pool) => match crate::db::MIGRATOR.run(&pool).await {
+            Ok(pool) => match crate::db::migrate(&pool).await {
                 Ok(()) => return Ok(Some(pool)),
                 Err(e) => {
                     pool.close().await;
-                    let retry = matches!(&e, sqlx::migrate::MigrateError::Execute(inner) if transient(inner));
-                    (retry, anyhow::anyhow!("applying migrations failed: {e}"))
+                    e
                 }
             },
-            Err(e @ crate::db::DbError::BadUrl(_)) => (false, e.into()),
-            Err(e) => (true, e.into()),
+            Err(e) => e,
         };
-        match outcome {
+        match (outcome.transient(), anyhow::Error::from(outcome)) {
             (false, e) => return Err(e),
             (true, e) => {
                 error!(error = %format!("{e:#}"), retry_in = ?delay, "database not ready; retrying");
@@ -218,23 +216,6 @@ async fn connect_and_migrate(
                 delay = (delay * 2).min(MAX_CONNECT_BACKOFF);
             }
         }
-    }
-}
-
-/// Errors that come from the connection rather than from the statement.
-fn transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // 08xxx connection exceptions; 57P0x admin shutdown, crash shutdown, cannot connect now.
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
-        _ => false,
     }
 }
 
