@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod db;
 pub mod export;
 pub mod intercom;
+pub mod lifecycle;
 pub mod metrics;
 pub mod onboard;
 pub mod region;

@@ -7,9 +7,7 @@ use uuid::Uuid;
 
 use crate::checks::{CheckOutcome, Severity};
 
-use crate::scan::lifecycle::{
-    ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition,
-};
+use crate::lifecycle::{ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition};
 
 /// Findings per upsert statement.
 const UPSERT_BATCH: usize = 2000;

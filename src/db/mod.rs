@@ -16,6 +16,7 @@ pub mod exceptions;
 pub mod findings;
 pub mod instances;
 pub mod keys;
+pub mod leases;
 pub mod scans;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -134,10 +135,7 @@ fn connect_reason(e: &sqlx::Error) -> String {
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .map_err(DbError::Migrate)
+    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }
 
 /// sqlx's URL errors may echo the URL (and its password); keep only the reason.

@@ -5,7 +5,6 @@
 //! api_reachable) but resolves nothing; a 429 only snoozes.
 
 pub mod collect;
-pub mod lifecycle;
 mod persist;
 mod report;
 

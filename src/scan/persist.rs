@@ -10,14 +10,15 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::collect::Collected;
-use super::lifecycle::{self, FindingStatus, Mode};
 use super::report::{CheckLine, ScanReport, ScanStatus};
 use super::{Failure, ScanError, Scanner};
 use crate::checks::{self, ActivityData, CheckOutcome, Source};
 use crate::db::admins::AdminActivity;
 use crate::db::findings::FindingCatalogData;
 use crate::db::instances::{self, Instance, InstanceScanUpdate};
+use crate::db::leases::{self, Held, WriteLock};
 use crate::db::{activity, admins, findings, scans};
+use crate::lifecycle::{self, FindingStatus, Mode};
 
 /// The scheduler's claim on an instance: writes commit only while it still holds.
 #[derive(Debug, Clone)]
@@ -30,6 +31,13 @@ pub struct Fence {
 }
 
 impl Fence {
+    fn held(&self, instance_id: Uuid) -> Held {
+        Held {
+            id: instance_id,
+            token: self.lease_token,
+        }
+    }
+
     fn next_scan_at(
         &self,
         report_ok: bool,
@@ -47,31 +55,6 @@ impl Fence {
     }
 }
 
-/// Clears the lease and sets the next due time, only if the lease is still ours.
-async fn release_fenced(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    fence: &Fence,
-    next: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query!(
-        "UPDATE sspm.instances
-         SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
-             -- Claims and heartbeats keep next_scan_at equal to lease_expires_at; anything
-             -- else means an operator queued a scan or changed the schedule meanwhile,
-             -- and their choice wins over the computed time.
-             next_scan_at = CASE WHEN next_scan_at IS DISTINCT FROM lease_expires_at
-                                 THEN next_scan_at ELSE $3 END
-         WHERE id = $1 AND lease_token = $2",
-        instance_id,
-        fence.lease_token,
-        next
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// Locks the instance row for the rest of the scan's transaction and checks it may still be
 /// written: it exists (an operator may have run `instance remove` while the API calls were
 /// in flight; its scan row went with it by cascade), and a scheduled scan still holds the
@@ -82,18 +65,10 @@ async fn lock_instance(
     instance: &Instance,
     fence: Option<&Fence>,
 ) -> Result<(), ScanError> {
-    let held = sqlx::query_scalar!(
-        "SELECT lease_token FROM sspm.instances WHERE id = $1 FOR UPDATE",
-        instance.id
-    )
-    .fetch_optional(conn)
-    .await?;
-    match (held, fence) {
-        (None, _) => Err(ScanError::InstanceGone(instance.id)),
-        (Some(token), Some(f)) if token != Some(f.lease_token) => {
-            Err(ScanError::LeaseLost(instance.id))
-        }
-        _ => Ok(()),
+    match leases::lock_for_write(conn, instance.id, fence.map(|f| f.lease_token)).await? {
+        WriteLock::Locked => Ok(()),
+        WriteLock::Gone => Err(ScanError::InstanceGone(instance.id)),
+        WriteLock::LeaseLost => Err(ScanError::LeaseLost(instance.id)),
     }
 }
 
@@ -298,7 +273,7 @@ pub(super) async fn persist(
     }
     if let Some(f) = &fence {
         let next = f.next_scan_at(failure.is_none(), None);
-        if !release_fenced(&mut tx, instance.id, f, next).await? {
+        if !leases::release_fenced(&mut tx, f.held(instance.id), next).await? {
             return Err(ScanError::LeaseLost(instance.id));
         }
     }
@@ -414,7 +389,7 @@ pub(super) async fn fail_without_results(
     }
     if let Some(f) = &fence {
         let next = f.next_scan_at(false, rate_limited);
-        if !release_fenced(&mut tx, instance.id, f, next).await? {
+        if !leases::release_fenced(&mut tx, f.held(instance.id), next).await? {
             return Err(ScanError::LeaseLost(instance.id));
         }
     }

@@ -6,7 +6,6 @@
 //! tokio-cron-scheduler runs only process-level housekeeping (see `housekeeping`).
 
 pub mod housekeeping;
-pub mod lease;
 pub mod timing;
 
 use std::collections::HashMap;
@@ -23,13 +22,14 @@ use tracing::{debug, error, info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::db::instances;
+use crate::db::leases::{self, Held, LeaseTerms};
 use crate::db::scans::Trigger;
 use crate::metrics::{self, Outcome};
 use crate::region::Region;
 use crate::scan::{Fence, ScanError, ScanStatus, Scanner};
 use crate::schedule::Schedule;
 
-pub use lease::Claimed;
+pub use crate::db::leases::Claimed;
 
 /// Longest pause between claim attempts while the database is unreachable. The health
 /// monitor wakes the claim loop as soon as the database answers again, so this only
@@ -221,12 +221,12 @@ impl Scheduler {
                 saturated = true;
                 continue;
             }
-            let claimed = lease::claim(
+            let claimed = leases::claim(
                 &self.scanner.pool,
                 region,
                 free as i64,
                 &self.scanner.replica,
-                settings.lease,
+                LeaseTerms(settings.lease),
             )
             .await?;
             saturated |= claimed.len() == free;
@@ -245,10 +245,9 @@ impl Scheduler {
                         started += 1;
                     }
                     _ => {
-                        let _ = lease::release(
+                        let _ = leases::release(
                             &self.scanner.pool,
-                            c.instance_id,
-                            c.lease_token,
+                            c.held(),
                             c.scan_id,
                             Utc::now(),
                             "no free permit",
@@ -340,10 +339,9 @@ impl Scheduler {
             Ok(None) => return Outcome::Gone,
             Err(e) => {
                 warn!(error = %e, "cannot load the claimed instance; handing the lease back");
-                let _ = lease::release(
+                let _ = leases::release(
                     pool,
-                    c.instance_id,
-                    c.lease_token,
+                    c.held(),
                     c.scan_id,
                     Utc::now(),
                     "the database failed before the scan started",
@@ -390,10 +388,9 @@ impl Scheduler {
             Some(Err(e)) => {
                 self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
                 error!(error = %e, "scan could not be recorded; retrying after backoff");
-                if let Err(e) = lease::release(
+                if let Err(e) = leases::release(
                     pool,
-                    c.instance_id,
-                    c.lease_token,
+                    c.held(),
                     c.scan_id,
                     fence.next_on_failure,
                     &e.to_string(),
@@ -418,10 +415,9 @@ impl Scheduler {
             }
             None => {
                 info!("scan cancelled by shutdown; releasing its lease for another replica");
-                if let Err(e) = lease::release(
+                if let Err(e) = leases::release(
                     pool,
-                    c.instance_id,
-                    c.lease_token,
+                    c.held(),
                     c.scan_id,
                     Utc::now(),
                     "cancelled: the replica shut down before the scan finished",
@@ -448,11 +444,17 @@ impl Scheduler {
                 _ = tick.tick() => {}
                 _ = self.hard_stop.cancelled() => return,
             }
-            let held: Vec<(Uuid, Uuid)> = match self.in_flight.lock() {
-                Ok(m) => m.iter().map(|(id, f)| (*id, f.lease_token)).collect(),
+            let held: Vec<Held> = match self.in_flight.lock() {
+                Ok(m) => m
+                    .iter()
+                    .map(|(id, f)| Held {
+                        id: *id,
+                        token: f.lease_token,
+                    })
+                    .collect(),
                 Err(_) => continue,
             };
-            match lease::heartbeat(&self.scanner.pool, &held, settings.lease).await {
+            match leases::heartbeat(&self.scanner.pool, &held, LeaseTerms(settings.lease)).await {
                 Ok(lost) => {
                     for id in lost {
                         warn!(instance_id = %id, "lease lost; cancelling the scan");
