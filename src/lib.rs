@@ -10,6 +10,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod db;
 pub mod export;
 pub mod intercom;

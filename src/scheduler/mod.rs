@@ -9,7 +9,7 @@ pub mod housekeeping;
 pub mod timing;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ const MAX_DB_BACKOFF: Duration = Duration::from_secs(30);
 /// After the drain timeout, how long cancelled scans get to hand their leases back.
 const RELEASE_GRACE: Duration = Duration::from_secs(10);
 
-/// Observable state for probes and metrics.
+/// What the readiness probe reads (counts go to Prometheus, see `crate::metrics`).
 #[derive(Debug, Default)]
 pub struct SchedulerState {
     pub running: AtomicBool,
@@ -47,13 +47,6 @@ pub struct SchedulerState {
     /// Written only by the daemon's health monitor (its own connection), so that a claim
     /// failing on a busy pool does not flip readiness back and forth.
     pub db_ok: AtomicBool,
-    pub scans_started: AtomicU64,
-    pub scans_succeeded: AtomicU64,
-    pub scans_failed: AtomicU64,
-    pub scans_rate_limited: AtomicU64,
-    pub leases_lost: AtomicU64,
-    pub leases_reclaimed: AtomicU64,
-    pub claim_errors: AtomicU64,
 }
 
 struct InFlight {
@@ -182,7 +175,6 @@ impl Scheduler {
             match self.claim_once(&shutdown).await {
                 Ok(_) => db_backoff = poll.min(Duration::from_secs(1)),
                 Err(e) => {
-                    self.state.claim_errors.fetch_add(1, Ordering::Relaxed);
                     metrics::claim_error();
                     warn!(error = %e, retry_in = ?db_backoff, "claiming due instances failed; will retry");
                     tokio::select! {
@@ -232,7 +224,6 @@ impl Scheduler {
             saturated |= claimed.len() == free;
             for c in claimed {
                 if c.reclaimed_scan.is_some() {
-                    self.state.leases_reclaimed.fetch_add(1, Ordering::Relaxed);
                     metrics::lease_reclaimed();
                     info!(instance_id = %c.instance_id, "claimed an expired lease: the previous holder's scan is marked abandoned");
                 }
@@ -280,7 +271,6 @@ impl Scheduler {
             );
             metrics::scans_in_flight(m.len());
         }
-        self.state.scans_started.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let span = tracing::info_span!("scheduled_scan", instance_id = %claimed.instance_id, scan_id = %claimed.scan_id, region = %region);
         self.tracker.spawn(
@@ -360,23 +350,13 @@ impl Scheduler {
         match result {
             Some(Ok(report)) => match (report.status, report.rate_limited_reset) {
                 (_, Some(reset)) => {
-                    self.state
-                        .scans_rate_limited
-                        .fetch_add(1, Ordering::Relaxed);
                     info!(?reset, "rate limited: snoozed until the window resets");
                     Outcome::RateLimited
                 }
-                (ScanStatus::Succeeded, _) => {
-                    self.state.scans_succeeded.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Succeeded
-                }
-                (ScanStatus::Failed, _) => {
-                    self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Failed
-                }
+                (ScanStatus::Succeeded, _) => Outcome::Succeeded,
+                (ScanStatus::Failed, _) => Outcome::Failed,
             },
             Some(Err(ScanError::LeaseLost(_))) => {
-                self.state.leases_lost.fetch_add(1, Ordering::Relaxed);
                 metrics::lease_lost();
                 warn!("lease lost during the scan; its writes were rolled back");
                 Outcome::LeaseLost
@@ -386,7 +366,6 @@ impl Scheduler {
                 Outcome::Gone
             }
             Some(Err(e)) => {
-                self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
                 error!(error = %e, "scan could not be recorded; retrying after backoff");
                 if let Err(e) = leases::release(
                     pool,
@@ -458,7 +437,6 @@ impl Scheduler {
                 Ok(lost) => {
                     for id in lost {
                         warn!(instance_id = %id, "lease lost; cancelling the scan");
-                        self.state.leases_lost.fetch_add(1, Ordering::Relaxed);
                         metrics::lease_lost();
                         if let Ok(m) = self.in_flight.lock() {
                             if let Some(f) = m.get(&id) {

@@ -7,6 +7,7 @@ mod consumer_read_path;
 mod daemon;
 mod daemon_housekeeping;
 mod daemon_support;
+mod daemon_wiring;
 mod deploy_artifacts;
 mod fuzz_parsers;
 mod harness;
