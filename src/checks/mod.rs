@@ -19,7 +19,7 @@ mod snapshot;
 mod types;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use catalog::{catalog, meta, CheckMeta, Compliance, CIS_V8, ISO_27001, NIST_800_53, SOC2};
 pub use score::{posture, Posture};
