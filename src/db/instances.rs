@@ -15,7 +15,7 @@ use crate::token::{TokenRef, TokenSource};
 pub struct Instance {
     pub id: Uuid,
     pub name: String,
-    pub region: String,
+    pub region: Region,
     pub workspace_id: Option<String>,
     pub workspace_name: Option<String>,
     pub enabled: bool,
@@ -30,13 +30,6 @@ pub struct Instance {
     pub token_key_id: Option<String>,
     pub token_ref: Option<String>,
     pub allowed_domains: Vec<String>,
-}
-
-impl Instance {
-    pub fn region(&self) -> Region {
-        // The column is constrained to us|eu|au.
-        self.region.parse().unwrap_or(Region::Us)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +139,7 @@ pub async fn find(
     let id = Uuid::parse_str(name_or_id).ok();
     sqlx::query_as!(
         Instance,
-        r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
+        r#"SELECT id, name, region AS "region: Region", workspace_id, workspace_name, enabled, schedule, next_scan_at,
                   status, status_detail, last_scan_at, created_at,
                   CASE WHEN token_ref IS NULL THEN 'sealed' ELSE 'reference' END AS "token_kind!",
                   token_key_id, token_ref, allowed_domains
@@ -198,7 +191,7 @@ pub async fn name_taken(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> 
 pub async fn list(pool: &PgPool) -> Result<Vec<Instance>, sqlx::Error> {
     sqlx::query_as!(
         Instance,
-        r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
+        r#"SELECT id, name, region AS "region: Region", workspace_id, workspace_name, enabled, schedule, next_scan_at,
                   status, status_detail, last_scan_at, created_at,
                   CASE WHEN token_ref IS NULL THEN 'sealed' ELSE 'reference' END AS "token_kind!",
                   token_key_id, token_ref, allowed_domains

@@ -62,6 +62,18 @@ pub fn transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A stored value this build does not know (a newer version wrote it, or a hand edit):
+/// an error naming the row, never a silent default or a dropped row.
+#[derive(Debug, thiserror::Error)]
+#[error("{table} row {id}: unknown {column} {value:?} (this build knows {expected}); upgrade intercom-sspm or correct the row")]
+pub struct UnknownValue {
+    pub table: &'static str,
+    pub id: uuid::Uuid,
+    pub column: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
 /// Connects lazily-verified: the first acquire proves the server is there.
 pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
     let url = settings

@@ -174,11 +174,11 @@ impl Scanner {
             }
         };
 
-        let session = self.client.session(instance.region(), token);
+        let session = self.client.session(instance.region, token);
         let collected = collect::collect(
             &session,
             collect::CollectInput {
-                region: instance.region(),
+                region: instance.region,
                 api_version: &self.settings.intercom.api_version,
                 allowed_domains: instance.allowed_domains.clone(),
                 attestations: inputs.target.attestations.clone(),
@@ -302,7 +302,7 @@ impl Scanner {
             .and_then(|m| m.app.as_ref())
             .and_then(|a| a.id_code.clone());
         let Some(seen) = seen else { return Ok(None) };
-        let other = instances::find_by_workspace(&self.pool, instance.region(), &seen).await?;
+        let other = instances::find_by_workspace(&self.pool, instance.region, &seen).await?;
         Ok(other
             .filter(|o| o.id != instance.id)
             .map(|o| Failure::WorkspaceTaken {
@@ -378,12 +378,13 @@ pub fn format_elapsed(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::checks::testutil;
+    use crate::region::Region;
 
     fn instance(workspace_id: Option<&str>) -> Instance {
         Instance {
             id: Uuid::new_v4(),
             name: "acme".into(),
-            region: "us".into(),
+            region: Region::Us,
             workspace_id: workspace_id.map(str::to_string),
             workspace_name: None,
             enabled: true,

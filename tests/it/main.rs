@@ -20,3 +20,4 @@ mod security_rotation;
 mod security_supply_chain;
 mod sim_support;
 mod simulator;
+mod unknown_values;
