@@ -212,15 +212,7 @@ pub fn housekeeping_run(job: &'static str, ok: bool) {
 /// `instances_due_idx`). Every replica refreshes them; they agree, and Prometheus
 /// aggregates with max() or picks one. Doubles as the database health probe.
 pub async fn refresh_gauges(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let due = sqlx::query!(
-        r#"SELECT count(*) AS "backlog!",
-                  COALESCE(EXTRACT(EPOCH FROM now() - min(next_scan_at))::float8, 0) AS "oldest_age!"
-           FROM sspm.instances
-           WHERE enabled AND next_scan_at <= now()
-             AND (lease_token IS NULL OR lease_expires_at <= now())"#
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let due = crate::db::leases::due_backlog(&mut *conn, std::time::Duration::ZERO).await?;
     let open = sqlx::query!(
         r#"SELECT severity AS "severity!", count(*) AS "n!"
            FROM sspm.findings WHERE status = 'open' GROUP BY severity"#
@@ -241,8 +233,8 @@ pub async fn refresh_gauges(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
             .unwrap_or(0);
         gauge!(INSTANCES, "status" => status).set(n as f64);
     }
-    gauge!(DUE_BACKLOG).set(due.backlog as f64);
-    gauge!(OLDEST_DUE_AGE).set(due.oldest_age.max(0.0));
+    gauge!(DUE_BACKLOG).set(due.count as f64);
+    gauge!(OLDEST_DUE_AGE).set(due.oldest_age_secs.max(0.0));
     // Every severity every time, so a severity whose last finding closed drops to 0
     // instead of keeping its stale value.
     for severity in SEVERITIES {

@@ -71,14 +71,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `stop` is cancelled. The daemon stops it last, after the drain, so
-/// `/readyz` keeps answering 503 and `/metrics` keeps scraping while scans finish.
-pub async fn serve(
+/// Serves `router` until `stop` is cancelled. The daemon stops its listeners last, after
+/// the drain, so `/readyz` keeps answering 503 and `/metrics` keeps scraping while scans
+/// finish.
+pub async fn serve_router(
     listener: TcpListener,
-    state: Arc<AppState>,
+    router: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
 }

@@ -21,7 +21,7 @@ mod types;
 #[cfg(test)]
 mod address_table;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use catalog::{catalog, meta, CheckMeta, Compliance, CIS_V8, ISO_27001, NIST_800_53, SOC2};
 pub use score::{posture, Posture};

@@ -359,7 +359,7 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
         TokenInput::Plain(t) => t.clone(),
         TokenInput::Reference(r) => r.resolve()?,
     };
-    let (workspace_id, _) = match onboard::verify_token(&client, found.region(), &plaintext).await
+    let (workspace_id, _) = match onboard::verify_token(&client, found.region, &plaintext).await
     {
         Ok(v) => v,
         // set-token has no --region: the instance's region is fixed at onboarding.
@@ -476,7 +476,7 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
                 .map(|i| {
                     vec![
                         i.name.clone(),
-                        i.region.clone(),
+                        i.region.to_string(),
                         opt(&i.workspace_id),
                         opt(&i.workspace_name),
                         if i.enabled { "yes".into() } else { "no".into() },
@@ -524,7 +524,7 @@ fn print_one(i: &Instance, format: ListFormat, default_schedule: &str) -> anyhow
             let rows = vec![
                 vec!["id".into(), i.id.to_string()],
                 vec!["name".into(), i.name.clone()],
-                vec!["region".into(), i.region.clone()],
+                vec!["region".into(), i.region.to_string()],
                 vec!["workspace id".into(), opt(&i.workspace_id)],
                 vec!["workspace name".into(), opt(&i.workspace_name)],
                 vec!["enabled".into(), i.enabled.to_string()],

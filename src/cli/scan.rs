@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::output;
 use super::{Context, ListFormat};
 use crate::db::instances;
+use crate::db::leases::{self, LeaseTerms};
 use crate::db::scans::Trigger;
 use crate::scan::{format_elapsed, Fence, ScanReport, ScanStatus, Scanner};
 
@@ -144,10 +145,15 @@ async fn scan_one(
     // The lease keeps daemons off this instance while it is scanned here; it outlasts the
     // scan's whole time budget because nothing heartbeats it.
     let lease_length = ctx.settings.intercom.scan_timeout + std::time::Duration::from_secs(60);
-    let Some(lease) =
-        instances::lease_for_manual_scan(pool, instance.id, &scanner.replica, lease_length).await?
+    let Some(lease) = leases::claim_manual(
+        pool,
+        instance.id,
+        &scanner.replica,
+        LeaseTerms(lease_length),
+    )
+    .await?
     else {
-        let holder = instances::lease_holder(pool, instance.id)
+        let holder = leases::holder(pool, instance.id)
             .await?
             .unwrap_or_else(|| "another process".into());
         bail!(
@@ -164,15 +170,14 @@ async fn scan_one(
     let report = tokio::select! {
         r = scanner.scan(instance, Trigger::Manual, Some(fence)) => r,
         _ = tokio::signal::ctrl_c() => {
-            instances::release_manual_lease(pool, instance.id, &lease, "interrupted by the operator").await?;
+            leases::release_manual(pool, instance.id, &lease, "interrupted by the operator").await?;
             bail!("scan of {} interrupted; nothing was recorded", instance.name);
         }
     };
     match report {
         Ok(r) => Ok(r),
         Err(e) => {
-            let _ =
-                instances::release_manual_lease(pool, instance.id, &lease, &e.to_string()).await;
+            let _ = leases::release_manual(pool, instance.id, &lease, &e.to_string()).await;
             Err(e.into())
         }
     }

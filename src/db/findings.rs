@@ -7,9 +7,7 @@ use uuid::Uuid;
 
 use crate::checks::{CheckOutcome, Severity};
 
-use crate::scan::lifecycle::{
-    ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition,
-};
+use crate::lifecycle::{ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition};
 
 /// Findings per upsert statement.
 const UPSERT_BATCH: usize = 2000;
@@ -24,17 +22,27 @@ pub async fn existing_for_instance(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(ExistingFinding {
+    // A row this build cannot read stops the scan (its transaction rolls back) instead of
+    // being skipped: skipping would plan it as new and write a duplicate finding.
+    rows.into_iter()
+        .map(|r| {
+            let status = FindingStatus::parse(&r.status).ok_or_else(|| {
+                sqlx::Error::Decode(Box::new(super::UnknownValue {
+                    table: "sspm.findings",
+                    id: r.id,
+                    column: "status",
+                    value: r.status.clone(),
+                    expected: "open, resolved, muted",
+                }))
+            })?;
+            Ok(ExistingFinding {
                 id: r.id,
                 check_id: r.check_id,
                 resource: r.resource,
-                status: FindingStatus::parse(&r.status)?,
+                status,
             })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn active_exceptions(

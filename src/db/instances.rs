@@ -15,7 +15,7 @@ use crate::token::{TokenRef, TokenSource};
 pub struct Instance {
     pub id: Uuid,
     pub name: String,
-    pub region: String,
+    pub region: Region,
     pub workspace_id: Option<String>,
     pub workspace_name: Option<String>,
     pub enabled: bool,
@@ -32,13 +32,6 @@ pub struct Instance {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ref: Option<String>,
     pub allowed_domains: Vec<String>,
-}
-
-impl Instance {
-    pub fn region(&self) -> Region {
-        // The column is constrained to us|eu|au.
-        self.region.parse().unwrap_or(Region::Us)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +141,7 @@ pub async fn find(
     let id = Uuid::parse_str(name_or_id).ok();
     sqlx::query_as!(
         Instance,
-        r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
+        r#"SELECT id, name, region AS "region: Region", workspace_id, workspace_name, enabled, schedule, next_scan_at,
                   status, status_detail, last_scan_at, created_at,
                   CASE WHEN token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS "token_kind!",
                   token_key_id, NULL::text AS token_ref, allowed_domains
@@ -200,7 +193,7 @@ pub async fn name_taken(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> 
 pub async fn list(pool: &PgPool) -> Result<Vec<Instance>, sqlx::Error> {
     sqlx::query_as!(
         Instance,
-        r#"SELECT id, name, region, workspace_id, workspace_name, enabled, schedule, next_scan_at,
+        r#"SELECT id, name, region AS "region: Region", workspace_id, workspace_name, enabled, schedule, next_scan_at,
                   status, status_detail, last_scan_at, created_at,
                   CASE WHEN token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS "token_kind!",
                   token_key_id, NULL::text AS token_ref, allowed_domains
@@ -441,90 +434,4 @@ pub async fn queue_now(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     notify_wakeup(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// A lease taken by a foreground `intercom-sspm scan`, so it never overlaps a daemon's
-/// scan of the same instance.
-#[derive(Debug, Clone)]
-pub struct ManualLease {
-    pub lease_token: Uuid,
-    pub scan_id: Uuid,
-    /// Restored when the lease is released: a manual scan does not move the schedule.
-    pub previous_next_scan_at: DateTime<Utc>,
-}
-
-/// Takes the instance's lease unless another holder's lease is still live (then None),
-/// marks a lapsed holder's scan abandoned and inserts this scan's `running` row.
-pub async fn lease_for_manual_scan(
-    pool: &PgPool,
-    id: Uuid,
-    owner: &str,
-    lease: std::time::Duration,
-) -> Result<Option<ManualLease>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"WITH cur AS (
-               SELECT id, next_scan_at, lease_scan_id AS stale_scan_id
-               FROM sspm.instances
-               WHERE id = $1 AND (lease_token IS NULL OR lease_expires_at < now())
-               FOR UPDATE
-           ), leased AS (
-               UPDATE sspm.instances i
-               SET lease_token = gen_random_uuid(), lease_owner = $2,
-                   lease_expires_at = now() + make_interval(secs => $3),
-                   lease_scan_id = gen_random_uuid(),
-                   next_scan_at = GREATEST(i.next_scan_at, now() + make_interval(secs => $3))
-               FROM cur WHERE i.id = cur.id
-               RETURNING i.lease_token, i.lease_scan_id, cur.next_scan_at AS previous, cur.stale_scan_id
-           ), abandoned AS (
-               UPDATE sspm.scans s
-               SET status = 'abandoned', finished_at = now(), error_kind = 'abandoned',
-                   error = 'lease expired: the process running this scan stopped'
-               FROM leased WHERE s.id = leased.stale_scan_id AND s.status = 'running'
-           ), started AS (
-               INSERT INTO sspm.scans (id, instance_id, status, trigger, replica, lease_token)
-               SELECT lease_scan_id, $1, 'running', 'manual', $2, lease_token FROM leased
-           )
-           SELECT lease_token AS "lease_token!", lease_scan_id AS "scan_id!", previous AS "previous!"
-           FROM leased"#,
-        id,
-        owner,
-        lease.as_secs_f64()
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| ManualLease {
-        lease_token: r.lease_token,
-        scan_id: r.scan_id,
-        previous_next_scan_at: r.previous,
-    }))
-}
-
-/// Who holds the instance's live lease, for the "already being scanned" message.
-pub async fn lease_holder(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    let owner = sqlx::query_scalar!(
-        "SELECT lease_owner FROM sspm.instances WHERE id = $1 AND lease_expires_at >= now()",
-        id
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(owner.flatten())
-}
-
-/// Gives a manual lease back without a result (interrupted or failed to record), with
-/// the schedule as it was.
-pub async fn release_manual_lease(
-    pool: &PgPool,
-    id: Uuid,
-    lease: &ManualLease,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    crate::scheduler::lease::release(
-        pool,
-        id,
-        lease.lease_token,
-        lease.scan_id,
-        lease.previous_next_scan_at,
-        reason,
-    )
-    .await
 }

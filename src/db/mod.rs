@@ -16,6 +16,7 @@ pub mod exceptions;
 pub mod findings;
 pub mod instances;
 pub mod keys;
+pub mod leases;
 pub mod scans;
 pub mod schema;
 
@@ -28,8 +29,50 @@ pub enum DbError {
     BadUrl(String),
     #[error("cannot connect to Postgres at {target}: {reason}. Check DATABASE_URL (or database.url) and that the server is running and reachable")]
     Connect { target: String, reason: String },
-    #[error("applying migrations failed: {0}")]
-    Migrate(String),
+    #[error("applying migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl DbError {
+    /// Whether retrying may help: the server was unreachable, or a migration failed on
+    /// the connection rather than on its SQL. A bad URL or a failing migration is final.
+    pub fn transient(&self) -> bool {
+        match self {
+            DbError::BadUrl(_) => false,
+            DbError::Connect { .. } => true,
+            DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => transient(e),
+            DbError::Migrate(_) => false,
+        }
+    }
+}
+
+/// Errors that come from the connection rather than from the statement.
+pub fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 08xxx connection exceptions; 57P0x admin shutdown, crash shutdown, cannot connect now.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// A stored value this build does not know (a newer version wrote it, or a hand edit):
+/// an error naming the row, never a silent default or a dropped row.
+#[derive(Debug, thiserror::Error)]
+#[error("{table} row {id}: unknown {column} {value:?} (this build knows {expected}); upgrade intercom-sspm or correct the row")]
+pub struct UnknownValue {
+    pub table: &'static str,
+    pub id: uuid::Uuid,
+    pub column: &'static str,
+    pub value: String,
+    pub expected: &'static str,
 }
 
 /// Connects lazily-verified: the first acquire proves the server is there.
@@ -105,10 +148,7 @@ fn connect_reason(e: &sqlx::Error) -> String {
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .map_err(|e| DbError::Migrate(e.to_string()))
+    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }
 
 /// sqlx's URL errors may echo the URL (and its password); keep only the reason.
@@ -117,5 +157,27 @@ fn redact_url_error(message: &str) -> String {
         "malformed connection URL (expected postgres://user:password@host:port/database)".into()
     } else {
         message.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connection_failures_are_worth_retrying() {
+        let io = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(transient(&io()));
+        assert!(!transient(&sqlx::Error::RowNotFound));
+        assert!(DbError::Migrate(sqlx::migrate::MigrateError::Execute(io())).transient());
+        assert!(!DbError::Migrate(sqlx::migrate::MigrateError::VersionMissing(7)).transient());
+        assert!(!DbError::BadUrl("x".into()).transient());
+    }
+
+    #[test]
+    fn migrate_error_keeps_its_source() {
+        let e = DbError::Migrate(sqlx::migrate::MigrateError::VersionMissing(7));
+        let source = std::error::Error::source(&e).expect("the migrate error is the source");
+        assert!(source.to_string().contains('7'), "{source}");
     }
 }

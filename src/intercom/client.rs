@@ -41,8 +41,8 @@ impl std::fmt::Debug for IntercomClient {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct ClientBuildError(String);
+#[error("cannot build the HTTP client")]
+pub struct ClientBuildError(#[source] reqwest::Error);
 
 impl IntercomClient {
     pub fn new(settings: &IntercomSettings) -> Result<Self, ClientBuildError> {
@@ -56,7 +56,7 @@ impl IntercomClient {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
-            .map_err(|e| ClientBuildError(e.to_string()))?;
+            .map_err(ClientBuildError)?;
         Ok(Self {
             http,
             settings: Arc::new(settings.clone()),

@@ -5,19 +5,18 @@
 //! api_reachable) but resolves nothing; a 429 only snoozes.
 
 pub mod collect;
-pub mod lifecycle;
 mod persist;
 mod report;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
-use crate::checks::{self, ActivityData, CheckSettings, PreviousState};
+use crate::checks::{self, ActivityData, CheckSettings, PreviousState, Snapshot};
 use crate::config::Settings;
 use crate::crypto::Keyring;
 use crate::db::instances::{self, Instance};
@@ -66,6 +65,18 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Whether the scan ends here, before any check runs: a 429 (snooze), or a token that
+    /// belongs to another workspace. API and token failures still record scan-health
+    /// findings through `persist`.
+    fn ends_without_results(&self) -> bool {
+        matches!(
+            self,
+            Failure::Api(IntercomError::RateLimited { .. })
+                | Failure::WorkspaceMismatch { .. }
+                | Failure::WorkspaceTaken { .. }
+        )
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Failure::Api(e) => e.kind(),
@@ -121,6 +132,9 @@ impl Scanner {
             .await
     }
 
+    /// The stages: load inputs -> collect -> classify failure -> evaluate -> persist.
+    /// Every stage that can end the scan early records it through
+    /// `persist::fail_without_results`; otherwise `persist::persist` writes it all.
     async fn scan_inner(
         &self,
         instance: &Instance,
@@ -142,122 +156,66 @@ impl Scanner {
             .await?;
         }
         info!("scan started");
-
-        let mut conn = self.pool.acquire().await?;
-        let target = instances::scan_target(&mut conn, instance.id, now)
-            .await?
-            .ok_or(ScanError::InstanceGone(instance.id))?;
-        let token_source = instances::token_source(&mut *conn, instance.id).await?;
-        let check_settings = self.check_settings(&target.check_overrides);
-        let lookback_from = now - chrono::Duration::days(i64::from(lookback_days(&check_settings)));
-        let stored_events =
-            crate::db::activity::since(&mut conn, instance.id, lookback_from).await?;
-        let admins = crate::db::admins::current(&mut conn, instance.id).await?;
-        drop(conn);
-        // The inventory holds exactly the admins present at the last completed scan.
-        let previous = PreviousState {
-            has_completed_scan: target.has_completed_scan,
-            previous_admin_ids: admins.keys().cloned().collect(),
-            admins,
+        let early_end = |failure: Failure, api_calls: u32| persist::EarlyEnd {
+            instance,
+            scan_id,
+            fence: fence.clone(),
+            failure,
+            api_calls,
+            started,
         };
 
-        let token = match token_source {
-            Some(source) => source
-                .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
-                .and_then(|()| source.reveal(self.keyring.as_deref(), instance.id.as_bytes())),
-            None => Err(TokenError::Empty),
-        };
-        let token = match token {
+        let inputs = self.load_inputs(instance, now).await?;
+        let token = match inputs.token {
             Ok(t) => t,
             Err(e) => {
                 warn!(error = %e, "token unavailable; scan failed");
-                return persist::fail_without_results(
-                    self,
-                    instance,
-                    scan_id,
-                    fence,
-                    Failure::Token(e),
-                    0,
-                    started,
-                )
-                .await;
+                return persist::fail_without_results(self, early_end(Failure::Token(e), 0)).await;
             }
         };
 
-        let session = self.client.session(instance.region(), token);
+        let session = self.client.session(instance.region, token);
         let collected = collect::collect(
             &session,
             collect::CollectInput {
-                region: instance.region(),
+                region: instance.region,
                 api_version: &self.settings.intercom.api_version,
                 allowed_domains: instance.allowed_domains.clone(),
-                attestations: target.attestations.clone(),
-                activity_cursor_at: target.activity_cursor_at,
-                activity_covered_from: target.activity_covered_from,
-                stored_events,
+                attestations: inputs.target.attestations.clone(),
+                activity_cursor_at: inputs.target.activity_cursor_at,
+                activity_covered_from: inputs.target.activity_covered_from,
+                stored_events: inputs.stored_events,
                 probe_extra_scopes: self.settings.scan.probe_extra_scopes,
                 now,
             },
-            &check_settings,
+            &inputs.check_settings,
         )
         .await;
         let api_calls = session.api_calls();
 
-        let rate_limited_activity = match &collected.snapshot.activity {
-            ActivityData::Failed(e @ IntercomError::RateLimited { .. }) => Some(e.clone()),
-            _ => None,
-        };
-        let failure = match (&collected.snapshot.me, &collected.snapshot.admins) {
-            (Err(e), _) | (Ok(_), Err(e)) => Some(Failure::Api(e.clone())),
-            // A 429 on the activity log would turn every activity check into `error`; the
-            // window resets within seconds, so snooze the whole scan instead.
-            (Ok(_), Ok(_)) if rate_limited_activity.is_some() => {
-                rate_limited_activity.map(Failure::Api)
-            }
-            (Ok(me), Ok(_)) => {
-                let seen = me.app.as_ref().and_then(|a| a.id_code.clone());
-                match (&instance.workspace_id, seen) {
-                    (Some(stored), Some(seen)) if stored != &seen => {
-                        Some(Failure::WorkspaceMismatch {
-                            stored: stored.clone(),
-                            seen,
-                        })
-                    }
-                    _ => None,
-                }
-            }
-        };
-        if let Some(Failure::Api(IntercomError::RateLimited { reset, .. })) = &failure {
-            let reset = *reset;
-            info!(?reset, "rate limited; scan will be retried after the reset");
-            let mut report = persist::fail_without_results(
-                self,
-                instance,
-                scan_id,
-                fence,
-                failure.unwrap(),
-                api_calls,
-                started,
-            )
-            .await?;
-            report.rate_limited_reset = Some(reset);
-            return Ok(report);
-        }
-        let failure = match failure {
+        let failure = match classify_failure(&collected.snapshot, instance) {
             None => self.workspace_taken(instance, &collected).await?,
             other => other,
         };
-        if let Some(f @ (Failure::WorkspaceMismatch { .. } | Failure::WorkspaceTaken { .. })) =
-            failure
-        {
-            warn!(error = %f.message(), "scan failed");
-            return persist::fail_without_results(
-                self, instance, scan_id, fence, f, api_calls, started,
-            )
-            .await;
+        match failure {
+            Some(Failure::Api(IntercomError::RateLimited { reset, .. })) => {
+                info!(?reset, "rate limited; scan will be retried after the reset");
+            }
+            Some(ref f) if f.ends_without_results() => warn!(error = %f.message(), "scan failed"),
+            _ => {}
         }
+        let failure = match failure {
+            Some(f) if f.ends_without_results() => {
+                return persist::fail_without_results(self, early_end(f, api_calls)).await;
+            }
+            other => other,
+        };
 
-        let outcomes = checks::evaluate(&collected.snapshot, &previous, &check_settings);
+        let outcomes = checks::evaluate(
+            &collected.snapshot,
+            &inputs.previous,
+            &inputs.check_settings,
+        );
         let report = persist::persist(
             self,
             persist::PersistInput {
@@ -287,6 +245,45 @@ impl Scanner {
         Ok(report)
     }
 
+    /// Stage 1: what the scan reads from the database before calling Intercom (one
+    /// connection, released before the API calls), and the token, revealed.
+    async fn load_inputs(
+        &self,
+        instance: &Instance,
+        now: DateTime<Utc>,
+    ) -> Result<ScanInputs, ScanError> {
+        let mut conn = self.pool.acquire().await?;
+        let target = instances::scan_target(&mut conn, instance.id, now)
+            .await?
+            .ok_or(ScanError::InstanceGone(instance.id))?;
+        let token_source = instances::token_source(&mut *conn, instance.id).await?;
+        let check_settings = self.check_settings(&target.check_overrides);
+        let lookback_from = now - chrono::Duration::days(i64::from(lookback_days(&check_settings)));
+        let stored_events =
+            crate::db::activity::since(&mut conn, instance.id, lookback_from).await?;
+        let admins = crate::db::admins::current(&mut conn, instance.id).await?;
+        drop(conn);
+        // The inventory holds exactly the admins present at the last completed scan.
+        let previous = PreviousState {
+            has_completed_scan: target.has_completed_scan,
+            previous_admin_ids: admins.keys().cloned().collect(),
+            admins,
+        };
+        let token = match token_source {
+            Some(source) => source
+                .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
+                .and_then(|()| source.reveal(self.keyring.as_deref(), instance.id.as_bytes())),
+            None => Err(TokenError::Empty),
+        };
+        Ok(ScanInputs {
+            target,
+            check_settings,
+            stored_events,
+            previous,
+            token,
+        })
+    }
+
     /// For an instance whose workspace is not known yet (onboarded by SQL): the workspace
     /// `/me` names must not belong to another instance.
     async fn workspace_taken(
@@ -305,7 +302,7 @@ impl Scanner {
             .and_then(|m| m.app.as_ref())
             .and_then(|a| a.id_code.clone());
         let Some(seen) = seen else { return Ok(None) };
-        let other = instances::find_by_workspace(&self.pool, instance.region(), &seen).await?;
+        let other = instances::find_by_workspace(&self.pool, instance.region, &seen).await?;
         Ok(other
             .filter(|o| o.id != instance.id)
             .map(|o| Failure::WorkspaceTaken {
@@ -325,6 +322,41 @@ impl Scanner {
     }
 }
 
+/// What `load_inputs` read for one scan.
+struct ScanInputs {
+    target: instances::ScanTarget,
+    check_settings: CheckSettings,
+    stored_events: Vec<checks::ActivityEvent>,
+    previous: PreviousState,
+    token: Result<secrecy::SecretString, TokenError>,
+}
+
+/// Stage 3, pure: why the collected data cannot be evaluated as a complete scan, if it
+/// cannot. `/me` or `/admins` failing is an API failure; a 429 on the activity log would
+/// turn every activity check into `error`, and its window resets within seconds, so it
+/// snoozes the whole scan instead; a token now naming another workspace than the stored
+/// one is a mismatch. (Whether an unknown workspace is another instance's needs the
+/// database: see `Scanner::workspace_taken`.)
+pub(crate) fn classify_failure(snapshot: &Snapshot, instance: &Instance) -> Option<Failure> {
+    match (&snapshot.me, &snapshot.admins) {
+        (Err(e), _) | (Ok(_), Err(e)) => Some(Failure::Api(e.clone())),
+        (Ok(me), Ok(_)) => {
+            if let ActivityData::Failed(e @ IntercomError::RateLimited { .. }) = &snapshot.activity
+            {
+                return Some(Failure::Api(e.clone()));
+            }
+            let seen = me.app.as_ref().and_then(|a| a.id_code.clone());
+            match (&instance.workspace_id, seen) {
+                (Some(stored), Some(seen)) if stored != &seen => Some(Failure::WorkspaceMismatch {
+                    stored: stored.clone(),
+                    seen,
+                }),
+                _ => None,
+            }
+        }
+    }
+}
+
 /// How far back stored events are loaded for evaluation: the longest window a check uses.
 fn lookback_days(s: &CheckSettings) -> u32 {
     s.dormant_days
@@ -339,5 +371,88 @@ pub fn format_elapsed(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::testutil;
+    use crate::region::Region;
+
+    fn instance(workspace_id: Option<&str>) -> Instance {
+        Instance {
+            id: Uuid::new_v4(),
+            name: "acme".into(),
+            region: Region::Us,
+            workspace_id: workspace_id.map(str::to_string),
+            workspace_name: None,
+            enabled: true,
+            schedule: None,
+            next_scan_at: Utc::now(),
+            status: "ok".into(),
+            status_detail: None,
+            last_scan_at: None,
+            created_at: Utc::now(),
+            token_kind: "sealed".into(),
+            token_key_id: None,
+            token_ref: None,
+            allowed_domains: Vec::new(),
+        }
+    }
+
+    fn unauthorized(endpoint: &str) -> IntercomError {
+        IntercomError::Unauthorized {
+            endpoint: endpoint.into(),
+            code: "unauthorized".into(),
+        }
+    }
+
+    #[test]
+    fn a_complete_snapshot_of_the_stored_workspace_is_no_failure() {
+        let snap = testutil::snapshot();
+        assert!(classify_failure(&snap, &instance(Some("abc123"))).is_none());
+        // Not onboarded with a workspace yet: nothing to compare (the database decides
+        // whether another instance has it).
+        assert!(classify_failure(&snap, &instance(None)).is_none());
+    }
+
+    #[test]
+    fn me_or_admins_failing_is_an_api_failure_that_still_records_health() {
+        let mut snap = testutil::snapshot();
+        snap.me = Err(unauthorized("/me"));
+        let f = classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
+        assert_eq!(f.kind(), "unauthorized");
+        assert!(!f.ends_without_results());
+
+        let mut snap = testutil::snapshot();
+        snap.admins = Err(unauthorized("/admins"));
+        let f = classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
+        assert!(
+            matches!(f, Failure::Api(IntercomError::Unauthorized { ref endpoint, .. }) if endpoint == "/admins")
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_activity_log_snoozes_the_whole_scan() {
+        let mut snap = testutil::snapshot();
+        snap.activity = ActivityData::Failed(IntercomError::RateLimited {
+            endpoint: "/admins/activity_logs".into(),
+            reset: Duration::from_secs(7),
+        });
+        let f = classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
+        assert!(f.ends_without_results());
+        assert_eq!(f.instance_status(), None, "a 429 keeps the instance status");
+    }
+
+    #[test]
+    fn a_token_of_another_workspace_is_a_mismatch() {
+        let snap = testutil::snapshot();
+        let f = classify_failure(&snap, &instance(Some("other9"))).expect("a failure");
+        assert!(f.ends_without_results());
+        assert!(
+            matches!(&f, Failure::WorkspaceMismatch { stored, seen } if stored == "other9" && seen == "abc123"),
+            "{f:?}"
+        );
     }
 }

@@ -10,14 +10,15 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::collect::Collected;
-use super::lifecycle::{self, FindingStatus, Mode};
 use super::report::{CheckLine, ScanReport, ScanStatus};
 use super::{Failure, ScanError, Scanner};
 use crate::checks::{self, ActivityData, CheckOutcome, Source};
 use crate::db::admins::AdminActivity;
 use crate::db::findings::FindingCatalogData;
 use crate::db::instances::{self, Instance, InstanceScanUpdate};
+use crate::db::leases::{self, Held, WriteLock};
 use crate::db::{activity, admins, findings, scans};
+use crate::lifecycle::{self, FindingStatus, Mode};
 
 /// The scheduler's claim on an instance: writes commit only while it still holds.
 #[derive(Debug, Clone)]
@@ -30,6 +31,13 @@ pub struct Fence {
 }
 
 impl Fence {
+    fn held(&self, instance_id: Uuid) -> Held {
+        Held {
+            id: instance_id,
+            token: self.lease_token,
+        }
+    }
+
     fn next_scan_at(
         &self,
         report_ok: bool,
@@ -47,31 +55,6 @@ impl Fence {
     }
 }
 
-/// Clears the lease and sets the next due time, only if the lease is still ours.
-async fn release_fenced(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    fence: &Fence,
-    next: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query!(
-        "UPDATE sspm.instances
-         SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
-             -- Claims and heartbeats keep next_scan_at equal to lease_expires_at; anything
-             -- else means an operator queued a scan or changed the schedule meanwhile,
-             -- and their choice wins over the computed time.
-             next_scan_at = CASE WHEN next_scan_at IS DISTINCT FROM lease_expires_at
-                                 THEN next_scan_at ELSE $3 END
-         WHERE id = $1 AND lease_token = $2",
-        instance_id,
-        fence.lease_token,
-        next
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// Locks the instance row for the rest of the scan's transaction and checks it may still be
 /// written: it exists (an operator may have run `instance remove` while the API calls were
 /// in flight; its scan row went with it by cascade), and a scheduled scan still holds the
@@ -82,18 +65,10 @@ async fn lock_instance(
     instance: &Instance,
     fence: Option<&Fence>,
 ) -> Result<(), ScanError> {
-    let held = sqlx::query_scalar!(
-        "SELECT lease_token FROM sspm.instances WHERE id = $1 FOR UPDATE",
-        instance.id
-    )
-    .fetch_optional(conn)
-    .await?;
-    match (held, fence) {
-        (None, _) => Err(ScanError::InstanceGone(instance.id)),
-        (Some(token), Some(f)) if token != Some(f.lease_token) => {
-            Err(ScanError::LeaseLost(instance.id))
-        }
-        _ => Ok(()),
+    match leases::lock_for_write(conn, instance.id, fence.map(|f| f.lease_token)).await? {
+        WriteLock::Locked => Ok(()),
+        WriteLock::Gone => Err(ScanError::InstanceGone(instance.id)),
+        WriteLock::LeaseLost => Err(ScanError::LeaseLost(instance.id)),
     }
 }
 
@@ -153,6 +128,137 @@ fn admin_activity(collected: &Collected) -> HashMap<String, AdminActivity> {
     map
 }
 
+/// What `write_findings` leaves for the rest of the scan's transaction: the lifecycle's
+/// transitions (the alert outbox's input), the counts and the posture.
+pub(super) struct FindingsSummary {
+    pub transitions: Vec<lifecycle::Transition>,
+    pub posture: checks::Posture,
+    pub new_by_severity: BTreeMap<String, usize>,
+    pub new_count: usize,
+    pub resolved_count: usize,
+    pub open_by_severity: Vec<(String, i64)>,
+    pub open_total: i64,
+}
+
+/// Check results, finding upserts, resolutions, unmutes and history, in `tx`.
+async fn write_findings(
+    tx: &mut PgConnection,
+    instance: &Instance,
+    scan_id: Uuid,
+    now: DateTime<Utc>,
+    outcomes: &[CheckOutcome],
+    mode: Mode,
+) -> Result<FindingsSummary, ScanError> {
+    findings::insert_check_results(tx, scan_id, instance.id, outcomes, severity_of).await?;
+    let existing = findings::existing_for_instance(tx, instance.id).await?;
+    let exceptions = findings::active_exceptions(tx, instance.id, now).await?;
+    let plan = lifecycle::plan(outcomes, &existing, &exceptions, mode, is_health_check);
+    findings::upsert(tx, instance.id, scan_id, now, &plan.writes, catalog_data).await?;
+    findings::resolve(tx, &plan.resolve, scan_id, now).await?;
+    findings::unmute(tx, &plan.unmute).await?;
+    findings::record_transitions(tx, instance.id, Some(scan_id), now, &plan.transitions).await?;
+
+    let muted: std::collections::HashSet<(&str, &str)> = plan
+        .writes
+        .iter()
+        .filter(|w| w.status == FindingStatus::Muted)
+        .map(|w| (w.check_id, w.draft.resource.as_str()))
+        .collect();
+    let posture = checks::posture(outcomes, |check, resource| {
+        muted.contains(&(check, resource))
+    });
+    let open = findings::open_counts(tx, instance.id).await?;
+    let open_total: i64 = open.iter().map(|(_, n)| n).sum();
+    let mut new_by_severity: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &plan.transitions {
+        if t.to == FindingStatus::Open
+            && (t.from.is_none() || t.from == Some(FindingStatus::Resolved))
+        {
+            if let Some(w) = plan.writes.iter().find(|w| w.id == t.finding_id) {
+                *new_by_severity
+                    .entry(w.draft.severity.as_str().to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    Ok(FindingsSummary {
+        new_count: new_by_severity.values().sum::<usize>(),
+        resolved_count: plan.resolved_count(),
+        transitions: plan.transitions,
+        posture,
+        new_by_severity,
+        open_by_severity: open,
+        open_total,
+    })
+}
+
+/// The inventory and the activity log of a complete scan, in `tx`.
+struct WorkspaceWrites {
+    admins_seen: Option<i32>,
+    events_ingested: Option<i32>,
+    cursor_at: Option<DateTime<Utc>>,
+    covered_from: Option<DateTime<Utc>>,
+}
+
+async fn write_workspace(
+    tx: &mut PgConnection,
+    instance: &Instance,
+    scan_id: Uuid,
+    now: DateTime<Utc>,
+    collected: &Collected,
+) -> Result<WorkspaceWrites, ScanError> {
+    let mut out = WorkspaceWrites {
+        admins_seen: None,
+        events_ingested: None,
+        cursor_at: None,
+        covered_from: None,
+    };
+    if let Ok(list) = &collected.snapshot.admins {
+        admins::sync(tx, instance.id, now, list, &admin_activity(collected)).await?;
+        out.admins_seen = Some(list.len() as i32);
+    }
+    if let (ActivityData::Available { .. }, Some(window)) =
+        (&collected.snapshot.activity, collected.fetched_window)
+    {
+        let n = activity::insert(tx, instance.id, scan_id, collected.new_events()).await?;
+        out.events_ingested = Some(n as i32);
+        out.cursor_at = Some(window.before);
+        out.covered_from = Some(window.covered_from);
+    }
+    Ok(out)
+}
+
+/// How a scan ends, for `finish_scan`: the scan row's totals, the instance's new state
+/// and, for a fenced scan, when it is due next.
+struct ScanEnd<'a> {
+    instance: &'a Instance,
+    scan_id: Uuid,
+    finished_at: DateTime<Utc>,
+    totals: scans::ScanTotals,
+    update: InstanceScanUpdate<'a>,
+    fence: Option<&'a Fence>,
+    next_scan_at: Option<DateTime<Utc>>,
+}
+
+/// The end of every scan, in its transaction: finish the scan row (false when it was
+/// marked abandoned meanwhile: the lease was reclaimed and our writes are void), record
+/// the outcome on the instance, and give the lease back, fenced.
+async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), ScanError> {
+    let id = end.instance.id;
+    if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals).await? {
+        return Err(ScanError::LeaseLost(id));
+    }
+    if !instances::record_scan(tx, id, &end.update).await? {
+        return Err(ScanError::InstanceGone(id));
+    }
+    if let (Some(f), Some(next)) = (end.fence, end.next_scan_at) {
+        if !leases::release_fenced(tx, f.held(id), next).await? {
+            return Err(ScanError::LeaseLost(id));
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn persist(
     scanner: &Scanner,
     input: PersistInput<'_>,
@@ -176,68 +282,22 @@ pub(super) async fn persist(
     let mut tx = scanner.pool.begin().await?;
     lock_instance(&mut tx, instance, fence.as_ref()).await?;
 
-    findings::insert_check_results(&mut tx, scan_id, instance.id, &outcomes, severity_of).await?;
-    let existing = findings::existing_for_instance(&mut tx, instance.id).await?;
-    let exceptions = findings::active_exceptions(&mut tx, instance.id, now).await?;
-    let plan = lifecycle::plan(&outcomes, &existing, &exceptions, mode, is_health_check);
-    findings::upsert(
-        &mut tx,
-        instance.id,
-        scan_id,
-        now,
-        &plan.writes,
-        catalog_data,
-    )
-    .await?;
-    findings::resolve(&mut tx, &plan.resolve, scan_id, now).await?;
-    findings::unmute(&mut tx, &plan.unmute).await?;
-    findings::record_transitions(&mut tx, instance.id, Some(scan_id), now, &plan.transitions)
-        .await?;
+    let summary = write_findings(&mut tx, instance, scan_id, now, &outcomes, mode).await?;
+    // The scan's finding transitions are known here (summary.transitions), inside the
+    // scan's transaction: alert outbox rows for them are enqueued at this point, so they
+    // commit or roll back with the findings.
+    tracing::debug!(transitions = summary.transitions.len(), "findings written");
 
-    let muted: std::collections::HashSet<(&str, &str)> = plan
-        .writes
-        .iter()
-        .filter(|w| w.status == FindingStatus::Muted)
-        .map(|w| (w.check_id, w.draft.resource.as_str()))
-        .collect();
-    let posture = checks::posture(&outcomes, |check, resource| {
-        muted.contains(&(check, resource))
-    });
-
-    let mut events_ingested = None;
-    let (mut cursor_at, mut covered_from) = (None, None);
-    let mut admins_seen = None;
-    if mode == Mode::Complete {
-        if let Ok(list) = &collected.snapshot.admins {
-            admins::sync(&mut tx, instance.id, now, list, &admin_activity(collected)).await?;
-            admins_seen = Some(list.len() as i32);
+    let workspace = if mode == Mode::Complete {
+        write_workspace(&mut tx, instance, scan_id, now, collected).await?
+    } else {
+        WorkspaceWrites {
+            admins_seen: None,
+            events_ingested: None,
+            cursor_at: None,
+            covered_from: None,
         }
-        if let (ActivityData::Available { .. }, Some(window)) =
-            (&collected.snapshot.activity, collected.fetched_window)
-        {
-            let n = activity::insert(&mut tx, instance.id, scan_id, collected.new_events()).await?;
-            events_ingested = Some(n as i32);
-            cursor_at = Some(window.before);
-            covered_from = Some(window.covered_from);
-        }
-    }
-
-    let open = findings::open_counts(&mut tx, instance.id).await?;
-    let open_total: i64 = open.iter().map(|(_, n)| n).sum();
-    let mut new_by_severity: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &plan.transitions {
-        if t.to == FindingStatus::Open
-            && (t.from.is_none() || t.from == Some(FindingStatus::Resolved))
-        {
-            if let Some(w) = plan.writes.iter().find(|w| w.id == t.finding_id) {
-                *new_by_severity
-                    .entry(w.draft.severity.as_str().to_string())
-                    .or_default() += 1;
-            }
-        }
-    }
-    let new_count = new_by_severity.values().sum::<usize>();
-    let resolved_count = plan.resolved_count();
+    };
 
     let status = if failure.is_none() {
         ScanStatus::Succeeded
@@ -253,64 +313,53 @@ pub(super) async fn persist(
         Some(f) => f.instance_status(),
     };
     let finished_at = Utc::now();
-    let scan_ok = scans::finish(
+    finish_scan(
         &mut tx,
-        scan_id,
-        finished_at,
-        &scans::ScanTotals {
-            status: status.as_str(),
-            error: error.clone(),
-            error_kind: error_kind.clone(),
-            score: posture.score,
-            coverage: Some(posture.coverage),
-            api_calls: api_calls as i32,
-            admins_seen,
-            events_ingested,
-            new_findings: Some(new_count as i32),
-            resolved_findings: Some(resolved_count as i32),
-            open_findings: Some(open_total as i32),
-        },
-    )
-    .await?;
-    if !scan_ok {
-        // The scan row was marked abandoned meanwhile (lease reclaimed): our writes are void.
-        return Err(ScanError::LeaseLost(instance.id));
-    }
-    let updated = instances::record_scan(
-        &mut tx,
-        instance.id,
-        &InstanceScanUpdate {
-            status: instance_status,
-            status_detail: error.as_deref(),
+        ScanEnd {
+            instance,
             scan_id,
-            at: finished_at,
-            succeeded: failure.is_none(),
-            workspace_id: app.and_then(|a| a.id_code.as_deref()),
-            workspace_name: app.and_then(|a| a.name.as_deref()),
-            activity_cursor_at: cursor_at,
-            activity_covered_from: covered_from,
-            failure: failure.is_some(),
+            finished_at,
+            totals: scans::ScanTotals {
+                status: status.as_str(),
+                error: error.clone(),
+                error_kind: error_kind.clone(),
+                score: summary.posture.score,
+                coverage: Some(summary.posture.coverage),
+                api_calls: api_calls as i32,
+                admins_seen: workspace.admins_seen,
+                events_ingested: workspace.events_ingested,
+                new_findings: Some(summary.new_count as i32),
+                resolved_findings: Some(summary.resolved_count as i32),
+                open_findings: Some(summary.open_total as i32),
+            },
+            update: InstanceScanUpdate {
+                status: instance_status,
+                status_detail: error.as_deref(),
+                scan_id,
+                at: finished_at,
+                succeeded: failure.is_none(),
+                workspace_id: app.and_then(|a| a.id_code.as_deref()),
+                workspace_name: app.and_then(|a| a.name.as_deref()),
+                activity_cursor_at: workspace.cursor_at,
+                activity_covered_from: workspace.covered_from,
+                failure: failure.is_some(),
+            },
+            fence: fence.as_ref(),
+            next_scan_at: fence
+                .as_ref()
+                .map(|f| f.next_scan_at(failure.is_none(), None)),
         },
     )
     .await?;
-    if !updated {
-        return Err(ScanError::InstanceGone(instance.id));
-    }
-    if let Some(f) = &fence {
-        let next = f.next_scan_at(failure.is_none(), None);
-        if !release_fenced(&mut tx, instance.id, f, next).await? {
-            return Err(ScanError::LeaseLost(instance.id));
-        }
-    }
     // Delivered to listeners only when the transaction commits.
     let payload = serde_json::json!({
         "instance_id": instance.id,
         "instance": instance.name,
         "scan_id": scan_id,
         "status": status.as_str(),
-        "new": new_count,
-        "resolved": resolved_count,
-        "open": open_total,
+        "new": summary.new_count,
+        "resolved": summary.resolved_count,
+        "open": summary.open_total,
     });
     sqlx::query!("SELECT pg_notify('sspm_findings', $1)", payload.to_string())
         .execute(&mut *tx)
@@ -321,18 +370,18 @@ pub(super) async fn persist(
         scan_id,
         instance_id: instance.id,
         instance: instance.name.clone(),
-        region: instance.region.clone(),
+        region: instance.region.to_string(),
         status,
         error,
         error_kind,
         instance_status: instance_status.unwrap_or(&instance.status).to_string(),
-        score: posture.score,
-        coverage: Some(posture.coverage),
+        score: summary.posture.score,
+        coverage: Some(summary.posture.coverage),
         api_calls,
-        new_findings: new_count,
-        resolved_findings: resolved_count,
-        new_by_severity,
-        open_by_severity: open.into_iter().collect(),
+        new_findings: summary.new_count,
+        resolved_findings: summary.resolved_count,
+        new_by_severity: summary.new_by_severity,
+        open_by_severity: summary.open_by_severity.into_iter().collect(),
         checks: outcomes
             .iter()
             .map(|o| CheckLine {
@@ -348,17 +397,29 @@ pub(super) async fn persist(
     })
 }
 
-/// A scan that ends before any check ran (token unavailable, 429, workspace mismatch):
-/// the scan row and the instance status change, nothing else.
+/// A scan that ends before any check ran (token unavailable, 429, workspace mismatch).
+pub(super) struct EarlyEnd<'a> {
+    pub instance: &'a Instance,
+    pub scan_id: Uuid,
+    pub fence: Option<Fence>,
+    pub failure: Failure,
+    pub api_calls: u32,
+    pub started: Instant,
+}
+
+/// Records an [`EarlyEnd`]: the scan row and the instance status change, nothing else.
 pub(super) async fn fail_without_results(
     scanner: &Scanner,
-    instance: &Instance,
-    scan_id: Uuid,
-    fence: Option<Fence>,
-    failure: Failure,
-    api_calls: u32,
-    started: Instant,
+    end: EarlyEnd<'_>,
 ) -> Result<ScanReport, ScanError> {
+    let EarlyEnd {
+        instance,
+        scan_id,
+        fence,
+        failure,
+        api_calls,
+        started,
+    } = end;
     let rate_limited = match &failure {
         Failure::Api(crate::intercom::IntercomError::RateLimited { reset, .. }) => Some(*reset),
         _ => None,
@@ -370,60 +431,48 @@ pub(super) async fn fail_without_results(
     let mut tx = scanner.pool.begin().await?;
     lock_instance(&mut tx, instance, fence.as_ref()).await?;
     let finished_at = Utc::now();
-    let scan_ok = scans::finish(
+    finish_scan(
         &mut tx,
-        scan_id,
-        finished_at,
-        &scans::ScanTotals {
-            status: "failed",
-            error: Some(message.clone()),
-            error_kind: Some(kind.to_string()),
-            score: None,
-            coverage: None,
-            api_calls: api_calls as i32,
-            admins_seen: None,
-            events_ingested: None,
-            new_findings: Some(0),
-            resolved_findings: Some(0),
-            open_findings: None,
-        },
-    )
-    .await?;
-    if !scan_ok {
-        return Err(ScanError::LeaseLost(instance.id));
-    }
-    let updated = instances::record_scan(
-        &mut tx,
-        instance.id,
-        &InstanceScanUpdate {
-            status: instance_status,
-            status_detail: Some(&message),
+        ScanEnd {
+            instance,
             scan_id,
-            at: finished_at,
-            succeeded: false,
-            workspace_id: None,
-            workspace_name: None,
-            activity_cursor_at: None,
-            activity_covered_from: None,
-            failure: counts_as_failure,
+            finished_at,
+            totals: scans::ScanTotals {
+                status: "failed",
+                error: Some(message.clone()),
+                error_kind: Some(kind.to_string()),
+                score: None,
+                coverage: None,
+                api_calls: api_calls as i32,
+                admins_seen: None,
+                events_ingested: None,
+                new_findings: Some(0),
+                resolved_findings: Some(0),
+                open_findings: None,
+            },
+            update: InstanceScanUpdate {
+                status: instance_status,
+                status_detail: Some(&message),
+                scan_id,
+                at: finished_at,
+                succeeded: false,
+                workspace_id: None,
+                workspace_name: None,
+                activity_cursor_at: None,
+                activity_covered_from: None,
+                failure: counts_as_failure,
+            },
+            fence: fence.as_ref(),
+            next_scan_at: fence.as_ref().map(|f| f.next_scan_at(false, rate_limited)),
         },
     )
     .await?;
-    if !updated {
-        return Err(ScanError::InstanceGone(instance.id));
-    }
-    if let Some(f) = &fence {
-        let next = f.next_scan_at(false, rate_limited);
-        if !release_fenced(&mut tx, instance.id, f, next).await? {
-            return Err(ScanError::LeaseLost(instance.id));
-        }
-    }
     tx.commit().await?;
     Ok(ScanReport {
         scan_id,
         instance_id: instance.id,
         instance: instance.name.clone(),
-        region: instance.region.clone(),
+        region: instance.region.to_string(),
         status: ScanStatus::Failed,
         error: Some(message),
         error_kind: Some(kind.to_string()),

@@ -6,11 +6,10 @@
 //! tokio-cron-scheduler runs only process-level housekeeping (see `housekeeping`).
 
 pub mod housekeeping;
-pub mod lease;
 pub mod timing;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,13 +22,14 @@ use tracing::{debug, error, info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::db::instances;
+use crate::db::leases::{self, Held, LeaseTerms};
 use crate::db::scans::Trigger;
 use crate::metrics::{self, Outcome};
 use crate::region::Region;
 use crate::scan::{Fence, ScanError, ScanStatus, Scanner};
 use crate::schedule::Schedule;
 
-pub use lease::Claimed;
+pub use crate::db::leases::Claimed;
 
 /// Longest pause between claim attempts while the database is unreachable. The health
 /// monitor wakes the claim loop as soon as the database answers again, so this only
@@ -39,7 +39,7 @@ const MAX_DB_BACKOFF: Duration = Duration::from_secs(30);
 /// After the drain timeout, how long cancelled scans get to hand their leases back.
 const RELEASE_GRACE: Duration = Duration::from_secs(10);
 
-/// Observable state for probes and metrics.
+/// What the readiness probe reads (counts go to Prometheus, see `crate::metrics`).
 #[derive(Debug, Default)]
 pub struct SchedulerState {
     pub running: AtomicBool,
@@ -47,13 +47,6 @@ pub struct SchedulerState {
     /// Written only by the daemon's health monitor (its own connection), so that a claim
     /// failing on a busy pool does not flip readiness back and forth.
     pub db_ok: AtomicBool,
-    pub scans_started: AtomicU64,
-    pub scans_succeeded: AtomicU64,
-    pub scans_failed: AtomicU64,
-    pub scans_rate_limited: AtomicU64,
-    pub leases_lost: AtomicU64,
-    pub leases_reclaimed: AtomicU64,
-    pub claim_errors: AtomicU64,
 }
 
 struct InFlight {
@@ -182,7 +175,6 @@ impl Scheduler {
             match self.claim_once(&shutdown).await {
                 Ok(_) => db_backoff = poll.min(Duration::from_secs(1)),
                 Err(e) => {
-                    self.state.claim_errors.fetch_add(1, Ordering::Relaxed);
                     metrics::claim_error();
                     warn!(error = %e, retry_in = ?db_backoff, "claiming due instances failed; will retry");
                     tokio::select! {
@@ -221,18 +213,17 @@ impl Scheduler {
                 saturated = true;
                 continue;
             }
-            let claimed = lease::claim(
+            let claimed = leases::claim(
                 &self.scanner.pool,
                 region,
                 free as i64,
                 &self.scanner.replica,
-                settings.lease,
+                LeaseTerms(settings.lease),
             )
             .await?;
             saturated |= claimed.len() == free;
             for c in claimed {
                 if c.reclaimed_scan.is_some() {
-                    self.state.leases_reclaimed.fetch_add(1, Ordering::Relaxed);
                     metrics::lease_reclaimed();
                     info!(instance_id = %c.instance_id, "claimed an expired lease: the previous holder's scan is marked abandoned");
                 }
@@ -245,10 +236,9 @@ impl Scheduler {
                         started += 1;
                     }
                     _ => {
-                        let _ = lease::release(
+                        let _ = leases::release(
                             &self.scanner.pool,
-                            c.instance_id,
-                            c.lease_token,
+                            c.held(),
                             c.scan_id,
                             Utc::now(),
                             "no free permit",
@@ -281,7 +271,6 @@ impl Scheduler {
             );
             metrics::scans_in_flight(m.len());
         }
-        self.state.scans_started.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let span = tracing::info_span!("scheduled_scan", instance_id = %claimed.instance_id, scan_id = %claimed.scan_id, region = %region);
         self.tracker.spawn(
@@ -344,10 +333,9 @@ impl Scheduler {
             Ok(None) => return Outcome::Gone,
             Err(e) => {
                 warn!(error = %e, "cannot load the claimed instance; handing the lease back");
-                let _ = lease::release(
+                let _ = leases::release(
                     pool,
-                    c.instance_id,
-                    c.lease_token,
+                    c.held(),
                     c.scan_id,
                     Utc::now(),
                     "the database failed before the scan started",
@@ -366,23 +354,13 @@ impl Scheduler {
         match result {
             Some(Ok(report)) => match (report.status, report.rate_limited_reset) {
                 (_, Some(reset)) => {
-                    self.state
-                        .scans_rate_limited
-                        .fetch_add(1, Ordering::Relaxed);
                     info!(?reset, "rate limited: snoozed until the window resets");
                     Outcome::RateLimited
                 }
-                (ScanStatus::Succeeded, _) => {
-                    self.state.scans_succeeded.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Succeeded
-                }
-                (ScanStatus::Failed, _) => {
-                    self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Failed
-                }
+                (ScanStatus::Succeeded, _) => Outcome::Succeeded,
+                (ScanStatus::Failed, _) => Outcome::Failed,
             },
             Some(Err(ScanError::LeaseLost(_))) => {
-                self.state.leases_lost.fetch_add(1, Ordering::Relaxed);
                 metrics::lease_lost();
                 warn!("lease lost during the scan; its writes were rolled back");
                 Outcome::LeaseLost
@@ -392,12 +370,10 @@ impl Scheduler {
                 Outcome::Gone
             }
             Some(Err(e)) => {
-                self.state.scans_failed.fetch_add(1, Ordering::Relaxed);
                 error!(error = %e, "scan could not be recorded; retrying after backoff");
-                if let Err(e) = lease::release(
+                if let Err(e) = leases::release(
                     pool,
-                    c.instance_id,
-                    c.lease_token,
+                    c.held(),
                     c.scan_id,
                     fence.next_on_failure,
                     &e.to_string(),
@@ -422,10 +398,9 @@ impl Scheduler {
             }
             None => {
                 info!("scan cancelled by shutdown; releasing its lease for another replica");
-                if let Err(e) = lease::release(
+                if let Err(e) = leases::release(
                     pool,
-                    c.instance_id,
-                    c.lease_token,
+                    c.held(),
                     c.scan_id,
                     Utc::now(),
                     "cancelled: the replica shut down before the scan finished",
@@ -452,15 +427,20 @@ impl Scheduler {
                 _ = tick.tick() => {}
                 _ = self.hard_stop.cancelled() => return,
             }
-            let held: Vec<(Uuid, Uuid)> = match self.in_flight.lock() {
-                Ok(m) => m.iter().map(|(id, f)| (*id, f.lease_token)).collect(),
+            let held: Vec<Held> = match self.in_flight.lock() {
+                Ok(m) => m
+                    .iter()
+                    .map(|(id, f)| Held {
+                        id: *id,
+                        token: f.lease_token,
+                    })
+                    .collect(),
                 Err(_) => continue,
             };
-            match lease::heartbeat(&self.scanner.pool, &held, settings.lease).await {
+            match leases::heartbeat(&self.scanner.pool, &held, LeaseTerms(settings.lease)).await {
                 Ok(lost) => {
                     for id in lost {
                         warn!(instance_id = %id, "lease lost; cancelling the scan");
-                        self.state.leases_lost.fetch_add(1, Ordering::Relaxed);
                         metrics::lease_lost();
                         if let Ok(m) = self.in_flight.lock() {
                             if let Some(f) = m.get(&id) {

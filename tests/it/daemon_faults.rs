@@ -23,14 +23,12 @@ async fn database_outage_is_survived_without_lost_or_duplicate_rows(pool: PgPool
         w.slow(n, "/admins", 300);
     }
     let proxy = ds::PgProxy::start(ds::pg_addr(&w.db_url)).await;
-    let port = ds::free_port();
     let env = w.daemon_env(
         &proxy.url(&w.db_url),
         "survivor",
-        port,
         &[("SSPM__SCHEDULER__MAX_CONCURRENT_SCANS", "4")],
     );
-    let mut d = Daemon::spawn_with_env("survivor", port, env);
+    let mut d = Daemon::spawn_with_env("survivor", env);
     d.wait_ready(READY).await;
     w.wait_all_succeeded(1, Duration::from_secs(30)).await;
 
@@ -143,9 +141,8 @@ async fn daemon_waits_for_the_database_at_start_up(pool: PgPool) {
     let early = w.onboard_named("early", Region::Us, "1m").await;
     let proxy = ds::PgProxy::start(ds::pg_addr(&w.db_url)).await;
     proxy.cut();
-    let port = ds::free_port();
-    let env = w.daemon_env(&proxy.url(&w.db_url), "patient", port, &[]);
-    let mut d = Daemon::spawn_with_env("patient", port, env);
+    let env = w.daemon_env(&proxy.url(&w.db_url), "patient", &[]);
+    let mut d = Daemon::spawn_with_env("patient", env);
     // Alive (so a startup probe passes) but not ready while Postgres is away.
     let deadline = Instant::now() + Duration::from_secs(10);
     while d.get("/livez").await.0 != 200 {
@@ -170,9 +167,8 @@ async fn daemon_waits_for_the_database_at_start_up(pool: PgPool) {
 
     // A signal while still waiting for the database ends the daemon cleanly too.
     proxy.cut();
-    let port = ds::free_port();
-    let env = w.daemon_env(&proxy.url(&w.db_url), "quitter", port, &[]);
-    let mut q = Daemon::spawn_with_env("quitter", port, env);
+    let env = w.daemon_env(&proxy.url(&w.db_url), "quitter", &[]);
+    let mut q = Daemon::spawn_with_env("quitter", env);
     let deadline = Instant::now() + Duration::from_secs(10);
     while q.get("/livez").await.0 != 200 {
         assert!(Instant::now() < deadline, "no /livez:\n{}", q.logs());

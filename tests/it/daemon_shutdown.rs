@@ -7,7 +7,7 @@ use intercom_sspm::db::instances;
 use intercom_sspm::region::Region;
 use sqlx::PgPool;
 
-use crate::support::daemon::{self as ds, sigterm_and_expect_clean_exit, Daemon, READY};
+use crate::support::daemon::{sigterm_and_expect_clean_exit, Daemon, READY};
 use crate::support::sim::named_workspace;
 use crate::support::{count, db, World};
 
@@ -60,15 +60,13 @@ async fn sigterm_lets_in_flight_scans_finish_and_claims_nothing_new(pool: PgPool
         w.slow(n, "/admins", 1500);
     }
     let mut notify = NotifySocket::new();
-    let port = ds::free_port();
     let mut env = w.daemon_env(
         &w.db_url,
         "drainer",
-        port,
         &[("SSPM__SHUTDOWN__DRAIN_TIMEOUT", "10s")],
     );
     env.push(("NOTIFY_SOCKET".into(), notify.path.display().to_string()));
-    let mut d = Daemon::spawn_with_env("drainer", port, env);
+    let mut d = Daemon::spawn_with_env("drainer", env);
     notify.expect("READY=1", READY).await;
     assert_eq!(
         db::wait_count(

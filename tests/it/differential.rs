@@ -380,12 +380,12 @@ impl Story {
     /// claim's fence, make it due again at once.
     async fn scheduled_scan(&mut self, name: &str) -> ScanReport {
         let instance = self.instance(name).await;
-        let claimed = intercom_sspm::scheduler::lease::claim(
+        let claimed = intercom_sspm::db::leases::claim(
             &self.pool,
-            instance.region(),
+            instance.region,
             10,
             &self.daemon.replica,
-            StdDuration::from_secs(300),
+            intercom_sspm::db::leases::LeaseTerms(StdDuration::from_secs(300)),
         )
         .await
         .unwrap();
@@ -413,11 +413,11 @@ impl Story {
     /// A scan as `intercom-sspm scan <name>` runs it: a manual lease as the fence.
     async fn manual_scan(&mut self, name: &str) -> ScanReport {
         let instance = self.instance(name).await;
-        let lease = instances::lease_for_manual_scan(
+        let lease = intercom_sspm::db::leases::claim_manual(
             &self.pool,
             instance.id,
             &self.cli.replica,
-            StdDuration::from_secs(300),
+            intercom_sspm::db::leases::LeaseTerms(StdDuration::from_secs(300)),
         )
         .await
         .unwrap()

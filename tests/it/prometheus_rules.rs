@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::support::daemon::{free_port, Daemon};
+use crate::support::daemon::Daemon;
 use crate::support::db::{self, onboard, Onboard};
 use crate::support::prometheus::parse_prometheus;
 use crate::support::{sim, TestKey};
@@ -115,6 +115,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
+        // Prometheus is told its port up front, so this one picks a free one.
         let port = free_port();
         let child = tool("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -214,7 +215,7 @@ async fn a_real_prometheus_puts_the_unauthorized_alert_pending_after_a_revoked_t
         &[("SSPM__SCHEDULER__POLL_INTERVAL", "1s")],
     );
     daemon.wait_ready(Duration::from_secs(30)).await;
-    let prometheus = Prometheus::start(daemon.port);
+    let prometheus = Prometheus::start(daemon.port().expect("the daemon reported its probe port"));
 
     // Healthy first: the scan succeeds, Prometheus sees the replica up and ready, and
     // the instance counted as ok; no unauthorized alert.
@@ -284,4 +285,12 @@ async fn a_real_prometheus_puts_the_unauthorized_alert_pending_after_a_revoked_t
     drop(prometheus);
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(20)).await;
+}
+
+/// A port that was free a moment ago (Prometheus binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
 }

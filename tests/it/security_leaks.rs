@@ -279,7 +279,7 @@ fn debug_forms_and_panic_messages_redact_every_secret() {
     let instance = intercom_sspm::db::instances::Instance {
         id: uuid::Uuid::nil(),
         name: "acme".into(),
-        region: "us".into(),
+        region: Region::Us,
         workspace_id: None,
         workspace_name: None,
         enabled: true,

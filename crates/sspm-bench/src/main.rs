@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 use intercom_sim::generate::{generate, GenerateParams};
 use intercom_sim::{EventSpec, FaultSpec, Scenario, Simulator};
 use intercom_sspm::crypto::{Keyring, TokenKey};
+use intercom_sspm::db::leases::{self, LeaseTerms};
+use intercom_sspm::region::Region;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -941,50 +943,23 @@ async fn idle(ctx: &Ctx) -> anyhow::Result<Value> {
     }))
 }
 
-/// The daemon's claim statement (src/scheduler/lease.rs), run from here while the daemon
-/// idles: p99 of the client-side round trip over 300 runs, each in a rolled-back transaction.
-const CLAIM_SQL: &str = r#"WITH due AS (
-       SELECT id, lease_scan_id AS stale_scan_id
-       FROM sspm.instances
-       WHERE enabled AND next_scan_at <= now() AND region = $1
-         AND (lease_token IS NULL OR lease_expires_at <= now())
-       ORDER BY next_scan_at
-       LIMIT $2
-       FOR UPDATE SKIP LOCKED
-   ), claimed AS (
-       UPDATE sspm.instances i
-       SET lease_token = gen_random_uuid(), lease_owner = $3,
-           lease_expires_at = now() + make_interval(secs => $4),
-           next_scan_at = now() + make_interval(secs => $4),
-           lease_scan_id = gen_random_uuid()
-       FROM due WHERE i.id = due.id
-       RETURNING i.id, i.lease_token, i.lease_scan_id, i.schedule, i.consecutive_failures,
-                 due.stale_scan_id
-   ), abandoned AS (
-       UPDATE sspm.scans s
-       SET status = 'abandoned', finished_at = now(), error_kind = 'abandoned', error = 'x'
-       FROM claimed
-       WHERE s.id = claimed.stale_scan_id AND s.status = 'running'
-       RETURNING s.id
-   ), started AS (
-       INSERT INTO sspm.scans (id, instance_id, status, trigger, replica, lease_token)
-       SELECT lease_scan_id, id, 'running', 'schedule', $3, lease_token FROM claimed
-   )
-   SELECT id FROM claimed"#;
-
+/// The daemon's claim (`intercom_sspm::db::leases::claim`), run from here while the
+/// daemon idles: p99 of the client-side round trip over 300 runs, each in a rolled-back
+/// transaction.
 async fn claim_p99(db: &Db) -> anyhow::Result<Option<f64>> {
     let mut times = Vec::new();
     for i in 0..300 {
-        let region = ["us", "eu", "au"][i % 3];
+        let region = Region::ALL[i % Region::ALL.len()];
         let mut tx = db.pool.begin().await?;
         let t = Instant::now();
-        sqlx::query(CLAIM_SQL)
-            .bind(region)
-            .bind(32i64)
-            .bind("bench-probe")
-            .bind(300f64)
-            .fetch_all(&mut *tx)
-            .await?;
+        leases::claim(
+            &mut *tx,
+            region,
+            32,
+            "bench-probe",
+            LeaseTerms(Duration::from_secs(300)),
+        )
+        .await?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         tx.rollback().await?;
     }
@@ -1036,12 +1011,10 @@ async fn schedule_accuracy(ctx: &Ctx) -> anyhow::Result<Value> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let cpu = proc_cpu(daemon.pid()) - cpu_before;
-    let overdue = count(
-        &db.pool,
-        "SELECT count(*) FROM sspm.instances
-         WHERE lease_token IS NULL AND next_scan_at < now() - interval '60 seconds'",
-    )
-    .await?;
+    // Due more than one interval ago and not held by a live lease.
+    let overdue = leases::due_backlog(&db.pool, Duration::from_secs(60))
+        .await?
+        .count;
     let wall = started.elapsed();
     daemon.stop()?;
     let mut lateness: Vec<f64> = sqlx::query_scalar(

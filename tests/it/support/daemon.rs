@@ -35,27 +35,19 @@ const BASE_ENV: &[(&str, &str)] = &[
     ),
 ];
 
-/// A port that was free a moment ago (the daemon binds it right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-/// Environment of one daemon: the simulator, the database, the key, a probe port.
+/// Environment of one daemon: the simulator, the database, the key. The probe listener
+/// binds port 0; [`Daemon::port`] reads the bound port back from the daemon's log.
 pub fn daemon_env(
     db_url: &str,
     sim: &Simulator,
     key_b64: &str,
     replica: &str,
-    port: u16,
     extra: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     let mut env = super::sim::sim_env(Some(sim));
     env.push(("DATABASE_URL".into(), db_url.into()));
     env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key_b64.into()));
-    env.push(("SSPM__SERVER__LISTEN".into(), format!("127.0.0.1:{port}")));
+    env.push(("SSPM__SERVER__LISTEN".into(), "127.0.0.1:0".into()));
     env.push(("SSPM_REPLICA_ID".into(), replica.into()));
     for (k, v) in BASE_ENV.iter().chain(extra) {
         env.push((k.to_string(), v.to_string()));
@@ -67,7 +59,8 @@ pub fn daemon_env(
 /// never leaves a daemon scanning a database that is about to be dropped.
 pub struct Daemon {
     pub name: String,
-    pub port: u16,
+    /// Read back from the log once the daemon has bound it.
+    port: std::sync::OnceLock<u16>,
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -82,12 +75,11 @@ impl Daemon {
         key_b64: &str,
         extra: &[(&str, &str)],
     ) -> Daemon {
-        let port = free_port();
-        let env = daemon_env(db_url, sim, key_b64, name, port, extra);
-        Self::spawn_with_env(name, port, env)
+        let env = daemon_env(db_url, sim, key_b64, name, extra);
+        Self::spawn_with_env(name, env)
     }
 
-    pub fn spawn_with_env(name: &str, port: u16, env: Vec<(String, String)>) -> Daemon {
+    pub fn spawn_with_env(name: &str, env: Vec<(String, String)>) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("daemon.log");
         let file = std::fs::File::create(&log).expect("log file");
@@ -105,7 +97,7 @@ impl Daemon {
             .expect("the daemon binary starts");
         Daemon {
             name: name.into(),
-            port,
+            port: std::sync::OnceLock::new(),
             child,
             log,
             _dir: dir,
@@ -121,8 +113,35 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+    /// The probe listener's port, from the daemon's "probes listening on http://ADDR"
+    /// log line; None while it has not bound yet (or never will: it exited).
+    pub fn port(&self) -> Option<u16> {
+        if let Some(p) = self.port.get() {
+            return Some(*p);
+        }
+        const MARK: &str = "probes listening on http://";
+        let logs = self.logs();
+        let at = logs.find(MARK)? + MARK.len();
+        let addr: String = logs[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        let port = addr.parse::<std::net::SocketAddr>().ok()?.port();
+        Some(*self.port.get_or_init(|| port))
+    }
+
+    /// Waits (bounded) for the probe listener's address; None if it never appears.
+    async fn wait_port(&self) -> Option<u16> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(p) = self.port() {
+                return Some(p);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// GET a probe path: (status, body); status 0 when nothing answers.
@@ -131,7 +150,14 @@ impl Daemon {
             .timeout(Duration::from_secs(3))
             .build()
             .unwrap();
-        match client.get(self.url(path)).send().await {
+        let Some(port) = self.wait_port().await else {
+            return (0, String::new());
+        };
+        match client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+        {
             Ok(r) => {
                 let status = r.status().as_u16();
                 (status, r.text().await.unwrap_or_default())
@@ -235,16 +261,15 @@ impl World {
         Daemon::spawn(name, &self.db_url, &self.sim, &self.key.b64, extra)
     }
 
-    /// The environment of daemon `name` on `port`, reaching Postgres at `db_url` (the
-    /// world's own, or a [`PgProxy`]'s), for [`Daemon::spawn_with_env`].
+    /// The environment of daemon `name`, reaching Postgres at `db_url` (the world's own,
+    /// or a [`PgProxy`]'s), for [`Daemon::spawn_with_env`].
     pub fn daemon_env(
         &self,
         db_url: &str,
         name: &str,
-        port: u16,
         extra: &[(&str, &str)],
     ) -> Vec<(String, String)> {
-        daemon_env(db_url, &self.sim, &self.key.b64, name, port, extra)
+        daemon_env(db_url, &self.sim, &self.key.b64, name, extra)
     }
 
     /// Makes every enabled instance due now and wakes the daemons.

@@ -1,0 +1,566 @@
+//! Every lease statement, and only here: claims (scheduled and manual), heartbeat,
+//! release, fenced release, lock-for-write, holder, due backlog. Postgres is the only
+//! source of truth; a replica that dies simply stops heartbeating and its leases lapse.
+//!
+//! One rule everywhere: a lease is **live** while `lease_expires_at > now()` and
+//! **expired** once `lease_expires_at <= now()`; a row is free when `lease_token IS NULL`
+//! or its lease expired. Every statement below uses exactly that comparison (a guard test
+//! at the end of this file fails when lease SQL appears anywhere else in the workspace).
+//!
+//! A lease is a fencing token (`lease_token`, fresh per claim), an owner (`lease_owner`,
+//! the replica id) and an expiry (`lease_expires_at`). Writes made under a lease check the
+//! token in the same transaction (`lock_for_write`, `release_fenced`), so a holder whose
+//! lease lapsed and was reclaimed can never overwrite the new holder's work.
+//!
+//! ## Other leased tables (the alerts outbox)
+//!
+//! The statements are not generic over the table: all SQL is checked at compile time
+//! (`sqlx::query!` needs one literal string per statement, so a table name cannot be a
+//! parameter), and runtime-built SQL would give that up. A table that needs leases (e.g.
+//! `sspm.notification_outbox` with `lease_token uuid, lease_owner text,
+//! lease_expires_at timestamptz`) gets its own claim / heartbeat / release statements
+//! IN THIS MODULE, written with the same rule and the same shapes:
+//!
+//! - claim: `... WHERE <due> AND (lease_token IS NULL OR lease_expires_at <= now())
+//!   ORDER BY <due column> LIMIT $n FOR UPDATE SKIP LOCKED`, then `SET lease_token =
+//!   gen_random_uuid(), lease_owner = $owner, lease_expires_at = now() +
+//!   make_interval(secs => $secs)`, returning the token ([`LeaseTerms::secs`] gives `$secs`);
+//! - heartbeat and release: `WHERE id = $1 AND lease_token = $2` (the fence);
+//! - reuse [`Held`] for heartbeats and [`LeaseTerms`] for the duration.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
+use uuid::Uuid;
+
+use crate::region::Region;
+
+/// How long a claim or heartbeat holds a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTerms(pub Duration);
+
+impl LeaseTerms {
+    /// The `make_interval(secs => $n)` argument.
+    pub fn secs(self) -> f64 {
+        self.0.as_secs_f64()
+    }
+}
+
+/// A lease this process holds: the row and its fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub id: Uuid,
+    pub token: Uuid,
+}
+
+/// One instance claimed by this replica.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub instance_id: Uuid,
+    pub lease_token: Uuid,
+    pub scan_id: Uuid,
+    pub schedule: Option<String>,
+    pub consecutive_failures: i32,
+    /// The scan row of a previous holder whose lease expired (now marked abandoned).
+    pub reclaimed_scan: Option<Uuid>,
+}
+
+/// Claims up to `limit` due instances of `region` in ONE statement: skips rows other
+/// replicas are claiming (SKIP LOCKED) or hold (live lease), takes a fresh fencing token,
+/// pushes next_scan_at past the lease so a crash makes the instance due again when the
+/// lease ends, marks a dead holder's scan `abandoned`, and inserts this scan's `running`
+/// row. The schedule and failure count are read here, at claim time, so instance changes
+/// apply to the next claim without a restart.
+pub async fn claim(
+    executor: impl PgExecutor<'_>,
+    region: Region,
+    limit: i64,
+    replica: &str,
+    lease: LeaseTerms,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"WITH due AS (
+               SELECT id, lease_scan_id AS stale_scan_id
+               FROM sspm.instances
+               WHERE enabled AND next_scan_at <= now() AND region = $1
+                 -- A live lease is never taken over, even when an operator made the
+                 -- instance due meanwhile (queue, set-schedule, set-token, enable):
+                 -- only an expired one is, so one instance never runs twice at once.
+                 AND (lease_token IS NULL OR lease_expires_at <= now())
+               ORDER BY next_scan_at
+               LIMIT $2
+               FOR UPDATE SKIP LOCKED
+           ), claimed AS (
+               UPDATE sspm.instances i
+               SET lease_token = gen_random_uuid(),
+                   lease_owner = $3,
+                   lease_expires_at = now() + make_interval(secs => $4),
+                   next_scan_at = now() + make_interval(secs => $4),
+                   lease_scan_id = gen_random_uuid()
+               FROM due
+               WHERE i.id = due.id
+               RETURNING i.id, i.lease_token, i.lease_scan_id, i.schedule, i.consecutive_failures,
+                         due.stale_scan_id
+           ), abandoned AS (
+               UPDATE sspm.scans s
+               SET status = 'abandoned', finished_at = now(), error_kind = 'abandoned',
+                   error = 'lease expired: the replica running this scan stopped or lost the database'
+               FROM claimed
+               WHERE s.id = claimed.stale_scan_id AND s.status = 'running'
+               RETURNING s.id
+           ), started AS (
+               INSERT INTO sspm.scans (id, instance_id, status, trigger, replica, lease_token)
+               SELECT lease_scan_id, id, 'running', 'schedule', $3, lease_token FROM claimed
+           )
+           SELECT id AS "id!", lease_token AS "lease_token!", lease_scan_id AS "scan_id!", schedule,
+                  consecutive_failures AS "consecutive_failures!",
+                  (SELECT a.id FROM abandoned a WHERE a.id = claimed.stale_scan_id) AS reclaimed_scan
+           FROM claimed"#,
+        region.as_str(),
+        limit,
+        replica,
+        lease.secs(),
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            instance_id: r.id,
+            lease_token: r.lease_token,
+            scan_id: r.scan_id,
+            schedule: r.schedule,
+            consecutive_failures: r.consecutive_failures,
+            reclaimed_scan: r.reclaimed_scan,
+        })
+        .collect())
+}
+
+impl Claimed {
+    pub fn held(&self) -> Held {
+        Held {
+            id: self.instance_id,
+            token: self.lease_token,
+        }
+    }
+}
+
+/// A lease taken by a foreground `intercom-sspm scan`, so it never overlaps a daemon's
+/// scan of the same instance.
+#[derive(Debug, Clone)]
+pub struct ManualLease {
+    pub lease_token: Uuid,
+    pub scan_id: Uuid,
+    /// Restored when the lease is released: a manual scan does not move the schedule.
+    pub previous_next_scan_at: DateTime<Utc>,
+}
+
+/// Takes the instance's lease unless another holder's lease is still live (then None),
+/// marks a lapsed holder's scan abandoned and inserts this scan's `running` row.
+pub async fn claim_manual(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    owner: &str,
+    lease: LeaseTerms,
+) -> Result<Option<ManualLease>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"WITH cur AS (
+               SELECT id, next_scan_at, lease_scan_id AS stale_scan_id
+               FROM sspm.instances
+               WHERE id = $1 AND (lease_token IS NULL OR lease_expires_at <= now())
+               FOR UPDATE
+           ), leased AS (
+               UPDATE sspm.instances i
+               SET lease_token = gen_random_uuid(), lease_owner = $2,
+                   lease_expires_at = now() + make_interval(secs => $3),
+                   lease_scan_id = gen_random_uuid(),
+                   next_scan_at = GREATEST(i.next_scan_at, now() + make_interval(secs => $3))
+               FROM cur WHERE i.id = cur.id
+               RETURNING i.lease_token, i.lease_scan_id, cur.next_scan_at AS previous, cur.stale_scan_id
+           ), abandoned AS (
+               UPDATE sspm.scans s
+               SET status = 'abandoned', finished_at = now(), error_kind = 'abandoned',
+                   error = 'lease expired: the process running this scan stopped'
+               FROM leased WHERE s.id = leased.stale_scan_id AND s.status = 'running'
+           ), started AS (
+               INSERT INTO sspm.scans (id, instance_id, status, trigger, replica, lease_token)
+               SELECT lease_scan_id, $1, 'running', 'manual', $2, lease_token FROM leased
+           )
+           SELECT lease_token AS "lease_token!", lease_scan_id AS "scan_id!", previous AS "previous!"
+           FROM leased"#,
+        id,
+        owner,
+        lease.secs()
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|r| ManualLease {
+        lease_token: r.lease_token,
+        scan_id: r.scan_id,
+        previous_next_scan_at: r.previous,
+    }))
+}
+
+/// Who holds the instance's live lease, for the "already being scanned" message.
+pub async fn holder(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    let owner = sqlx::query_scalar!(
+        "SELECT lease_owner FROM sspm.instances WHERE id = $1 AND lease_expires_at > now()",
+        id
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(owner.flatten())
+}
+
+/// Extends every lease this replica still holds; returns the instance ids whose lease
+/// was lost (reclaimed by another replica, or the instance removed).
+pub async fn heartbeat(
+    executor: impl PgExecutor<'_>,
+    held: &[Held],
+    lease: LeaseTerms,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = held.iter().map(|h| h.id).collect();
+    let tokens: Vec<Uuid> = held.iter().map(|h| h.token).collect();
+    let extended: Vec<Uuid> = sqlx::query_scalar!(
+        r#"UPDATE sspm.instances i
+           SET lease_expires_at = now() + make_interval(secs => $3),
+               -- Follow the lease unless an operator set a time during the scan (see
+               -- release_fenced: their choice is applied when the scan finishes).
+               next_scan_at = CASE WHEN i.next_scan_at IS DISTINCT FROM i.lease_expires_at
+                                   THEN i.next_scan_at
+                                   ELSE now() + make_interval(secs => $3) END
+           FROM UNNEST($1::uuid[], $2::uuid[]) AS h(id, token)
+           WHERE i.id = h.id AND i.lease_token = h.token
+           RETURNING i.id"#,
+        &ids,
+        &tokens,
+        lease.secs()
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(ids
+        .into_iter()
+        .filter(|id| !extended.contains(id))
+        .collect())
+}
+
+/// Gives a lease back without a result (shutdown, cancellation, infrastructure error,
+/// an interrupted manual scan): the instance is due at `next` and the scan row is marked
+/// abandoned, in one transaction (a nested one when `conn` is already in a transaction).
+pub async fn release<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    held: Held,
+    scan_id: Uuid,
+    next: DateTime<Utc>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query!(
+        "UPDATE sspm.instances
+         SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
+             next_scan_at = $3
+         WHERE id = $1 AND lease_token = $2",
+        held.id,
+        held.token,
+        next
+    )
+    .execute(&mut *tx)
+    .await?;
+    crate::db::scans::mark_abandoned(&mut *tx, scan_id, reason).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Gives a manual lease back without a result, with the schedule as it was.
+pub async fn release_manual<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    id: Uuid,
+    lease: &ManualLease,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    release(
+        conn,
+        Held {
+            id,
+            token: lease.lease_token,
+        },
+        lease.scan_id,
+        lease.previous_next_scan_at,
+        reason,
+    )
+    .await
+}
+
+/// Clears the lease and sets the next due time, only if the lease is still ours; false
+/// when it is not (the caller's transaction must then roll back).
+pub async fn release_fenced(
+    conn: &mut PgConnection,
+    held: Held,
+    next: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "UPDATE sspm.instances
+         SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
+             -- Claims and heartbeats keep next_scan_at equal to lease_expires_at; anything
+             -- else means an operator queued a scan or changed the schedule meanwhile,
+             -- and their choice wins over the computed time.
+             next_scan_at = CASE WHEN next_scan_at IS DISTINCT FROM lease_expires_at
+                                 THEN next_scan_at ELSE $3 END
+         WHERE id = $1 AND lease_token = $2",
+        held.id,
+        held.token,
+        next
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What [`lock_for_write`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteLock {
+    /// The row is locked for the rest of the transaction and may be written.
+    Locked,
+    /// The instance no longer exists (removed while the scan ran).
+    Gone,
+    /// The expected token no longer holds the lease.
+    LeaseLost,
+}
+
+/// Locks the instance row for the rest of the caller's transaction and checks it may
+/// still be written: it exists, and when `fence` is given, that token still holds it.
+pub async fn lock_for_write(
+    conn: &mut PgConnection,
+    id: Uuid,
+    fence: Option<Uuid>,
+) -> Result<WriteLock, sqlx::Error> {
+    let held = sqlx::query_scalar!(
+        "SELECT lease_token FROM sspm.instances WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(match (held, fence) {
+        (None, _) => WriteLock::Gone,
+        (Some(token), Some(expected)) if token != Some(expected) => WriteLock::LeaseLost,
+        _ => WriteLock::Locked,
+    })
+}
+
+/// Instances due at least `overdue_by` ago and not held by a live lease: how many, and
+/// how long the oldest has waited (seconds, 0 when none). Uses `instances_due_idx`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DueBacklog {
+    pub count: i64,
+    pub oldest_age_secs: f64,
+}
+
+pub async fn due_backlog(
+    executor: impl PgExecutor<'_>,
+    overdue_by: Duration,
+) -> Result<DueBacklog, sqlx::Error> {
+    let due = sqlx::query!(
+        r#"SELECT count(*) AS "backlog!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(next_scan_at))::float8, 0) AS "oldest_age!"
+           FROM sspm.instances
+           WHERE enabled AND next_scan_at <= now() - make_interval(secs => $1)
+             AND (lease_token IS NULL OR lease_expires_at <= now())"#,
+        overdue_by.as_secs_f64()
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(DueBacklog {
+        count: due.backlog,
+        oldest_age_secs: due.oldest_age,
+    })
+}
+
+/// The guard: no lease statement outside this module. It reads every Rust source of the
+/// workspace (product, simulator, bench), takes its string literals (comments are not
+/// SQL) and flags any that names a lease column of a table other than `sspm.scans`
+/// (whose `lease_token` only records which lease ran a scan). Tests under `tests/` may
+/// still set lease state up directly; they are not scanned.
+#[cfg(test)]
+mod guard {
+    use std::path::{Path, PathBuf};
+
+    const THIS_MODULE: &str = "src/db/leases.rs";
+    const LEASE_COLUMNS: [&str; 4] = [
+        "lease_token",
+        "lease_owner",
+        "lease_expires_at",
+        "lease_scan_id",
+    ];
+
+    /// The string literals of Rust source `src` (plain, raw and byte strings).
+    fn string_literals(src: &str) -> Vec<String> {
+        let b = src.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'/' if b.get(i + 1) == Some(&b'/') => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'/' if b.get(i + 1) == Some(&b'*') => {
+                    i += 2;
+                    while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                // A char literal ('x', '\n', '"') or a lifetime ('a).
+                b'\'' => {
+                    if b.get(i + 1) == Some(&b'\\') {
+                        i += 2;
+                        while i < b.len() && b[i] != b'\'' {
+                            i += 1;
+                        }
+                        i += 1;
+                    } else if b.get(i + 2) == Some(&b'\'') {
+                        i += 3;
+                    } else {
+                        i += 1;
+                    }
+                }
+                b'r' if matches!(b.get(i + 1), Some(b'#') | Some(b'"'))
+                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+                {
+                    let mut j = i + 1;
+                    let mut hashes = 0;
+                    while b.get(j) == Some(&b'#') {
+                        hashes += 1;
+                        j += 1;
+                    }
+                    if b.get(j) != Some(&b'"') {
+                        i += 1;
+                        continue;
+                    }
+                    let close = format!("\"{}", "#".repeat(hashes));
+                    let start = j + 1;
+                    let end = src[start..].find(&close).map_or(b.len(), |e| start + e);
+                    out.push(src[start..end].to_string());
+                    i = end + close.len();
+                }
+                b'"' => {
+                    let start = i + 1;
+                    let mut j = start;
+                    while j < b.len() && b[j] != b'"' {
+                        j += if b[j] == b'\\' { 2 } else { 1 };
+                    }
+                    out.push(src[start..j.min(b.len())].to_string());
+                    i = j + 1;
+                }
+                _ => i += 1,
+            }
+        }
+        out
+    }
+
+    /// Whether a literal is a lease statement: it names a lease column, and a table
+    /// other than `sspm.scans` (or no table at all, unless only `lease_token` appears).
+    fn is_lease_statement(literal: &str) -> bool {
+        let lower = literal.to_ascii_lowercase();
+        let columns: Vec<&str> = LEASE_COLUMNS
+            .into_iter()
+            .filter(|c| lower.contains(c))
+            .collect();
+        if columns.is_empty() {
+            return false;
+        }
+        let other_table = lower
+            .match_indices("sspm.")
+            .any(|(at, _)| !lower[at..].starts_with("sspm.scans"));
+        other_table || columns.iter().any(|c| *c != "lease_token")
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("readable source directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn lexer_finds_sql_in_literals_but_not_in_comments() {
+        let src = r####"
+            // SET lease_owner = 'comment'
+            /* lease_expires_at <= now() */
+            let c = '"'; let l: &'static str = "plain";
+            sqlx::query!(r#"UPDATE sspm.instances SET lease_owner = $1"#);
+            let s = "SELECT \"lease_expires_at\" FROM x";
+        "####;
+        let found = string_literals(src);
+        assert_eq!(
+            found,
+            [
+                "plain",
+                "UPDATE sspm.instances SET lease_owner = $1",
+                r#"SELECT \"lease_expires_at\" FROM x"#
+            ]
+        );
+        assert!(!is_lease_statement("plain"));
+        assert!(is_lease_statement(&found[1]));
+        assert!(is_lease_statement(&found[2]));
+        assert!(is_lease_statement(
+            "UPDATE sspm.notification_outbox SET lease_token = NULL WHERE id = $1"
+        ));
+        assert!(!is_lease_statement(
+            "INSERT INTO sspm.scans (id, lease_token) VALUES ($1, $2)"
+        ));
+    }
+
+    #[test]
+    fn no_lease_statement_outside_the_lease_module() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        for krate in std::fs::read_dir(root.join("crates")).expect("crates directory") {
+            let src = krate.expect("crate entry").path().join("src");
+            if src.is_dir() {
+                rust_files(&src, &mut files);
+            }
+        }
+        assert!(
+            files.iter().any(|f| f.ends_with(THIS_MODULE)),
+            "the guard must see the lease module itself"
+        );
+        let mut offenders = Vec::new();
+        for file in &files {
+            let relative = file.strip_prefix(root).unwrap_or(file);
+            if relative == Path::new(THIS_MODULE) || relative.starts_with("src/db/leases") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).expect("readable source file");
+            for literal in string_literals(&text) {
+                if is_lease_statement(&literal) {
+                    let first_line = literal.trim().lines().next().unwrap_or("").to_string();
+                    offenders.push(format!("{}: {first_line}", relative.display()));
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "lease SQL outside src/db/leases.rs (move it there, with the same expiry rule):\n{}",
+            offenders.join("\n")
+        );
+        // And the module itself is what it claims: it holds the claim statement.
+        let own = std::fs::read_to_string(root.join(THIS_MODULE)).expect("lease module");
+        assert!(string_literals(&own)
+            .iter()
+            .any(|l| is_lease_statement(l) && l.contains("FOR UPDATE SKIP LOCKED")));
+    }
+}
