@@ -14,6 +14,7 @@ pub mod db;
 pub mod export;
 pub mod intercom;
 pub mod metrics;
+pub mod notify;
 pub mod onboard;
 pub mod region;
 pub mod scan;

@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Settings, Sources};
 
+mod alerts;
 mod attest;
+mod channel;
 mod checks;
 mod context;
 mod exception;
@@ -71,6 +73,12 @@ pub enum Command {
     Attest(attest::AttestCommand),
     /// Re-seal every stored token under the current token key (after adding a new key).
     RotateKey(rotate_key::RotateKeyArgs),
+    /// Alert channels (webhook, Slack, email, PagerDuty) and their rules.
+    #[command(subcommand)]
+    Channel(channel::ChannelCommand),
+    /// Alert messages and their delivery status (the outbox).
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -123,5 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exception(cmd) => exception::run(&ctx, cmd).await,
         Command::Attest(cmd) => attest::run(&ctx, cmd).await,
         Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
+        Command::Channel(cmd) => channel::run(&ctx, cmd).await,
+        Command::Alerts(cmd) => alerts::run(&ctx, cmd).await,
     }
 }

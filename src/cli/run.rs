@@ -75,10 +75,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     if keyring.is_none() {
         warn!("no token key configured (security.token_key or token_key_file): instances with sealed tokens will fail to scan; token references still work");
     }
+    let keyring = keyring.map(Arc::new);
     let scanner = Scanner {
         pool: pool.clone(),
         client: ctx.intercom()?,
-        keyring: keyring.map(Arc::new),
+        keyring: keyring.clone(),
         settings: Arc::clone(&settings),
         replica: replica.clone(),
     };
@@ -109,7 +110,16 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
 
     notify(&[NotifyState::Ready, NotifyState::Status("scanning")]);
     info!("ready: claiming due instances");
+    // Alert delivery from the outbox (src/notify, owner: alerts); drains on shutdown.
+    let notify_task = crate::notify::worker::spawn(
+        pool.clone(),
+        keyring,
+        &settings,
+        replica.clone(),
+        shutdown.clone(),
+    )?;
     scheduler.run(shutdown.clone()).await;
+    let _ = notify_task.await;
 
     if let Err(e) = cron.shutdown().await {
         debug!(error = %e, "housekeeping scheduler shutdown");

@@ -302,6 +302,17 @@ pub(super) async fn persist(
             return Err(ScanError::LeaseLost(instance.id));
         }
     }
+    // Alerts (src/notify, owner: alerts): outbox rows in this same transaction.
+    crate::notify::enqueue_for_scan(
+        &mut tx,
+        &crate::notify::ScanNotice {
+            instance,
+            scan_id,
+            status_after: instance_status,
+            status_detail: error.as_deref(),
+        },
+    )
+    .await?;
     // Delivered to listeners only when the transaction commits.
     let payload = serde_json::json!({
         "instance_id": instance.id,
@@ -418,6 +429,17 @@ pub(super) async fn fail_without_results(
             return Err(ScanError::LeaseLost(instance.id));
         }
     }
+    // Alerts (src/notify, owner: alerts): a health change (token revoked, IP blocked).
+    crate::notify::enqueue_for_scan(
+        &mut tx,
+        &crate::notify::ScanNotice {
+            instance,
+            scan_id,
+            status_after: instance_status,
+            status_detail: Some(&message),
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(ScanReport {
         scan_id,
