@@ -1,6 +1,10 @@
 //! Integration tests, compiled as one binary so the suite links once.
 //! Each module covers one area; storage tests use real Postgres (DATABASE_URL).
 
+mod alerts_delivery;
+mod alerts_faults;
+mod alerts_leaks;
+mod alerts_support;
 mod bad_input;
 mod cli_scan;
 mod consumer_read_path;
