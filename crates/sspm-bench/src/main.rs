@@ -5,6 +5,8 @@
 //! stdin control channel) and `intercom-sspm` (the daemon, or a foreground `scan`). One JSON
 //! object per benchmark goes to stdout; progress goes to stderr.
 
+mod notify;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +72,7 @@ const ALL: &[&str] = &[
     "latency_bound",
     "idle_100k",
     "schedule_accuracy",
+    "notify_throughput",
 ];
 
 fn log(msg: impl AsRef<str>) {
@@ -502,6 +505,7 @@ async fn run(
             "latency_bound" => latency_bound(&ctx).await,
             "idle_100k" => idle(&ctx).await,
             "schedule_accuracy" => schedule_accuracy(&ctx).await,
+            "notify_throughput" => notify::notify_throughput(&ctx).await,
             _ => unreachable!(),
         };
         let mut line = match result {
