@@ -4,6 +4,7 @@
 mod alerts_delivery;
 mod alerts_faults;
 mod alerts_leaks;
+mod alerts_rotation;
 mod alerts_support;
 mod bad_input;
 mod cli_scan;

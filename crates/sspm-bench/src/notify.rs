@@ -102,7 +102,14 @@ pub async fn notify_throughput(ctx: &Ctx) -> anyhow::Result<Value> {
     )?;
     const DELIVERED: &str =
         "SELECT count(*) FROM sspm.notification_outbox WHERE status = 'delivered'";
-    wait_count(&db.pool, &mut daemon, DELIVERED, n, Duration::from_secs(300)).await?;
+    wait_count(
+        &db.pool,
+        &mut daemon,
+        DELIVERED,
+        n,
+        Duration::from_secs(300),
+    )
+    .await?;
     let done = Instant::now();
     let first = seen.first.lock().unwrap().expect("requests arrived");
     let requests = seen.requests.load(Ordering::Relaxed);
