@@ -73,8 +73,14 @@ async fn five_hundred_three_times_then_delivered_once_more_with_backoff(pool: Pg
     let (_, text) = d.get("/metrics").await;
     let m = ds::parse_prometheus(&text).unwrap();
     let kind = ("kind", "webhook");
-    assert_eq!(m.sum("sspm_notifications_total", &[kind, ("result", "retry")]), 3.0);
-    assert_eq!(m.sum("sspm_notifications_total", &[kind, ("result", "delivered")]), 1.0);
+    assert_eq!(
+        m.sum("sspm_notifications_total", &[kind, ("result", "retry")]),
+        3.0
+    );
+    assert_eq!(
+        m.sum("sspm_notifications_total", &[kind, ("result", "delivered")]),
+        1.0
+    );
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]

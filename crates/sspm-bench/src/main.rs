@@ -747,6 +747,11 @@ async fn throughput(ctx: &Ctx, backfill: bool) -> anyhow::Result<Value> {
     // Due in an hour: the daemon starts idle and the bench makes them due at once.
     ctx.onboard(&db, &meta, "1d", |_| chrono::Duration::hours(1))
         .await?;
+    // SSPM_BENCH_ALERT_CHANNEL=1: one alert channel matching every finding (its cost).
+    let alerts = match std::env::var("SSPM_BENCH_ALERT_CHANNEL").as_deref() {
+        Ok("1") => Some(notify::matching_channel(&db, ctx).await?),
+        _ => None,
+    };
     let settings = daemon_settings(concurrency);
     let mut daemon = Daemon::start(ctx, name, &db, &sim.url, &as_refs(&settings))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -819,6 +824,9 @@ async fn throughput(ctx: &Ctx, backfill: bool) -> anyhow::Result<Value> {
         "postgres_cpu_ms_per_scan": round3(pg_cpu.as_secs_f64() * 1000.0 / n as f64),
         "simulator_cpu_ms_per_scan": round3(sim_cpu.as_secs_f64() * 1000.0 / n as f64),
         "daemon_peak_rss_mib": mib(hwm.max(peak_rss)),
+        "alert_channel": alerts.is_some(),
+        "alert_messages_received": alerts.as_deref().map(notify::requests),
+        "alert_outbox_rows": count(&db.pool, "SELECT count(*) FROM sspm.notification_outbox").await?,
     });
     if backfill {
         out["target"] = json!(null);

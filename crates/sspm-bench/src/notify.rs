@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{as_refs, count, daemon_settings, log, round2, wait_count, Ctx, Daemon};
 
 #[derive(Default)]
-struct Seen {
+pub struct Seen {
     requests: AtomicU64,
     first: Mutex<Option<Instant>>,
 }
@@ -25,6 +25,53 @@ async fn receive(axum::extract::State(seen): axum::extract::State<Arc<Seen>>) ->
     let mut first = seen.first.lock().unwrap();
     first.get_or_insert_with(Instant::now);
     "ok"
+}
+
+/// A local receiver and one webhook channel to it that matches every finding
+/// (min severity info, every transition). `throughput_steady` uses it when
+/// `SSPM_BENCH_ALERT_CHANNEL=1`, to measure what alerting costs a scan.
+pub async fn matching_channel(db: &super::Db, ctx: &Ctx) -> anyhow::Result<Arc<Seen>> {
+    let seen = Arc::new(Seen::default());
+    let app = axum::Router::new()
+        .fallback(receive)
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let id = Uuid::new_v4();
+    let secrets = Secrets {
+        url: Some(SecretString::from(format!("http://{addr}/hook"))),
+        signing_secret: Some(channels::generate_signing_secret()),
+        routing_key: None,
+    };
+    let sealed = secrets.seal(&ctx.keyring, id);
+    let rules = Rules {
+        min_severity: intercom_sspm::checks::Severity::Info,
+        events: intercom_sspm::notify::rules::Event::ALL.to_vec(),
+        ..Rules::default()
+    };
+    channels::insert(
+        &db.pool,
+        &NewChannel {
+            id,
+            name: "bench-all",
+            kind: ChannelKind::Webhook,
+            format: Some(WebhookFormat::Json),
+            email_from: None,
+            email_to: &[],
+            sealed: Some(&sealed),
+            url_ref: None,
+            rules: &rules,
+        },
+    )
+    .await?;
+    Ok(seen)
+}
+
+pub fn requests(seen: &Seen) -> u64 {
+    seen.requests.load(Ordering::Relaxed)
 }
 
 pub async fn notify_throughput(ctx: &Ctx) -> anyhow::Result<Value> {
