@@ -54,6 +54,8 @@ pub struct Settings {
     pub checks: crate::checks::CheckSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub notify: NotifySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,6 +456,67 @@ fn explain(message: String, layers: &[Layer]) -> String {
     }
 }
 
+/// Alert delivery (docs/ALERTS.md): the outbox worker in every daemon replica.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// Run the delivery worker in `intercom-sspm run` (scans enqueue alerts either way).
+    pub enabled: bool,
+    /// A message still undelivered after this many attempts is `dead`.
+    pub max_attempts: u32,
+    /// A message older than this is `dead` instead of retried.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole request, including reading the (capped) response.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Response bodies are read up to this many bytes and discarded beyond.
+    pub max_response_bytes: usize,
+    /// First retry delay; doubles per attempt, with jitter, up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long a claimed message belongs to this replica before others may send it.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Messages claimed and sent concurrently per round.
+    pub concurrency: usize,
+    /// Minimum spacing of messages to one Slack channel (Slack allows about 1/s).
+    #[serde(with = "humantime_serde")]
+    pub slack_pace: Duration,
+    /// PagerDuty Events API v2 base URL (`/v2/enqueue` is appended); tests point it at a local receiver.
+    pub pagerduty_url: String,
+    /// A digest slot missed by more than this (all replicas down) is skipped, not sent late.
+    #[serde(with = "humantime_serde")]
+    pub digest_grace: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_attempts: 10,
+            max_age: Duration::from_secs(24 * 3600),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_response_bytes: 65536,
+            retry_base_delay: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(3600),
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            concurrency: 32,
+            slack_pace: Duration::from_secs(1),
+            pagerduty_url: "https://events.pagerduty.com".into(),
+            digest_grace: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Where to look for settings; tests pass their own so the process environment stays out.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -597,6 +660,30 @@ impl Settings {
             if d.is_zero() {
                 return Err(value_error(key, "must be greater than zero"));
             }
+        }
+        validate_base_url("notify.pagerduty_url", &self.notify.pagerduty_url)?;
+        for (key, d) in [
+            ("notify.request_timeout", self.notify.request_timeout),
+            ("notify.connect_timeout", self.notify.connect_timeout),
+            ("notify.lease", self.notify.lease),
+            ("notify.poll_interval", self.notify.poll_interval),
+            ("notify.max_age", self.notify.max_age),
+        ] {
+            if d.is_zero() {
+                return Err(value_error(key, "must be greater than zero"));
+            }
+        }
+        if self.notify.max_attempts == 0 || self.notify.concurrency == 0 {
+            return Err(value_error(
+                "notify.max_attempts / notify.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.notify.request_timeout * 2 >= self.notify.lease {
+            return Err(value_error(
+                "notify.lease",
+                "must be more than twice notify.request_timeout, or a slow send outlives its lease and is sent twice",
+            ));
         }
         if self.intercom.max_pages == 0 {
             return Err(value_error("intercom.max_pages", "must be at least 1"));

@@ -99,6 +99,8 @@ impl Listeners {
 pub struct WorkerContext {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    /// The token keyring, when one is configured (channel secrets are sealed with it).
+    pub keyring: Option<Arc<Keyring>>,
     pub replica: String,
     pub stop: CancellationToken,
 }
@@ -252,6 +254,7 @@ impl Daemon {
         let context = WorkerContext {
             pool: pool.clone(),
             settings: Arc::clone(&self.settings),
+            keyring: self.keyring.clone(),
             replica: self.replica.clone(),
             stop: workers_stop.clone(),
         };

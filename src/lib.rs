@@ -16,6 +16,7 @@ pub mod export;
 pub mod intercom;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notify;
 pub mod onboard;
 pub mod region;
 pub mod scan;

@@ -18,7 +18,9 @@ macro_rules! outln {
     }};
 }
 
+mod alerts;
 mod attest;
+mod channel;
 mod checks;
 mod config_check;
 mod context;
@@ -154,6 +156,12 @@ pub enum Command {
         after_help = "Example:\n  intercom-sspm man > /usr/local/share/man/man1/intercom-sspm.1"
     )]
     Man,
+    /// Alert channels (webhook, Slack, email, PagerDuty) and their rules.
+    #[command(subcommand)]
+    Channel(channel::ChannelCommand),
+    /// Alert messages and their delivery status (the outbox).
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -278,5 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exception(cmd) => exception::run(&ctx, cmd).await,
         Command::Attest(cmd) => attest::run(&ctx, cmd).await,
         Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
+        Command::Channel(cmd) => channel::run(&ctx, cmd).await,
+        Command::Alerts(cmd) => alerts::run(&ctx, cmd).await,
     }
 }

@@ -47,11 +47,12 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
 
     let pool = ctx.db().await?;
     let mut tx = pool.begin().await?;
-    let before: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
+    let mut before: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
         .await?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
+    before.extend(crate::notify::channels::key_ids_in_use(&mut tx).await?);
     let rows = keys::lock_sealed(&mut tx).await?;
     let mut resealed = 0usize;
     let mut already_current = 0usize;
@@ -91,11 +92,15 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
         }
         resealed += 1;
     }
-    let after: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
+    // Alert channel secrets are sealed under the same key (src/notify/channels.rs).
+    let (channels_resealed, channels_current) =
+        reseal_channels(&mut tx, &keyring, &current).await?;
+    let mut after: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
         .await?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
+    after.extend(crate::notify::channels::key_ids_in_use(&mut tx).await?);
     if args.dry_run {
         tx.rollback().await?;
     } else {
@@ -110,6 +115,9 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
     outln!(
         "{verb} {resealed} token(s) under key id {current}; {already_current} already used it; \
          token references are not affected"
+    );
+    println!(
+        "{verb} {channels_resealed} alert channel secret(s); {channels_current} already used the key"
     );
     // Keys that opened tokens before (or are configured as previous) and seal none now.
     let unreferenced: Vec<&String> = before
@@ -141,4 +149,33 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-seals every alert channel's secrets under the current key, in the caller's
+/// transaction (all or nothing with the tokens). Returns (re-sealed, already current).
+async fn reseal_channels(
+    tx: &mut sqlx::PgConnection,
+    keyring: &crate::crypto::Keyring,
+    current: &str,
+) -> anyhow::Result<(usize, usize)> {
+    use crate::notify::channels::{self, Secrets};
+    let (mut resealed, mut already) = (0, 0);
+    for (id, name, sealed) in channels::lock_sealed(&mut *tx).await? {
+        let secrets = Secrets::open(keyring, &sealed, id).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the sealed secrets of alert channel {name:?} ({id}): {e}. Nothing was \
+                 changed; configure its key in security.previous_token_keys, or give the channel \
+                 new secrets with `intercom-sspm channel set {name} --url ...`, and run rotate-key again"
+            )
+        })?;
+        if sealed.key_id == current {
+            already += 1;
+            continue;
+        }
+        if !channels::reseal(&mut *tx, id, &secrets.seal(keyring, id)).await? {
+            bail!("alert channel {name:?} changed during the rotation; nothing was changed, run rotate-key again");
+        }
+        resealed += 1;
+    }
+    Ok((resealed, already))
 }

@@ -21,7 +21,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::default();
     spawn_signal_handler(shutdown.clone())?;
     let listeners = Listeners::bind(&ctx.settings).await?;
-    let daemon = Daemon::build(ctx.settings.clone(), listeners, replica, &shutdown).await?;
+    let daemon = Daemon::build(ctx.settings.clone(), listeners, replica, &shutdown)
+        .await?
+        .with_worker(
+            "alert delivery",
+            crate::notify::worker::daemon_worker(&ctx.settings)?,
+        );
     daemon
         .run_until_stopped(shutdown, || {
             notify(&[NotifyState::Ready, NotifyState::Status("scanning")])

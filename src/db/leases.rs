@@ -19,7 +19,8 @@
 //! parameter), and runtime-built SQL would give that up. A table that needs leases (e.g.
 //! `sspm.notification_outbox` with `lease_token uuid, lease_owner text,
 //! lease_expires_at timestamptz`) gets its own claim / heartbeat / release statements
-//! IN THIS MODULE, written with the same rule and the same shapes:
+//! IN THIS MODULE (the outbox's are in [`outbox`]), written with the same rule and the
+//! same shapes:
 //!
 //! - claim: `... WHERE <due> AND (lease_token IS NULL OR lease_expires_at <= now())
 //!   ORDER BY <due column> LIMIT $n FOR UPDATE SKIP LOCKED`, then `SET lease_token =
@@ -35,6 +36,8 @@ use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use crate::region::Region;
+
+pub mod outbox;
 
 /// How long a claim or heartbeat holds a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -351,6 +351,18 @@ pub(super) async fn persist(
         },
     )
     .await?;
+    // Alert outbox rows for this scan's transitions, in the same transaction: a rolled-back
+    // scan alerts nobody, a committed one cannot lose its alert.
+    crate::notify::enqueue_for_scan(
+        &mut tx,
+        &crate::notify::ScanNotice {
+            instance,
+            scan_id,
+            status_after: instance_status,
+            status_detail: error.as_deref(),
+        },
+    )
+    .await?;
     // Delivered to listeners only when the transaction commits.
     let payload = serde_json::json!({
         "instance_id": instance.id,
@@ -464,6 +476,17 @@ pub(super) async fn fail_without_results(
             },
             fence: fence.as_ref(),
             next_scan_at: fence.as_ref().map(|f| f.next_scan_at(false, rate_limited)),
+        },
+    )
+    .await?;
+    // A health change (token revoked, IP blocked) is alerted in the same transaction.
+    crate::notify::enqueue_for_scan(
+        &mut tx,
+        &crate::notify::ScanNotice {
+            instance,
+            scan_id,
+            status_after: instance_status,
+            status_detail: Some(&message),
         },
     )
     .await?;

@@ -4,6 +4,10 @@
 
 mod support;
 
+mod alerts_delivery;
+mod alerts_faults;
+mod alerts_leaks;
+mod alerts_rotation;
 mod bad_input;
 mod cli_conventions;
 mod cli_scan;

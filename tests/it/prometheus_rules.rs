@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::support::daemon::Daemon;
 use crate::support::db::{self, onboard, Onboard};
 use crate::support::prometheus::parse_prometheus;
-use crate::support::{sim, TestKey};
+use crate::support::{free_port, sim, TestKey};
 
 const RULES: &str = "deploy/prometheus/alerts.yaml";
 const RULE_TESTS: &str = "tests/prometheus/alerts_test.yaml";
@@ -285,12 +285,4 @@ async fn a_real_prometheus_puts_the_unauthorized_alert_pending_after_a_revoked_t
     drop(prometheus);
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(20)).await;
-}
-
-/// A port that was free a moment ago (Prometheus binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
 }

@@ -5,6 +5,8 @@
 //! stdin control channel) and `intercom-sspm` (the daemon, or a foreground `scan`). One JSON
 //! object per benchmark goes to stdout; progress goes to stderr.
 
+mod notify;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,7 @@ const ALL: &[&str] = &[
     "latency_bound",
     "idle_100k",
     "schedule_accuracy",
+    "notify_throughput",
 ];
 
 fn log(msg: impl AsRef<str>) {
@@ -504,6 +507,7 @@ async fn run(
             "latency_bound" => latency_bound(&ctx).await,
             "idle_100k" => idle(&ctx).await,
             "schedule_accuracy" => schedule_accuracy(&ctx).await,
+            "notify_throughput" => notify::notify_throughput(&ctx).await,
             _ => unreachable!(),
         };
         let mut line = match result {
@@ -745,6 +749,11 @@ async fn throughput(ctx: &Ctx, backfill: bool) -> anyhow::Result<Value> {
     // Due in an hour: the daemon starts idle and the bench makes them due at once.
     ctx.onboard(&db, &meta, "1d", |_| chrono::Duration::hours(1))
         .await?;
+    // SSPM_BENCH_ALERT_CHANNEL=1: one alert channel matching every finding (its cost).
+    let alerts = match std::env::var("SSPM_BENCH_ALERT_CHANNEL").as_deref() {
+        Ok("1") => Some(notify::matching_channel(&db, ctx).await?),
+        _ => None,
+    };
     let settings = daemon_settings(concurrency);
     let mut daemon = Daemon::start(ctx, name, &db, &sim.url, &as_refs(&settings))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -817,6 +826,9 @@ async fn throughput(ctx: &Ctx, backfill: bool) -> anyhow::Result<Value> {
         "postgres_cpu_ms_per_scan": round3(pg_cpu.as_secs_f64() * 1000.0 / n as f64),
         "simulator_cpu_ms_per_scan": round3(sim_cpu.as_secs_f64() * 1000.0 / n as f64),
         "daemon_peak_rss_mib": mib(hwm.max(peak_rss)),
+        "alert_channel": alerts.is_some(),
+        "alert_messages_received": alerts.as_deref().map(notify::requests),
+        "alert_outbox_rows": count(&db.pool, "SELECT count(*) FROM sspm.notification_outbox").await?,
     });
     if backfill {
         out["target"] = json!(null);

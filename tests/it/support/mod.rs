@@ -13,6 +13,7 @@
 //!
 //! Storage tests take a fresh database from `#[sqlx::test]` (made from DATABASE_URL).
 
+pub mod alerts;
 pub mod cli;
 pub mod daemon;
 pub mod db;
@@ -215,4 +216,13 @@ impl World {
             .set_workspace_faults(id_code, FaultSpec::default())
             .unwrap();
     }
+}
+
+/// A port that was free a moment ago, for peers that must be told their port up front
+/// (Prometheus, the Python SMTP sink). Our own daemons bind port 0 and report theirs.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
 }
