@@ -75,14 +75,14 @@ pub async fn run(ctx: &Context, cmd: AlertsCommand) -> anyhow::Result<ExitCode> 
             )
             .await?;
             match format {
-                ListFormat::Json => println!("{}", output::json(&rows)?),
+                ListFormat::Json => outln!("{}", output::json(&rows)?),
                 ListFormat::Table => {
                     let table = rows
                         .iter()
                         .map(|r| {
                             vec![
                                 r.id.to_string(),
-                                r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                                output::utc(r.created_at),
                                 format!("{} ({})", r.channel, r.channel_kind),
                                 opt(&r.instance),
                                 r.kind.clone(),
@@ -93,7 +93,7 @@ pub async fn run(ctx: &Context, cmd: AlertsCommand) -> anyhow::Result<ExitCode> 
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         output::table(
                             &[
@@ -119,7 +119,7 @@ pub async fn run(ctx: &Context, cmd: AlertsCommand) -> anyhow::Result<ExitCode> 
                 bail!("no alert message {id}: see `intercom-sspm alerts list`");
             };
             match format {
-                ListFormat::Json => println!(
+                ListFormat::Json => outln!(
                     "{}",
                     output::json(&serde_json::json!({ "message": row, "event": event }))?
                 ),
@@ -144,15 +144,15 @@ pub async fn run(ctx: &Context, cmd: AlertsCommand) -> anyhow::Result<ExitCode> 
                             opt(&row.delivered_at.map(|t| t.to_rfc3339())),
                         ],
                     ];
-                    println!("{}", output::table(&["FIELD", "VALUE"], rows));
-                    println!("{}", output::json(&event)?);
+                    outln!("{}", output::table_in_full(&["FIELD", "VALUE"], rows));
+                    outln!("{}", output::json(&event)?);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         AlertsCommand::Retry { id } => match outbox::retry(&pool, id).await? {
             None => {
-                println!("alert message {id} is due now");
+                outln!("alert message {id} is due now");
                 Ok(ExitCode::SUCCESS)
             }
             Some(status) if status == "missing" => {

@@ -177,7 +177,7 @@ pub async fn run(ctx: &Context, cmd: ChannelCommand) -> anyhow::Result<ExitCode>
             let pool = ctx.db().await?;
             let c = channels::get(&pool, &channel).await?;
             channels::remove(&pool, c.id).await?;
-            println!("channel {} removed", c.name);
+            outln!("channel {} removed", c.name);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -370,7 +370,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     match args.output {
-        ListFormat::Json => println!(
+        ListFormat::Json => outln!(
             "{}",
             output::json(&serde_json::json!({
                 "id": id,
@@ -380,10 +380,10 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
             }))?
         ),
         ListFormat::Table => {
-            println!("channel {} added ({kind}, id {id})", args.name);
+            outln!("channel {} added ({kind}, id {id})", args.name);
             if let Some(s) = &signing_secret {
-                println!("signing secret (shown once; verify webhook-signature with it):");
-                println!("{}", s.expose_secret());
+                outln!("signing secret (shown once; verify webhook-signature with it):");
+                outln!("{}", s.expose_secret());
             }
         }
     }
@@ -455,10 +455,10 @@ async fn set(ctx: &Context, args: SetArgs) -> anyhow::Result<ExitCode> {
         };
     }
     channels::update(&pool, &c).await?;
-    println!("channel {} updated", c.name);
+    outln!("channel {} updated", c.name);
     if let Some(s) = printed_secret {
-        println!("new signing secret (shown once):");
-        println!("{}", s.expose_secret());
+        outln!("new signing secret (shown once):");
+        outln!("{}", s.expose_secret());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -468,7 +468,7 @@ async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result
     let mut c = channels::get(&pool, name).await?;
     c.enabled = enabled;
     channels::update(&pool, &c).await?;
-    println!(
+    outln!(
         "channel {} {}",
         c.name,
         if enabled { "enabled" } else { "disabled" }
@@ -486,7 +486,7 @@ async fn test(ctx: &Context, name: &str) -> anyhow::Result<ExitCode> {
     let id = Uuid::new_v4();
     match sender.send(&c, &secrets, &event, id).await {
         Outcome::Delivered { code } => {
-            println!(
+            outln!(
                 "test message {id} accepted by channel {} ({})",
                 c.name,
                 opt(&code)
@@ -507,7 +507,7 @@ fn print_list(all: &[Channel], format: ListFormat) -> anyhow::Result<()> {
     match format {
         ListFormat::Json => {
             let views: Vec<ChannelView> = all.iter().map(ChannelView::from).collect();
-            println!("{}", output::json(&views)?);
+            outln!("{}", output::json(&views)?);
         }
         ListFormat::Table => {
             let rows = all
@@ -525,7 +525,7 @@ fn print_list(all: &[Channel], format: ListFormat) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 output::table(
                     &[
@@ -548,7 +548,7 @@ fn print_list(all: &[Channel], format: ListFormat) -> anyhow::Result<()> {
 fn print_one(c: &Channel, format: ListFormat) -> anyhow::Result<()> {
     let v = ChannelView::from(c);
     match format {
-        ListFormat::Json => println!("{}", output::json(&v)?),
+        ListFormat::Json => outln!("{}", output::json(&v)?),
         ListFormat::Table => {
             let join = |l: &[String]| {
                 if l.is_empty() {
@@ -575,7 +575,7 @@ fn print_one(c: &Channel, format: ListFormat) -> anyhow::Result<()> {
                 vec!["digest".into(), opt(&v.digest)],
                 vec!["created".into(), v.created_at.to_rfc3339()],
             ];
-            println!("{}", output::table(&["FIELD", "VALUE"], rows));
+            outln!("{}", output::table_in_full(&["FIELD", "VALUE"], rows));
         }
     }
     Ok(())

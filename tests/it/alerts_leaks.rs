@@ -160,7 +160,7 @@ async fn channel_secrets_stay_out_of_output_logs_errors_and_dumps(pool: PgPool) 
     assert_clean("daemon trace logs", &logs, &secrets);
 
     for args in [
-        vec!["alerts", "list"],
+        vec!["alerts", "list", "--wide"],
         vec!["alerts", "list", "--format", "json"],
     ] {
         let out = w.cli(&args, None).await;

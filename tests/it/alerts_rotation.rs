@@ -67,7 +67,9 @@ async fn failed_messages_can_be_shown_and_retried(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    let listed = w.cli(&["alerts", "list", "--status", "failed"], None).await;
+    let listed = w
+        .cli(&["alerts", "list", "--status", "failed", "--wide"], None)
+        .await;
     assert!(
         listed.contains(&id.to_string()) && listed.contains("410"),
         "{listed}"
