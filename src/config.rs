@@ -52,6 +52,8 @@ pub struct Settings {
     pub checks: crate::checks::CheckSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub console: crate::console::settings::ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,6 +421,7 @@ impl Settings {
                 )
             })?;
         self.checks.validate()?;
+        self.console.validate(&self.server.listen)?;
         Ok(())
     }
 

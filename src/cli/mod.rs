@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Settings, Sources};
 
 mod attest;
+mod audit;
 mod checks;
 mod context;
 mod exception;
@@ -20,6 +21,7 @@ mod output;
 mod rotate_key;
 mod run;
 mod scan;
+mod user;
 
 pub use context::Context;
 
@@ -71,6 +73,12 @@ pub enum Command {
     Attest(attest::AttestCommand),
     /// Re-seal every stored token under the current token key (after adding a new key).
     RotateKey(rotate_key::RotateKeyArgs),
+    /// Manage local users of the web console.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Read the audit trail of changes made through the CLI and the console.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -123,5 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exception(cmd) => exception::run(&ctx, cmd).await,
         Command::Attest(cmd) => attest::run(&ctx, cmd).await,
         Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
+        Command::User(cmd) => user::run(&ctx, cmd).await,
+        Command::Audit(cmd) => audit::run(&ctx, cmd).await,
     }
 }
