@@ -60,3 +60,8 @@ CREATE INDEX audit_log_at_idx ON sspm.audit_log (at DESC, id DESC);
 -- Readers (dashboards, SIEM) may read the trail; users, sessions and throttle state hold
 -- password hashes and session hashes and stay private to the application role.
 GRANT SELECT ON sspm.audit_log TO sspm_reader;
+
+-- The console's findings page walks one severity at a time in id order (keyset
+-- pagination that stays fast over millions of findings).
+CREATE INDEX findings_console_page_idx ON sspm.findings (status, severity, id);
+CREATE INDEX findings_console_any_idx ON sspm.findings (severity, id);

@@ -11,6 +11,7 @@ use crate::config::{Settings, Sources};
 mod attest;
 mod audit;
 mod checks;
+mod console;
 mod context;
 mod exception;
 mod findings;
@@ -79,6 +80,8 @@ pub enum Command {
     /// Read the audit trail of changes made through the CLI and the console.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Serve the web console alone (no scans) on console.listen; needs console.auth.
+    Console(console::ConsoleArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -133,5 +136,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
         Command::User(cmd) => user::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
+        Command::Console(args) => console::run(&ctx, args).await,
     }
 }

@@ -75,6 +75,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     if keyring.is_none() {
         warn!("no token key configured (security.token_key or token_key_file): instances with sealed tokens will fail to scan; token references still work");
     }
+    // >>> console hook (issue 13): serve the web console on console.listen when set,
+    // stopped by the daemon's shutdown token. Port to src/daemon.rs as is.
+    let console_task =
+        crate::console::serve::spawn(&settings.console, pool.clone(), shutdown.clone())?;
+    // <<< console hook
     let scanner = Scanner {
         pool: pool.clone(),
         client: ctx.intercom()?,
@@ -122,6 +127,13 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         Ok(Err(e)) => warn!(error = %e, "HTTP server ended with an error"),
         Err(e) => warn!(error = %e, "HTTP server task failed"),
     }
+    // >>> console hook (issue 13): wait for the console's graceful stop.
+    if let Some(task) = console_task {
+        if let Ok(Err(e)) = task.await {
+            warn!(error = %e, "console server ended with an error");
+        }
+    }
+    // <<< console hook
     pool.close().await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
