@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli_scan;
+mod console_hostile;
 mod console_routes;
 mod console_users_audit;
 mod consumer_read_path;
