@@ -56,6 +56,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     #[serde(default)]
     pub notify: NotifySettings,
+    #[serde(default)]
+    pub console: crate::console::settings::ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -706,6 +708,7 @@ impl Settings {
         crate::telemetry::parse_level(&self.log.level)
             .map_err(|e| value_error("log.level", &e.to_string()))?;
         self.checks.validate()?;
+        self.console.validate(&self.server.listen)?;
         Ok(())
     }
 

@@ -6,9 +6,11 @@
 //! its own crate, `intercom-sim` (crates/intercom-sim).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod daemon;
 pub mod db;

@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::audit::{self, Actor};
 use crate::checks::domains::{validate_allowed_domains, AllowedDomainError};
 use crate::crypto::{CryptoError, Keyring};
 use crate::db::instances::{self, Instance, InstanceError, NewInstance};
@@ -152,12 +153,14 @@ pub async fn verify_token(
 }
 
 /// The whole `instance add`: validate input, verify the token, then store. Nothing is
-/// written unless every step succeeded.
+/// written unless every step succeeded; the instance and its audit row (by `actor`)
+/// commit together.
 pub async fn onboard(
     pool: &PgPool,
     client: &IntercomClient,
     keyring: Option<&Keyring>,
     request: OnboardRequest,
+    actor: &Actor,
 ) -> Result<Instance, OnboardError> {
     validate_name(&request.name)?;
     let domains = normalize_domains(&request.allowed_domains)?;
@@ -191,8 +194,9 @@ pub async fn onboard(
         }
         TokenInput::Reference(r) => TokenSource::Reference(r),
     };
+    let mut tx = pool.begin().await?;
     let instance = instances::insert(
-        pool,
+        &mut *tx,
         &NewInstance {
             id,
             name: &request.name,
@@ -205,7 +209,24 @@ pub async fn onboard(
         },
     )
     .await?;
-    instances::notify_wakeup(pool).await?;
+    let token_kind = &instance.token_kind;
+    audit::record(
+        &mut tx,
+        actor,
+        "instance.add",
+        &instance.name,
+        serde_json::json!({
+            "instance_id": instance.id,
+            "region": instance.region,
+            "workspace_id": instance.workspace_id,
+            "token": token_kind,
+            "schedule": instance.schedule,
+            "allowed_domains": instance.allowed_domains,
+        }),
+    )
+    .await?;
+    instances::notify_wakeup(&mut *tx).await?;
+    tx.commit().await?;
     Ok(instance)
 }
 

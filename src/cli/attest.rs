@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use anyhow::bail;
 use chrono::{Duration, Utc};
 use clap::Subcommand;
+use serde_json::json;
 
 use super::exception::parse_expiry;
 use super::output;
 use super::{Context, ListFormat};
+use crate::audit::{self, Actor};
 use crate::checks::{self, Source};
 use crate::db::{attestations, instances};
 
@@ -83,8 +85,9 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
             let author = output::author_or_user(author);
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
+            let mut tx = pool.begin().await?;
             let id = attestations::add(
-                &pool,
+                &mut *tx,
                 found.id,
                 &control,
                 evidence.trim(),
@@ -92,6 +95,12 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                 expires_at,
             )
             .await?;
+            let details = json!({
+                "attestation_id": id, "instance_id": found.id, "control": control,
+                "evidence": evidence.trim(), "expires_at": expires_at,
+            });
+            audit::record(&mut tx, &Actor::cli(), "attest.add", &found.name, details).await?;
+            tx.commit().await?;
             outln!(
                 "attestation {id}: {control} on {} counts until {}; the next scan reports it",
                 found.name,

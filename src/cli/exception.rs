@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Subcommand;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::output;
 use super::{Context, ListFormat};
+use crate::audit::{self, Actor};
 use crate::db::exceptions::{self, NewException};
 use crate::db::instances;
 
@@ -92,8 +94,9 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             let author = output::author_or_user(author);
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
+            let mut tx = pool.begin().await?;
             let (id, muted) = exceptions::add(
-                &pool,
+                &mut *tx,
                 &NewException {
                     instance_id: found.id,
                     check_id: &check,
@@ -104,6 +107,14 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                 },
             )
             .await?;
+            let details = json!({
+                "exception_id": id, "instance_id": found.id, "check": check,
+                "resource": resource, "reason": reason.trim(), "expires_at": expires_at,
+                "muted_findings": muted,
+            });
+            let actor = Actor::cli();
+            audit::record(&mut tx, &actor, "exception.add", &found.name, details).await?;
+            tx.commit().await?;
             outln!(
                 "exception {id} added for {} / {check}{}; {muted} finding(s) muted{}",
                 found.name,
@@ -151,8 +162,17 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
         }
         ExceptionCommand::Remove { id } => {
             let pool = ctx.db().await?;
-            match exceptions::remove(&pool, id).await? {
-                Some(n) => outln!("exception {id} removed; {n} finding(s) reopened"),
+            let mut tx = pool.begin().await?;
+            let target = exceptions::instance_name_of(&mut *tx, id).await?;
+            match exceptions::remove(&mut *tx, id).await? {
+                Some(n) => {
+                    let details = json!({ "exception_id": id, "reopened_findings": n });
+                    let target = target.unwrap_or_default();
+                    audit::record(&mut tx, &Actor::cli(), "exception.remove", &target, details)
+                        .await?;
+                    tx.commit().await?;
+                    outln!("exception {id} removed; {n} finding(s) reopened")
+                }
                 None => bail!("no exception with id {id}: see `intercom-sspm exception list`"),
             }
         }

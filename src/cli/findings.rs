@@ -145,41 +145,6 @@ fn print_table(rows: &[FindingListRow]) -> anyhow::Result<()> {
 }
 
 fn print_csv(rows: &[FindingListRow]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(std::io::stdout());
-    w.write_record([
-        "id",
-        "instance",
-        "region",
-        "workspace_id",
-        "check_id",
-        "resource",
-        "status",
-        "severity",
-        "title",
-        "remediation",
-        "first_seen_at",
-        "last_seen_at",
-        "resolved_at",
-        "evidence",
-    ])?;
-    for f in rows {
-        w.write_record([
-            f.id.to_string(),
-            f.instance_name.clone(),
-            f.region.clone(),
-            f.workspace_id.clone().unwrap_or_default(),
-            f.check_id.clone(),
-            f.resource.clone(),
-            f.status.clone(),
-            f.severity.clone(),
-            f.title.clone(),
-            f.remediation.clone(),
-            f.first_seen_at.to_rfc3339(),
-            f.last_seen_at.to_rfc3339(),
-            f.resolved_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            f.evidence.to_string(),
-        ])?;
-    }
-    w.flush()?;
+    crate::export::csv::write(std::io::stdout(), rows)?;
     Ok(())
 }

@@ -7,10 +7,12 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
+use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::output::{self, opt};
 use super::{Context, ListFormat};
+use crate::audit::{self, Actor};
 use crate::db::instances::{self, Instance};
 use crate::onboard::{self, OnboardRequest, TokenInput};
 use crate::region::Region;
@@ -150,7 +152,10 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             }
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
-            instances::remove(&pool, found.id).await?;
+            let mut tx = pool.begin().await?;
+            instances::remove(&mut *tx, found.id).await?;
+            audit_instance(&mut tx, "instance.remove", &found, json!({})).await?;
+            tx.commit().await?;
             outln!("removed instance {} ({})", found.name, found.id);
             Ok(ExitCode::SUCCESS)
         }
@@ -168,7 +173,16 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             let domains = onboard::normalize_domains(&domains)?;
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
-            instances::set_allowed_domains(&pool, found.id, &domains).await?;
+            let mut tx = pool.begin().await?;
+            instances::set_allowed_domains(&mut *tx, found.id, &domains).await?;
+            audit_instance(
+                &mut tx,
+                "instance.set_domains",
+                &found,
+                json!({ "allowed_domains": domains }),
+            )
+            .await?;
+            tx.commit().await?;
             outln!(
                 "allowed domains of {}: {}",
                 found.name,
@@ -305,6 +319,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
             schedule,
             allowed_domains: domains,
         },
+        &Actor::cli(),
     )
     .await?;
     match args.format {
@@ -333,10 +348,18 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
 async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result<ExitCode> {
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
-    instances::set_enabled(&pool, found.id, enabled).await?;
+    let mut tx = pool.begin().await?;
+    instances::set_enabled(&mut *tx, found.id, enabled).await?;
+    let action = if enabled {
+        "instance.enable"
+    } else {
+        "instance.disable"
+    };
+    audit_instance(&mut tx, action, &found, json!({})).await?;
     if enabled {
-        instances::notify_wakeup(&pool).await?;
+        instances::notify_wakeup(&mut *tx).await?;
     }
+    tx.commit().await?;
     outln!(
         "{} {}",
         if enabled { "enabled" } else { "disabled" },
@@ -388,8 +411,22 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
         ),
         TokenInput::Reference(r) => TokenSource::Reference(r),
     };
-    instances::set_token(&pool, found.id, &source).await?;
-    instances::notify_wakeup(&pool).await?;
+    let kind = match &source {
+        TokenSource::Sealed(_) => "sealed",
+        TokenSource::Reference(_) => "reference",
+    };
+    let mut tx = pool.begin().await?;
+    instances::set_token(&mut *tx, found.id, &source).await?;
+    // Only the kind of token source: never the token, nor where a reference points.
+    audit_instance(
+        &mut tx,
+        "instance.set_token",
+        &found,
+        json!({ "token": kind }),
+    )
+    .await?;
+    instances::notify_wakeup(&mut *tx).await?;
+    tx.commit().await?;
     outln!(
         "token of {} replaced and verified against workspace {workspace_id}",
         found.name
@@ -427,8 +464,17 @@ async fn set_schedule(
         ctx.settings.scheduler.jitter_policy(),
     )
     .max(now);
-    instances::set_schedule(&pool, found.id, stored.as_deref(), next).await?;
-    instances::notify_wakeup(&pool).await?;
+    let mut tx = pool.begin().await?;
+    instances::set_schedule(&mut *tx, found.id, stored.as_deref(), next).await?;
+    audit_instance(
+        &mut tx,
+        "instance.set_schedule",
+        &found,
+        json!({ "schedule": stored, "next_scan_at": next }),
+    )
+    .await?;
+    instances::notify_wakeup(&mut *tx).await?;
+    tx.commit().await?;
     outln!(
         "schedule of {} set to {effective}; next scan {}",
         found.name,
@@ -453,6 +499,17 @@ fn next_run(at: DateTime<Utc>, schedule: &Schedule, now: DateTime<Utc>) -> Strin
             output::utc(at)
         )
     }
+}
+
+/// The audit row of an instance change, by the CLI's user, in the change's transaction.
+async fn audit_instance(
+    conn: &mut sqlx::PgConnection,
+    action: &str,
+    instance: &Instance,
+    mut details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    details["instance_id"] = json!(instance.id);
+    audit::record(conn, &Actor::cli(), action, &instance.name, details).await
 }
 
 fn display_domains(d: &[String]) -> String {

@@ -20,9 +20,11 @@ macro_rules! outln {
 
 mod alerts;
 mod attest;
+mod audit;
 mod channel;
 mod checks;
 mod config_check;
+mod console;
 mod context;
 mod exception;
 mod exit;
@@ -34,6 +36,7 @@ mod output;
 mod rotate_key;
 mod run;
 mod scan;
+mod user;
 
 pub use context::Context;
 
@@ -162,6 +165,14 @@ pub enum Command {
     /// Alert messages and their delivery status (the outbox).
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Manage local users of the web console.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Read the audit trail of changes made through the CLI and the console.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Serve the web console alone (no scans) on console.listen; needs console.auth.
+    Console(console::ConsoleArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
@@ -288,5 +299,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RotateKey(args) => rotate_key::run(&ctx, args).await,
         Command::Channel(cmd) => channel::run(&ctx, cmd).await,
         Command::Alerts(cmd) => alerts::run(&ctx, cmd).await,
+        Command::User(cmd) => user::run(&ctx, cmd).await,
+        Command::Audit(cmd) => audit::run(&ctx, cmd).await,
+        Command::Console(args) => console::run(&ctx, args).await,
     }
 }

@@ -27,6 +27,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             "alert delivery",
             crate::notify::worker::daemon_worker(&ctx.settings)?,
         );
+    // The web console on console.listen, when set (never on server.listen).
+    let daemon = match crate::console::serve::daemon_worker(&ctx.settings.console) {
+        Some(console) => daemon.with_worker("console", console),
+        None => daemon,
+    };
     daemon
         .run_until_stopped(shutdown, || {
             notify(&[NotifyState::Ready, NotifyState::Status("scanning")])

@@ -18,7 +18,7 @@ pub struct AttestationRow {
 }
 
 pub async fn add(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     instance_id: Uuid,
     control_id: &str,
     evidence: &str,
@@ -34,7 +34,7 @@ pub async fn add(
         author,
         expires_at
     )
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await
 }
 

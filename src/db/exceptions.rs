@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{Acquire, PgPool, Postgres};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,8 +32,13 @@ pub struct NewException<'a> {
 
 /// Creates the exception and mutes matching open findings in one transaction.
 /// Returns the exception id and how many findings were muted.
-pub async fn add(pool: &PgPool, new: &NewException<'_>) -> Result<(Uuid, u64), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// Pass a pool, or a transaction to commit the change with the caller's other writes
+/// (the audit row); inside a transaction this runs in a savepoint.
+pub async fn add<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    new: &NewException<'_>,
+) -> Result<(Uuid, u64), sqlx::Error> {
+    let mut tx = conn.begin().await?;
     let id = sqlx::query_scalar!(
         "INSERT INTO sspm.exceptions (instance_id, check_id, resource, reason, author, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -85,8 +90,11 @@ pub async fn list(
 }
 
 /// Deletes an exception; its muted findings reopen. Returns None when it did not exist.
-pub async fn remove(pool: &PgPool, id: Uuid) -> Result<Option<u64>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn remove<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    id: Uuid,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     let reopened = reopen_findings_of(&mut tx, &[id], "exception removed").await?;
     let deleted = sqlx::query!("DELETE FROM sspm.exceptions WHERE id = $1", id)
         .execute(&mut *tx)
@@ -97,6 +105,19 @@ pub async fn remove(pool: &PgPool, id: Uuid) -> Result<Option<u64>, sqlx::Error>
     }
     tx.commit().await?;
     Ok(Some(reopened))
+}
+
+/// The name of the instance an exception belongs to (the audit row's target).
+pub async fn instance_name_of(
+    executor: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT i.name FROM sspm.exceptions e JOIN sspm.instances i ON i.id = e.instance_id WHERE e.id = $1",
+        id
+    )
+    .fetch_optional(executor)
+    .await
 }
 
 /// Reopens findings muted by exceptions that have expired; returns how many.

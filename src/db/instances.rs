@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{Acquire, PgExecutor, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::crypto::Sealed;
@@ -86,7 +86,12 @@ fn token_columns(token: &TokenSource) -> TokenColumns<'_> {
     }
 }
 
-pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, InstanceError> {
+/// Pass a pool, or a transaction to commit the row with the caller's other writes.
+pub async fn insert<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    new: &NewInstance<'_>,
+) -> Result<Instance, InstanceError> {
+    let mut conn = conn.acquire().await?;
     let TokenColumns {
         ciphertext,
         nonce,
@@ -110,7 +115,7 @@ pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, In
         new.schedule,
         new.allowed_domains,
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await;
     match inserted {
         Ok(_) => {}
@@ -118,8 +123,12 @@ pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, In
             return Err(InstanceError::DuplicateName(new.name.to_string()))
         }
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("instances_workspace_key") => {
-            let existing = find_by_workspace(pool, new.region, new.workspace_id)
-                .await?
+            // Inside a caller's transaction the failed INSERT aborted it, so the lookup
+            // may fail too; the error still names the workspace.
+            let existing = find_by_workspace(&mut *conn, new.region, new.workspace_id)
+                .await
+                .ok()
+                .flatten()
                 .map(|i| i.name)
                 .unwrap_or_default();
             return Err(InstanceError::DuplicateWorkspace {
@@ -130,7 +139,9 @@ pub async fn insert(pool: &PgPool, new: &NewInstance<'_>) -> Result<Instance, In
         }
         Err(e) => return Err(e.into()),
     }
-    get(pool, &new.id.to_string()).await
+    find(&mut *conn, &new.id.to_string())
+        .await?
+        .ok_or_else(|| InstanceError::NotFound(new.id.to_string()))
 }
 
 /// Looks an instance up by id or (case-insensitive) name.
@@ -162,20 +173,21 @@ pub async fn get(pool: &PgPool, name_or_id: &str) -> Result<Instance, InstanceEr
         .ok_or_else(|| InstanceError::NotFound(name_or_id.to_string()))
 }
 
-pub async fn find_by_workspace(
-    pool: &PgPool,
+pub async fn find_by_workspace<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
     region: Region,
     workspace_id: &str,
 ) -> Result<Option<Instance>, sqlx::Error> {
+    let mut conn = conn.acquire().await?;
     let row = sqlx::query_scalar!(
         "SELECT id FROM sspm.instances WHERE region = $1 AND workspace_id = $2",
         region.as_str(),
         workspace_id
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     match row {
-        Some(id) => find(pool, &id.to_string()).await,
+        Some(id) => find(&mut *conn, &id.to_string()).await,
         None => Ok(None),
     }
 }
@@ -248,7 +260,11 @@ pub async fn token_source(
     }))
 }
 
-pub async fn set_enabled(pool: &PgPool, id: Uuid, enabled: bool) -> Result<(), sqlx::Error> {
+pub async fn set_enabled(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    enabled: bool,
+) -> Result<(), sqlx::Error> {
     // Enabling makes the instance due now so the operator sees a scan soon.
     sqlx::query!(
         r#"UPDATE sspm.instances
@@ -258,12 +274,16 @@ pub async fn set_enabled(pool: &PgPool, id: Uuid, enabled: bool) -> Result<(), s
         id,
         enabled
     )
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
-pub async fn set_token(pool: &PgPool, id: Uuid, token: &TokenSource) -> Result<(), sqlx::Error> {
+pub async fn set_token(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    token: &TokenSource,
+) -> Result<(), sqlx::Error> {
     let TokenColumns {
         ciphertext,
         nonce,
@@ -282,13 +302,13 @@ pub async fn set_token(pool: &PgPool, id: Uuid, token: &TokenSource) -> Result<(
         key_id,
         token_ref
     )
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
 pub async fn set_schedule(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     id: Uuid,
     schedule: Option<&str>,
     next_scan_at: DateTime<Utc>,
@@ -299,13 +319,13 @@ pub async fn set_schedule(
         schedule,
         next_scan_at
     )
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
 pub async fn set_allowed_domains(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     id: Uuid,
     domains: &[String],
 ) -> Result<(), sqlx::Error> {
@@ -314,15 +334,15 @@ pub async fn set_allowed_domains(
         id,
         domains
     )
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
 /// Removes an instance and, by cascade, its scans, findings and history.
-pub async fn remove(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn remove(executor: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!("DELETE FROM sspm.instances WHERE id = $1", id)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(done.rows_affected() == 1)
 }

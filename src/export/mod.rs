@@ -1,2 +1,3 @@
 //! Finding exports for other systems (SIEMs, spreadsheets).
+pub mod csv;
 pub mod ocsf;

@@ -1,0 +1,87 @@
+//! The web console: server-rendered pages over the same database the daemon writes,
+//! behind mandatory authentication (local users or a trusted reverse proxy).
+//!
+//! Layout: `settings` ([console]), `state`, `serve` (listener, TLS), `auth` (who is
+//! asking), `session` and `throttle` (local sign-in), `csrf`, `headers`, `assets`,
+//! `views` (chrome and small pages), `charts` (SVG), `routes` (one module per page).
+
+pub mod assets;
+pub mod auth;
+pub mod charts;
+pub mod client;
+pub mod csrf;
+pub mod headers;
+pub mod role;
+pub mod routes;
+pub mod serve;
+pub mod session;
+pub mod settings;
+pub mod state;
+pub mod throttle;
+pub mod users;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use state::ConsoleState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("the console needs an authentication mode: set console.auth = \"local\" (users from `intercom-sspm user add`) or \"proxy\" (with console.trusted_proxies)")]
+    NoAuthMode,
+    #[error("console.auth = \"proxy\" needs console.trusted_proxies (CIDRs of the authenticating proxies)")]
+    NoTrustedProxies,
+    #[error("console.listen is not set: give the address to serve on (e.g. SSPM__CONSOLE__LISTEN=127.0.0.1:8443)")]
+    NoListen,
+    #[error("cannot listen on console.listen = {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load the console's TLS certificate or key (console.tls_cert_file / tls_key_file): {0}")]
+    Tls(std::io::Error),
+    #[error("the console server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Every console route. Each handler checks the role it needs; the CSRF middleware
+/// refuses every POST without this browser's token before a handler runs.
+pub fn router(state: Arc<ConsoleState>) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/", get(fleet::page))
+        .route("/instances/{id}", get(instance::page))
+        .route("/findings", get(findings::page))
+        .route("/findings/export", get(findings::export))
+        .route("/findings/{id}", get(finding::page))
+        .route("/checks", get(checks::page))
+        .route("/compliance", get(compliance::index))
+        .route("/compliance/{framework}", get(compliance::page))
+        .route("/audit", get(audit::page))
+        .route("/users", get(users::page))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/assets/{name}", get(assets::serve))
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            csrf::enforce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            headers::apply,
+        ))
+        .with_state(state)
+}
+
+async fn fallback() -> axum::response::Response {
+    views::refused(
+        axum::http::StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no page at this address.",
+    )
+}

@@ -1,0 +1,355 @@
+//! The findings page (filters, keyset pagination) and its export (CSV, JSON, OCSF with
+//! the CLI's serialisers). Pages walk severities in order and, within one, ids ascending,
+//! so every page is a handful of index range scans however many findings exist.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::console::auth::Signed;
+use crate::console::role::Role;
+use crate::console::state::ConsoleState;
+use crate::console::views::{self, Chrome};
+use crate::db::findings::{self as db_findings, FindingFilter as DbFilter};
+
+pub const PAGE_SIZE: i64 = 50;
+/// The export is for spreadsheets and SIEM imports; larger sets belong to the CLI or SQL.
+pub const MAX_EXPORT_ROWS: usize = 100_000;
+const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+const STATUSES: [&str; 4] = ["open", "muted", "resolved", "any"];
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct FindingsQuery {
+    pub instance: Option<String>,
+    pub severity: Option<String>,
+    pub status: Option<String>,
+    pub check: Option<String>,
+    pub q: Option<String>,
+    /// Keyset cursor: `severity:uuid` of the previous page's last row.
+    pub after: Option<String>,
+    pub format: Option<String>,
+}
+
+fn clean(v: &Option<String>, max: usize) -> Option<String> {
+    v.as_ref()
+        .map(|s| s.trim().chars().take(max).collect::<String>())
+        .filter(|s| !s.is_empty())
+}
+
+/// The filter as validated: unknown values are dropped, never passed to SQL as patterns.
+struct Filter {
+    raw: FindingsQuery,
+    instance_id: Option<Uuid>,
+    status: Option<String>,
+    severity: Option<String>,
+    check: Option<String>,
+    like: Option<String>,
+}
+
+impl Filter {
+    async fn from_query(
+        state: &ConsoleState,
+        q: FindingsQuery,
+    ) -> Result<Result<Filter, String>, sqlx::Error> {
+        {
+            let raw = FindingsQuery {
+                instance: clean(&q.instance, 100),
+                severity: clean(&q.severity, 20).filter(|s| SEVERITIES.contains(&s.as_str())),
+                status: clean(&q.status, 20).filter(|s| STATUSES.contains(&s.as_str())),
+                check: clean(&q.check, 100).filter(|c| crate::checks::meta(c).is_some()),
+                q: clean(&q.q, 200),
+                after: q.after,
+                format: q.format,
+            };
+            let instance_id = match &raw.instance {
+                Some(name) => match crate::db::instances::find(&state.pool, name).await? {
+                    Some(i) => Some(i.id),
+                    None => return Ok(Err(format!("No instance named or with id {name:?}."))),
+                },
+                None => None,
+            };
+            let status = match raw.status.as_deref() {
+                None => Some("open".to_string()),
+                Some("any") => None,
+                Some(s) => Some(s.to_string()),
+            };
+            // ILIKE with the user's text as a literal: escape the pattern characters.
+            let like = raw.q.as_ref().map(|t| {
+                let escaped = t
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                format!("%{escaped}%")
+            });
+            Ok(Ok(Filter {
+                instance_id,
+                status,
+                severity: raw.severity.clone(),
+                check: raw.check.clone(),
+                like,
+                raw,
+            }))
+        }
+    }
+
+    /// The filter as a query string (for links: next page, exports).
+    fn query_string(&self) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("instance", &self.raw.instance),
+            ("severity", &self.raw.severity),
+            ("status", &self.raw.status),
+            ("check", &self.raw.check),
+            ("q", &self.raw.q),
+        ] {
+            if let Some(v) = v {
+                s.append_pair(k, v);
+            }
+        }
+        s.finish()
+    }
+}
+
+pub struct Row {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub instance_name: String,
+    pub severity: String,
+    pub title: String,
+    pub resource: String,
+    pub status: String,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/findings.html")]
+struct FindingsPage {
+    chrome: Chrome,
+    f: FindingsQuery,
+    status: String,
+    severities: [&'static str; 5],
+    statuses: [&'static str; 4],
+    checks: Vec<&'static str>,
+    query: String,
+    error: Option<String>,
+    rows: Vec<Row>,
+    next: Option<String>,
+}
+
+fn parse_cursor(after: Option<&str>) -> Option<(usize, Uuid)> {
+    let (sev, id) = after?.split_once(':')?;
+    let idx = SEVERITIES.iter().position(|s| *s == sev)?;
+    Some((idx, id.parse().ok()?))
+}
+
+pub async fn page(
+    State(state): State<Arc<ConsoleState>>,
+    signed: Signed,
+    Query(q): Query<FindingsQuery>,
+) -> Response {
+    if let Some(r) = signed.refuse_unless(Role::Viewer) {
+        return r;
+    }
+    let filter = match Filter::from_query(&state, q).await {
+        Ok(f) => f,
+        Err(e) => return views::internal(e),
+    };
+    let checks: Vec<&'static str> = crate::checks::catalog().iter().map(|m| m.id).collect();
+    let filter = match filter {
+        Ok(f) => f,
+        Err(message) => {
+            return views::page(&FindingsPage {
+                chrome: Chrome::for_user(&signed),
+                f: FindingsQuery::default(),
+                status: "open".into(),
+                severities: SEVERITIES,
+                statuses: STATUSES,
+                checks,
+                query: String::new(),
+                error: Some(message),
+                rows: Vec::new(),
+                next: None,
+            })
+        }
+    };
+    let cursor = parse_cursor(filter.raw.after.as_deref());
+    let (rows, next) = match fetch_page(&state, &filter, cursor).await {
+        Ok(r) => r,
+        Err(e) => return views::internal(e),
+    };
+    let query = filter.query_string();
+    let next = next.map(|c| {
+        let sep = if query.is_empty() { "" } else { "&" };
+        let c: String = url::form_urlencoded::byte_serialize(c.as_bytes()).collect();
+        format!("/findings?{query}{sep}after={c}")
+    });
+    views::page(&FindingsPage {
+        chrome: Chrome::for_user(&signed),
+        status: filter.raw.status.clone().unwrap_or_else(|| "open".into()),
+        f: filter.raw,
+        severities: SEVERITIES,
+        statuses: STATUSES,
+        checks,
+        query,
+        error: None,
+        rows,
+        next,
+    })
+}
+
+/// One page: severities from the cursor's on, each an index range scan, until full.
+async fn fetch_page(
+    state: &ConsoleState,
+    f: &Filter,
+    cursor: Option<(usize, Uuid)>,
+) -> Result<(Vec<Row>, Option<String>), sqlx::Error> {
+    let start = cursor.map(|c| c.0).unwrap_or(0);
+    let mut out: Vec<Row> = Vec::new();
+    for (idx, sev) in SEVERITIES.iter().enumerate().skip(start) {
+        if f.severity.as_deref().is_some_and(|s| s != *sev) {
+            continue;
+        }
+        let after = cursor.filter(|c| c.0 == idx).map(|c| c.1);
+        let want = PAGE_SIZE + 1 - out.len() as i64;
+        let rows = sqlx::query!(
+            r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title, f.resource,
+                      f.status, f.first_seen_at, f.last_seen_at
+               FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+               WHERE f.severity = $1
+                 AND ($2::uuid IS NULL OR f.id > $2)
+                 AND ($3::text IS NULL OR f.status = $3)
+                 AND ($4::uuid IS NULL OR f.instance_id = $4)
+                 AND ($5::text IS NULL OR f.check_id = $5)
+                 AND ($6::text IS NULL OR f.title ILIKE $6 OR f.resource ILIKE $6)
+               ORDER BY f.id
+               LIMIT $7"#,
+            sev,
+            after,
+            f.status,
+            f.instance_id,
+            f.check,
+            f.like,
+            want
+        )
+        .fetch_all(&state.pool)
+        .await?;
+        out.extend(rows.into_iter().map(|r| Row {
+            id: r.id,
+            instance_id: r.instance_id,
+            instance_name: r.instance_name,
+            severity: r.severity,
+            title: r.title,
+            resource: r.resource,
+            status: r.status,
+            first_seen: fmt(r.first_seen_at),
+            last_seen: fmt(r.last_seen_at),
+        }));
+        if out.len() as i64 > PAGE_SIZE {
+            break;
+        }
+    }
+    let next = if out.len() as i64 > PAGE_SIZE {
+        out.truncate(PAGE_SIZE as usize);
+        out.last().map(|r| format!("{}:{}", r.severity, r.id))
+    } else {
+        None
+    };
+    Ok((out, next))
+}
+
+fn fmt(t: DateTime<Utc>) -> String {
+    views::when(&Some(t))
+}
+
+/// The current filter's findings as a download: csv, json (an array) or ocsf (NDJSON).
+pub async fn export(
+    State(state): State<Arc<ConsoleState>>,
+    signed: Signed,
+    Query(q): Query<FindingsQuery>,
+) -> Response {
+    if let Some(r) = signed.refuse_unless(Role::Viewer) {
+        return r;
+    }
+    let format = q.format.clone().unwrap_or_else(|| "csv".into());
+    let filter = match Filter::from_query(&state, q).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(message)) => return (axum::http::StatusCode::BAD_REQUEST, message).into_response(),
+        Err(e) => return views::internal(e),
+    };
+    let rows = match db_findings::list(
+        &state.pool,
+        &DbFilter {
+            instance_id: filter.instance_id,
+            status: filter.status.clone(),
+            severities: filter.severity.clone().map(|s| vec![s]),
+            check_id: filter.check.clone(),
+        },
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return views::internal(e),
+    };
+    let needle = filter.raw.q.as_ref().map(|t| t.to_lowercase());
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| {
+            needle.as_ref().is_none_or(|n| {
+                r.title.to_lowercase().contains(n) || r.resource.to_lowercase().contains(n)
+            })
+        })
+        .take(MAX_EXPORT_ROWS)
+        .collect();
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let (body, content_type, ext) = match format.as_str() {
+        "json" => match serde_json::to_vec_pretty(&rows) {
+            Ok(b) => (b, "application/json", "json"),
+            Err(e) => return views::internal(e),
+        },
+        "ocsf" => {
+            let mut b = Vec::new();
+            for r in &rows {
+                match serde_json::to_vec(&crate::export::ocsf::detection_finding(r)) {
+                    Ok(line) => {
+                        b.extend(line);
+                        b.push(b'\n');
+                    }
+                    Err(e) => return views::internal(e),
+                }
+            }
+            (b, "application/x-ndjson", "ocsf.jsonl")
+        }
+        "csv" => {
+            let mut b = Vec::new();
+            if let Err(e) = crate::export::csv::write(&mut b, &rows) {
+                return views::internal(e);
+            }
+            (b, "text/csv; charset=utf-8", "csv")
+        }
+        other => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("unknown export format {other:?}: use csv, json or ocsf"),
+            )
+                .into_response()
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"findings-{stamp}.{ext}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}

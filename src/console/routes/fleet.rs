@@ -1,0 +1,216 @@
+//! The fleet page: every instance with status, score, coverage, a 30-day sparkline, open
+//! findings by severity, last and next scan. Keyset-paginated (by name, or by score then
+//! name); two queries per page whatever its size (rows, then all their trends).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::console::auth::Signed;
+use crate::console::charts::{self, Point};
+use crate::console::role::Role;
+use crate::console::state::ConsoleState;
+use crate::console::views::{self, Chrome};
+
+pub const PAGE_SIZE: i64 = 100;
+const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+const STATUSES: [&str; 7] = [
+    "ok",
+    "pending",
+    "unauthorized",
+    "not_permitted",
+    "ip_not_allowed",
+    "unreachable",
+    "error",
+];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FleetFilter {
+    pub region: Option<String>,
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    pub sort: Option<String>,
+    /// Keyset cursor: the last name of the previous page.
+    pub after: Option<String>,
+    /// With sort=score: the last score of the previous page (-1 = none yet).
+    pub after_score: Option<f64>,
+}
+
+fn blank_to_none(v: &Option<String>) -> Option<String> {
+    v.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub struct FleetRow {
+    pub id: Uuid,
+    pub name: String,
+    pub region: String,
+    pub enabled: bool,
+    pub status_label: &'static str,
+    pub status_class: &'static str,
+    pub score: String,
+    pub coverage: String,
+    pub spark: String,
+    pub open: [i64; 5],
+    pub last_scan: String,
+    pub next_scan: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/fleet.html")]
+struct FleetPage {
+    chrome: Chrome,
+    filter: FleetFilter,
+    by_score: bool,
+    regions: [&'static str; 3],
+    statuses: [&'static str; 7],
+    severities: [&'static str; 5],
+    rows: Vec<FleetRow>,
+    next: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<Arc<ConsoleState>>,
+    signed: Signed,
+    Query(raw): Query<FleetFilter>,
+) -> Response {
+    if let Some(r) = signed.refuse_unless(Role::Viewer) {
+        return r;
+    }
+    let filter = FleetFilter {
+        region: blank_to_none(&raw.region),
+        status: blank_to_none(&raw.status),
+        severity: blank_to_none(&raw.severity).filter(|s| SEVERITIES.contains(&s.as_str())),
+        sort: blank_to_none(&raw.sort),
+        after: raw.after.clone(),
+        after_score: raw.after_score,
+    };
+    let by_score = filter.sort.as_deref() == Some("score");
+    let rows = match sqlx::query!(
+        r#"SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
+                  p.status AS "status!", p.latest_score, p.latest_coverage, p.last_scan_at,
+                  p.next_scan_at AS "next_scan_at!",
+                  p.open_critical AS "open_critical!", p.open_high AS "open_high!",
+                  p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
+           FROM sspm.instance_posture p
+           WHERE ($1::text IS NULL OR p.region = $1)
+             AND ($2::text IS NULL OR p.status = $2)
+             AND ($3::text IS NULL OR EXISTS (
+                   SELECT 1 FROM sspm.findings f
+                   WHERE f.instance_id = p.id AND f.status = 'open' AND f.severity = $3))
+             AND ($4::text IS NULL OR (
+                   CASE WHEN $6 THEN (coalesce(p.latest_score, -1), p.name) > ($5, $4)
+                        ELSE p.name > $4 END))
+           ORDER BY CASE WHEN $6 THEN coalesce(p.latest_score, -1) END, p.name
+           LIMIT $7"#,
+        filter.region,
+        filter.status,
+        filter.severity,
+        filter.after,
+        filter.after_score.unwrap_or(-1.0),
+        by_score,
+        PAGE_SIZE
+    )
+    .fetch_all(&state.pool)
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return views::internal(e),
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let now = Utc::now();
+    let trends = match daily_scores(&state, &ids).await {
+        Ok(t) => t,
+        Err(e) => return views::internal(e),
+    };
+    let next = (rows.len() as i64 == PAGE_SIZE).then(|| {
+        let last = rows.last().expect("a full page has a last row");
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("region", &filter.region),
+            ("status", &filter.status),
+            ("severity", &filter.severity),
+            ("sort", &filter.sort),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        q.append_pair("after", &last.name);
+        if by_score {
+            q.append_pair(
+                "after_score",
+                &last.latest_score.unwrap_or(-1.0).to_string(),
+            );
+        }
+        format!("/?{}", q.finish())
+    });
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let (label, class, _) = views::status_words(&r.status);
+            FleetRow {
+                spark: charts::sparkline(trends.get(&r.id).map(Vec::as_slice).unwrap_or(&[]), now),
+                id: r.id,
+                name: r.name,
+                region: r.region,
+                enabled: r.enabled,
+                status_label: label,
+                status_class: class,
+                score: views::score(r.latest_score),
+                coverage: views::pct(r.latest_coverage),
+                open: [
+                    r.open_critical,
+                    r.open_high,
+                    r.open_medium,
+                    r.open_low,
+                    r.open_info,
+                ],
+                last_scan: views::when(&r.last_scan_at),
+                next_scan: views::when(&Some(r.next_scan_at)),
+            }
+        })
+        .collect();
+    views::page(&FleetPage {
+        chrome: Chrome::for_user(&signed),
+        filter,
+        by_score,
+        regions: ["us", "eu", "au"],
+        statuses: STATUSES,
+        severities: SEVERITIES,
+        rows,
+        next,
+    })
+}
+
+/// Daily average score over 30 days for every instance of the page, in one query.
+async fn daily_scores(
+    state: &ConsoleState,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Point>>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT instance_id, date_trunc('day', started_at) AS "day!: DateTime<Utc>", avg(score) AS "score!"
+           FROM sspm.scans
+           WHERE instance_id = ANY($1) AND status = 'succeeded' AND score IS NOT NULL
+             AND started_at > now() - interval '30 days'
+           GROUP BY 1, 2 ORDER BY 1, 2"#,
+        ids
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<Point>> = HashMap::new();
+    for r in rows {
+        out.entry(r.instance_id).or_default().push(Point {
+            at: r.day,
+            value: r.score,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,11 @@
+//! One module per console page.
+
+pub mod audit;
+pub mod checks;
+pub mod compliance;
+pub mod finding;
+pub mod findings;
+pub mod fleet;
+pub mod instance;
+pub mod login;
+pub mod users;
