@@ -13,6 +13,9 @@ static WIDE: OnceLock<bool> = OnceLock::new();
 /// Width tables fit when stdout is not a terminal (a pipe, a file, a CI log).
 const DEFAULT_WIDTH: u16 = 80;
 
+/// Columns no wider than this are shown in full.
+const SHORT_COLUMN: usize = 10;
+
 pub fn set_wide(wide: bool) {
     let _ = WIDE.set(wide);
 }
@@ -21,6 +24,15 @@ pub fn set_wide(wide: bool) {
 /// to one line ending in an ellipsis rather than broken mid-word across lines. With
 /// `--wide`, every cell is shown in full.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    // Short columns (severity, status, counts, "-") are never worth cutting: they keep
+    // their width and the long ones (titles, ids, errors) share what is left.
+    let short: Vec<bool> = (0..headers.len())
+        .map(|i| {
+            std::iter::once(headers[i])
+                .chain(rows.iter().filter_map(|r| r.get(i).map(String::as_str)))
+                .all(|cell| cell.chars().count() <= SHORT_COLUMN)
+        })
+        .collect();
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_header(headers.to_vec());
@@ -42,8 +54,12 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         t.add_row(row);
     }
     // The first column names the row (an instance, a check id): never cut it.
-    if let Some(first) = t.column_mut(0) {
-        first.set_constraint(ColumnConstraint::ContentWidth);
+    for (i, short) in short.into_iter().enumerate() {
+        if i == 0 || short {
+            if let Some(column) = t.column_mut(i) {
+                column.set_constraint(ColumnConstraint::ContentWidth);
+            }
+        }
     }
     t.to_string()
 }
