@@ -52,9 +52,7 @@ async fn onboarded(pool: &PgPool) -> (intercom_sim::Simulator, Vec<(String, Stri
     let ws = sim::workspace_json("acme", "us", TOKEN, &["read_admins"]);
     let sim = sim::start_json(json!({ "workspaces": [ws] })).await;
     let key = TestKey::generate().b64;
-    let mut env = sim::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), db::database_url(pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let env = crate::support::cli::env(pool, Some(&sim), &key);
     let out = run_cli(
         &[
             "instance",
@@ -292,9 +290,7 @@ async fn set_token_from_another_region_gives_advice_it_can_follow(pool: PgPool) 
     let eu = sim::workspace_json("euro", "eu", EU_TOKEN, &["read_admins"]);
     let sim = sim::start_json(json!({ "workspaces": [us, eu] })).await;
     let key = TestKey::generate().b64;
-    let mut env = sim::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), db::database_url(&pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let env = crate::support::cli::env(&pool, Some(&sim), &key);
     let out = run_cli(
         &[
             "instance",
@@ -335,9 +331,7 @@ async fn token_stdin_on_a_terminal_prompts_without_echo(pool: PgPool) {
     let ws = sim::workspace_json("acme", "us", TOKEN, &["read_admins"]);
     let sim = sim::start_json(json!({ "workspaces": [ws] })).await;
     let key = TestKey::generate().b64;
-    let mut env = sim::sim_env(Some(&sim));
-    env.push(("DATABASE_URL".into(), db::database_url(&pool)));
-    env.push(("SSPM__SECURITY__TOKEN_KEY".into(), key));
+    let env = crate::support::cli::env(&pool, Some(&sim), &key);
     let command = format!(
         "{} instance add --name acme --region us --token-stdin",
         env!("CARGO_BIN_EXE_intercom-sspm")
