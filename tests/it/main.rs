@@ -16,6 +16,7 @@ mod cli_schema;
 mod config_errors;
 mod console_hostile;
 mod console_routes;
+mod console_tls;
 mod console_users_audit;
 mod consumer_read_path;
 mod daemon_claims;
