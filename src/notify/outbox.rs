@@ -26,18 +26,26 @@ pub struct ScanNotice<'a> {
     /// The status this scan records (None = unchanged).
     pub status_after: Option<&'a str>,
     pub status_detail: Option<&'a str>,
+    /// The finding transitions this scan's transaction recorded (empty for a scan that
+    /// ended before its checks ran).
+    pub transitions: &'a [crate::lifecycle::Transition],
 }
 
-/// Inserts this scan's alerts; returns how many rows. Costs one small query when no
-/// channel is enabled.
+/// Whether any transition can alert (into `muted` never does): without one and without a
+/// health change, no channel can want the scan.
+fn any_alerting(transitions: &[crate::lifecycle::Transition]) -> bool {
+    transitions
+        .iter()
+        .any(|t| Event::of_transition(t.from.map(|f| f.as_str()), t.to.as_str()).is_some())
+}
+
+/// Inserts this scan's alerts; returns how many rows. A scan with nothing to alert (the
+/// steady state: no transition, no health change) costs no query at all; otherwise one
+/// small query finds the enabled channels, and nothing more runs when there are none.
 pub async fn enqueue_for_scan(
     conn: &mut PgConnection,
     notice: &ScanNotice<'_>,
 ) -> Result<u64, sqlx::Error> {
-    let channels = channels::list_enabled(&mut *conn).await?;
-    if channels.is_empty() {
-        return Ok(0);
-    }
     let instance = notice.instance;
     let health = notice
         .status_after
@@ -47,6 +55,13 @@ pub async fn enqueue_for_scan(
             to: after.to_string(),
             detail: notice.status_detail.map(|d| d.chars().take(500).collect()),
         });
+    if health.is_none() && !any_alerting(notice.transitions) {
+        return Ok(0);
+    }
+    let channels = channels::list_enabled(&mut *conn).await?;
+    if channels.is_empty() {
+        return Ok(0);
+    }
     let changes = scan_changes(&mut *conn, notice.scan_id).await?;
     let first_scan =
         !changes.is_empty() && is_first_success(&mut *conn, instance.id, notice.scan_id).await?;
@@ -303,4 +318,42 @@ pub async fn get(
             r.event,
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::any_alerting;
+    use crate::lifecycle::{FindingStatus, Transition};
+
+    fn t(from: Option<FindingStatus>, to: FindingStatus) -> Transition {
+        Transition {
+            finding_id: uuid::Uuid::nil(),
+            from,
+            to,
+            reason: "test",
+        }
+    }
+
+    #[test]
+    fn only_transitions_that_alert_make_a_scan_worth_enqueueing() {
+        assert!(!any_alerting(&[]));
+        // Muting alerts nobody.
+        assert!(!any_alerting(&[
+            t(Some(FindingStatus::Open), FindingStatus::Muted),
+            t(None, FindingStatus::Muted),
+        ]));
+        assert!(any_alerting(&[t(None, FindingStatus::Open)]));
+        assert!(any_alerting(&[t(
+            Some(FindingStatus::Resolved),
+            FindingStatus::Open
+        )]));
+        assert!(any_alerting(&[t(
+            Some(FindingStatus::Open),
+            FindingStatus::Resolved
+        )]));
+        assert!(any_alerting(&[t(
+            Some(FindingStatus::Muted),
+            FindingStatus::Open
+        )]));
+    }
 }

@@ -360,6 +360,7 @@ pub(super) async fn persist(
             scan_id,
             status_after: instance_status,
             status_detail: error.as_deref(),
+            transitions: &summary.transitions,
         },
     )
     .await?;
@@ -487,6 +488,7 @@ pub(super) async fn fail_without_results(
             scan_id,
             status_after: instance_status,
             status_detail: Some(&message),
+            transitions: &[],
         },
     )
     .await?;
