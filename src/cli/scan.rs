@@ -14,7 +14,7 @@ use super::{Context, ListFormat};
 use crate::db::instances;
 use crate::db::leases::{self, LeaseTerms};
 use crate::db::scans::Trigger;
-use crate::scan::{format_elapsed, Fence, ScanReport, ScanStatus, Scanner};
+use crate::scan::{format_elapsed, Fence, NextDue, ScanReport, ScanStatus, Scanner};
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -164,8 +164,7 @@ async fn scan_one(
     let fence = Fence {
         lease_token: lease.lease_token,
         scan_id: Some(lease.scan_id),
-        next_on_success: lease.previous_next_scan_at,
-        next_on_failure: lease.previous_next_scan_at,
+        next: NextDue::Keep(lease.previous_next_scan_at),
     };
     let report = tokio::select! {
         r = scanner.scan(instance, Trigger::Manual, Some(fence)) => r,

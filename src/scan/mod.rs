@@ -24,7 +24,7 @@ use crate::db::scans::{self, Trigger};
 use crate::intercom::{IntercomClient, IntercomError};
 use crate::token::TokenError;
 
-pub use persist::Fence;
+pub use persist::{Fence, NextDue};
 pub use report::{ScanReport, ScanStatus};
 
 /// Everything scans share: the pool, the HTTP client, the keyring and settings.
@@ -143,7 +143,6 @@ impl Scanner {
         scan_id: Uuid,
     ) -> Result<ScanReport, ScanError> {
         let started = Instant::now();
-        let now = Utc::now();
         if fence.as_ref().and_then(|f| f.scan_id).is_none() {
             scans::insert_running(
                 &self.pool,
@@ -165,7 +164,10 @@ impl Scanner {
             started,
         };
 
-        let inputs = self.load_inputs(instance, now).await?;
+        let inputs = self.load_inputs(instance).await?;
+        // The scan's instant, by the database's clock: the snapshot's "now" (activity
+        // window, dormancy), the findings' first/last seen times and their history.
+        let now = inputs.now;
         let token = match inputs.token {
             Ok(t) => t,
             Err(e) => {
@@ -246,13 +248,11 @@ impl Scanner {
     }
 
     /// Stage 1: what the scan reads from the database before calling Intercom (one
-    /// connection, released before the API calls), and the token, revealed.
-    async fn load_inputs(
-        &self,
-        instance: &Instance,
-        now: DateTime<Utc>,
-    ) -> Result<ScanInputs, ScanError> {
+    /// connection, released before the API calls), the database's time, and the token,
+    /// revealed.
+    async fn load_inputs(&self, instance: &Instance) -> Result<ScanInputs, ScanError> {
         let mut conn = self.pool.acquire().await?;
+        let now = crate::db::now(&mut *conn).await?;
         let target = instances::scan_target(&mut conn, instance.id, now)
             .await?
             .ok_or(ScanError::InstanceGone(instance.id))?;
@@ -276,6 +276,7 @@ impl Scanner {
             None => Err(TokenError::Empty),
         };
         Ok(ScanInputs {
+            now,
             target,
             check_settings,
             stored_events,
@@ -324,6 +325,8 @@ impl Scanner {
 
 /// What `load_inputs` read for one scan.
 struct ScanInputs {
+    /// The database's clock when the scan read its inputs.
+    now: DateTime<Utc>,
     target: instances::ScanTarget,
     check_settings: CheckSettings,
     stored_events: Vec<checks::ActivityEvent>,

@@ -413,8 +413,7 @@ async fn scan_killed_before_commit_leaves_previous_state_intact(pool: PgPool) {
     let fence = intercom_sspm::scan::Fence {
         lease_token: lease,
         scan_id: Some(scan_id),
-        next_on_success: chrono::Utc::now(),
-        next_on_failure: chrono::Utc::now(),
+        next: intercom_sspm::scan::NextDue::Keep(chrono::Utc::now()),
     };
     let err = scanner
         .scan(&acme, Trigger::Schedule, Some(fence))
