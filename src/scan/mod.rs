@@ -93,8 +93,8 @@ impl Failure {
             Failure::Api(IntercomError::NotPermitted { .. })
             | Failure::Api(IntercomError::PlanRestricted { .. }) => "not_permitted",
             Failure::Api(IntercomError::IpNotAllowed { .. }) => "ip_not_allowed",
-            Failure::Api(IntercomError::Transient { .. })
-            | Failure::Api(IntercomError::BudgetExhausted(_)) => "unreachable",
+            // The same rule as the `api_reachable` check's, so the two agree.
+            Failure::Api(e) if e.is_unreachable() => "unreachable",
             Failure::Api(IntercomError::RateLimited { .. }) => return None,
             _ => "error",
         })
@@ -446,6 +446,90 @@ mod tests {
         let f = classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
         assert!(f.ends_without_results());
         assert_eq!(f.instance_status(), None, "a 429 keeps the instance status");
+    }
+
+    /// Issue 15 item 8: `/me` answered, then `/admins` failed. Whatever the error, the
+    /// instance status the scan records and the `api_reachable` check agree: the check fails
+    /// exactly when the instance becomes `unreachable` or `ip_not_allowed`. (A used-up
+    /// time budget passed the check while marking the instance unreachable.)
+    #[test]
+    fn api_reachable_agrees_with_the_instance_status() {
+        let endpoint = || "/admins".to_string();
+        let errors = [
+            unauthorized("/admins"),
+            IntercomError::NotPermitted {
+                endpoint: endpoint(),
+                status: 403,
+                code: "forbidden".into(),
+                message: "no".into(),
+            },
+            IntercomError::PlanRestricted {
+                endpoint: endpoint(),
+                message: "no".into(),
+            },
+            IntercomError::IpNotAllowed {
+                endpoint: endpoint(),
+            },
+            IntercomError::Transient {
+                endpoint: endpoint(),
+                reason: "HTTP 503".into(),
+            },
+            IntercomError::BudgetExhausted(Duration::from_secs(70)),
+            IntercomError::Decode {
+                endpoint: endpoint(),
+                path: "admins".into(),
+                reason: "bad".into(),
+            },
+            IntercomError::TooLarge {
+                endpoint: endpoint(),
+                reason: "big".into(),
+            },
+            IntercomError::Unexpected {
+                endpoint: endpoint(),
+                status: 418,
+                code: "teapot".into(),
+                message: "no".into(),
+            },
+        ];
+        let settings = CheckSettings::default();
+        for e in errors {
+            for in_me in [false, true] {
+                let mut snap = testutil::snapshot();
+                if in_me {
+                    snap.me = Err(e.clone());
+                }
+                snap.admins = Err(e.clone());
+                let failure =
+                    classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
+                let status = failure.instance_status();
+                let outcomes = checks::evaluate(&snap, &PreviousState::default(), &settings);
+                let reachable = outcomes
+                    .iter()
+                    .find(|o| o.check_id == "api_reachable")
+                    .expect("api_reachable evaluated");
+                let fails = reachable.status == checks::CheckStatus::Fail;
+                let blocked = matches!(status, Some("unreachable") | Some("ip_not_allowed"));
+                assert_eq!(
+                    fails, blocked,
+                    "{e:?} (in /me: {in_me}): instance {status:?}, api_reachable {:?}",
+                    reachable.status
+                );
+            }
+        }
+        // The budget's finding says what ran out.
+        let mut snap = testutil::snapshot();
+        snap.admins = Err(IntercomError::BudgetExhausted(Duration::from_secs(70)));
+        let outcomes = checks::evaluate(&snap, &PreviousState::default(), &settings);
+        let o = outcomes
+            .iter()
+            .find(|o| o.check_id == "api_reachable")
+            .unwrap();
+        assert!(
+            o.findings[0].title.contains("intercom.scan_timeout"),
+            "{:?}",
+            o.findings[0].title
+        );
+        assert_eq!(o.findings[0].evidence["error_kind"], "timeout");
     }
 
     #[test]
