@@ -14,6 +14,9 @@ use crate::support::daemon::{self as ds, sigterm_and_expect_clean_exit, Daemon, 
 use crate::support::sim::named_workspace;
 use crate::support::{db, World};
 
+/// A scan row: started_at, finished_at, status, error_kind.
+type ScanTimes = (DateTime<Utc>, Option<DateTime<Utc>>, String, Option<String>);
+
 /// A scan that runs longer than its backoff (a hanging host uses up `scan_timeout`) is
 /// retried a backoff after it ENDED. The backoff used to count from the start, so the
 /// next due time was already past when the scan finished and the instance was rescanned
@@ -49,15 +52,14 @@ async fn backoff_counts_from_the_end_of_a_long_scan(pool: PgPool) {
     .await;
     sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(20)).await;
 
-    let scans: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, String, Option<String>)> =
-        sqlx::query_as(
-            "SELECT started_at, finished_at, status, error_kind FROM sspm.scans
+    let scans: Vec<ScanTimes> = sqlx::query_as(
+        "SELECT started_at, finished_at, status, error_kind FROM sspm.scans
              WHERE instance_id = $1 ORDER BY started_at",
-        )
-        .bind(id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    )
+    .bind(id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     let failed: Vec<_> = scans.iter().filter(|s| s.2 == "failed").collect();
     assert!(failed.len() >= 3, "{scans:?}");
     for s in &failed {
