@@ -55,11 +55,9 @@ pub(super) fn when_me_failed(m: &CheckMeta, e: &IntercomError) -> Verdict {
             "Scanner's IP address is not on the workspace's REST API IP allowlist".into(),
             error_evidence(e),
         ),
-        ("api_reachable", IntercomError::Transient { .. }) => fail_one(
-            m,
-            "Intercom API unreachable from the scanner".into(),
-            error_evidence(e),
-        ),
+        ("api_reachable", e) if e.is_unreachable() => {
+            fail_one(m, unreachable_title("/me", e), error_evidence(e))
+        }
         _ => Verdict::Error(fetch_error_reason(e)),
     }
 }
@@ -68,10 +66,23 @@ pub(super) fn token_valid(_: &Ctx<'_>, _: &CheckMeta) -> Verdict {
     Verdict::pass()
 }
 
-/// `/me` answered, but a later call may still hit the IP allowlist or a persistent outage.
+fn unreachable_title(endpoint: &str, e: &IntercomError) -> String {
+    match e {
+        IntercomError::BudgetExhausted(_) => format!(
+            "Intercom API did not answer within the scan's time budget (intercom.scan_timeout, at {endpoint})"
+        ),
+        _ => format!("Intercom API unreachable from the scanner ({endpoint})"),
+    }
+}
+
+/// `/me` answered, but a later call may still hit the IP allowlist, a persistent outage or
+/// the end of the scan's time budget. It fails exactly when the scan marks the instance
+/// `ip_not_allowed` or `unreachable` (see `IntercomError::is_unreachable`), so the check
+/// and the instance status never disagree; the activity log counts too (its failure does
+/// not fail the scan, but the API was no more reachable for it).
 pub(super) fn api_reachable(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     let activity_err = match &ctx.snap.activity {
-        ActivityData::Failed(e) => Some(e),
+        ActivityData::Failed(e) => Some((ACTIVITY_ENDPOINT, e)),
         _ => None,
     };
     let unreachable = ctx
@@ -79,26 +90,19 @@ pub(super) fn api_reachable(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
         .admins
         .as_ref()
         .err()
+        .map(|e| ("/admins", e))
         .into_iter()
         .chain(activity_err)
-        .find(|e| {
-            matches!(
-                e,
-                IntercomError::IpNotAllowed { .. } | IntercomError::Transient { .. }
-            )
-        });
+        .find(|(_, e)| matches!(e, IntercomError::IpNotAllowed { .. }) || e.is_unreachable());
     match unreachable {
-        Some(e @ IntercomError::IpNotAllowed { .. }) => fail_one(
+        Some((_, e @ IntercomError::IpNotAllowed { .. })) => fail_one(
             m,
             "Scanner's IP address is not on the workspace's REST API IP allowlist".into(),
             error_evidence(e),
         ),
-        Some(e) => fail_one(
+        Some((endpoint, e)) => fail_one(
             m,
-            format!(
-                "Intercom API unreachable from the scanner ({})",
-                e.endpoint().unwrap_or("request")
-            ),
+            unreachable_title(e.endpoint().unwrap_or(endpoint), e),
             error_evidence(e),
         ),
         None => Verdict::pass(),

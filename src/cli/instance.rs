@@ -455,8 +455,9 @@ async fn set_schedule(
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
     // The same slot and jitter the daemon would pick after a scan at last_scan_at, so
-    // what is printed (and stored) is when the scan really runs.
-    let now = Utc::now();
+    // what is printed (and stored) is when the scan really runs; from the database's
+    // clock, as the daemon's own computations are.
+    let now = crate::db::now(&pool).await?;
     let base = found.last_scan_at.unwrap_or(now);
     let next = crate::scheduler::timing::next_on_success(
         &parsed,

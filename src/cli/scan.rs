@@ -14,7 +14,7 @@ use super::{Context, ListFormat};
 use crate::db::instances;
 use crate::db::leases::{self, LeaseTerms};
 use crate::db::scans::Trigger;
-use crate::scan::{format_elapsed, Fence, ScanReport, ScanStatus, Scanner};
+use crate::scan::{format_elapsed, Fence, NextDue, ScanReport, ScanStatus, Scanner};
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -95,11 +95,23 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
     if targets.is_empty() {
         bail!("no enabled instances to scan: see `intercom-sspm instance list`");
     }
+    // A sealed token cannot be opened without the key: refuse before anything is written
+    // (no scan row, no status change), as a malformed key is refused.
+    let keyring = ctx.keyring_optional()?.map(Arc::new);
+    if keyring.is_none() {
+        if let Some(sealed) = targets.iter().find(|i| i.token_key_id.is_some()) {
+            bail!(
+                "cannot scan {}: its token is sealed under token key {}, and no token key is configured; set security.token_key (SSPM__SECURITY__TOKEN_KEY) or security.token_key_file to that key. Nothing was scanned or recorded",
+                sealed.name,
+                sealed.token_key_id.as_deref().unwrap_or("?")
+            );
+        }
+    }
     let mut all_ok = true;
     let mut json = Vec::new();
     for instance in &targets {
         let started_at = Utc::now();
-        let report = scan_one(ctx, &pool, instance).await?;
+        let report = scan_one(ctx, &pool, keyring.clone(), instance).await?;
         let finished_at = Utc::now();
         if report.status != ScanStatus::Succeeded {
             all_ok = false;
@@ -133,12 +145,13 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
 async fn scan_one(
     ctx: &Context,
     pool: &sqlx::PgPool,
+    keyring: Option<Arc<crate::crypto::Keyring>>,
     instance: &instances::Instance,
 ) -> anyhow::Result<ScanReport> {
     let scanner = Scanner {
         pool: pool.clone(),
         client: ctx.intercom()?,
-        keyring: ctx.keyring_optional()?.map(Arc::new),
+        keyring,
         settings: Arc::new(ctx.settings.clone()),
         replica: format!("cli:{}", std::process::id()),
     };
@@ -164,8 +177,7 @@ async fn scan_one(
     let fence = Fence {
         lease_token: lease.lease_token,
         scan_id: Some(lease.scan_id),
-        next_on_success: lease.previous_next_scan_at,
-        next_on_failure: lease.previous_next_scan_at,
+        next: NextDue::Keep(lease.previous_next_scan_at),
     };
     let report = tokio::select! {
         r = scanner.scan(instance, Trigger::Manual, Some(fence)) => r,

@@ -254,6 +254,25 @@ pub async fn heartbeat(
         .collect())
 }
 
+/// When a released instance is due again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// At once, by the database's clock (`now()`): a replica whose clock runs ahead must
+    /// not hand an instance back "due now" in its own future.
+    Now,
+    /// At this time (itself computed from the database's clock, or read from the row).
+    At(DateTime<Utc>),
+}
+
+impl Due {
+    fn at(self) -> Option<DateTime<Utc>> {
+        match self {
+            Due::Now => None,
+            Due::At(t) => Some(t),
+        }
+    }
+}
+
 /// Gives a lease back without a result (shutdown, cancellation, infrastructure error,
 /// an interrupted manual scan): the instance is due at `next` and the scan row is marked
 /// abandoned, in one transaction (a nested one when `conn` is already in a transaction).
@@ -261,18 +280,18 @@ pub async fn release<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     held: Held,
     scan_id: Uuid,
-    next: DateTime<Utc>,
+    next: Due,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     sqlx::query!(
         "UPDATE sspm.instances
          SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
-             next_scan_at = $3
+             next_scan_at = COALESCE($3, now())
          WHERE id = $1 AND lease_token = $2",
         held.id,
         held.token,
-        next
+        next.at()
     )
     .execute(&mut *tx)
     .await?;
@@ -295,7 +314,7 @@ pub async fn release_manual<'c>(
             token: lease.lease_token,
         },
         lease.scan_id,
-        lease.previous_next_scan_at,
+        Due::At(lease.previous_next_scan_at),
         reason,
     )
     .await

@@ -22,6 +22,18 @@ pub mod schema;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The database's clock: `now()`, the start of the current transaction (of this statement
+/// outside one). Every persisted time and every schedule computation uses it, never the
+/// replica's own clock: replicas may be skewed against each other, Postgres is the one
+/// clock they share (leases are timed by it too).
+pub async fn now(
+    executor: impl sqlx::PgExecutor<'_>,
+) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
+        .fetch_one(executor)
+        .await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Not configured, or not a Postgres URL: retrying cannot help.

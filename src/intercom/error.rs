@@ -90,6 +90,17 @@ impl IntercomError {
         }
     }
 
+    /// Whether the API did not answer usefully at all: a persistent network or 5xx
+    /// failure, or the scan's whole time budget (`intercom.scan_timeout`) used up by a host
+    /// that hangs or keeps failing. Both leave the workspace unmonitored, so the scan marks
+    /// the instance `unreachable` AND `api_reachable` fails: one rule, used by both.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            IntercomError::Transient { .. } | IntercomError::BudgetExhausted(_)
+        )
+    }
+
     /// Short machine-readable class, stored as `scans.error_kind`.
     pub fn kind(&self) -> &'static str {
         match self {

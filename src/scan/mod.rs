@@ -24,7 +24,7 @@ use crate::db::scans::{self, Trigger};
 use crate::intercom::{IntercomClient, IntercomError};
 use crate::token::TokenError;
 
-pub use persist::Fence;
+pub use persist::{Fence, NextDue};
 pub use report::{ScanReport, ScanStatus};
 
 /// Everything scans share: the pool, the HTTP client, the keyring and settings.
@@ -93,8 +93,8 @@ impl Failure {
             Failure::Api(IntercomError::NotPermitted { .. })
             | Failure::Api(IntercomError::PlanRestricted { .. }) => "not_permitted",
             Failure::Api(IntercomError::IpNotAllowed { .. }) => "ip_not_allowed",
-            Failure::Api(IntercomError::Transient { .. })
-            | Failure::Api(IntercomError::BudgetExhausted(_)) => "unreachable",
+            // The same rule as the `api_reachable` check's, so the two agree.
+            Failure::Api(e) if e.is_unreachable() => "unreachable",
             Failure::Api(IntercomError::RateLimited { .. }) => return None,
             _ => "error",
         })
@@ -143,7 +143,6 @@ impl Scanner {
         scan_id: Uuid,
     ) -> Result<ScanReport, ScanError> {
         let started = Instant::now();
-        let now = Utc::now();
         if fence.as_ref().and_then(|f| f.scan_id).is_none() {
             scans::insert_running(
                 &self.pool,
@@ -165,7 +164,10 @@ impl Scanner {
             started,
         };
 
-        let inputs = self.load_inputs(instance, now).await?;
+        let inputs = self.load_inputs(instance).await?;
+        // The scan's instant, by the database's clock: the snapshot's "now" (activity
+        // window, dormancy), the findings' first/last seen times and their history.
+        let now = inputs.now;
         let token = match inputs.token {
             Ok(t) => t,
             Err(e) => {
@@ -246,13 +248,11 @@ impl Scanner {
     }
 
     /// Stage 1: what the scan reads from the database before calling Intercom (one
-    /// connection, released before the API calls), and the token, revealed.
-    async fn load_inputs(
-        &self,
-        instance: &Instance,
-        now: DateTime<Utc>,
-    ) -> Result<ScanInputs, ScanError> {
+    /// connection, released before the API calls), the database's time, and the token,
+    /// revealed.
+    async fn load_inputs(&self, instance: &Instance) -> Result<ScanInputs, ScanError> {
         let mut conn = self.pool.acquire().await?;
+        let now = crate::db::now(&mut *conn).await?;
         let target = instances::scan_target(&mut conn, instance.id, now)
             .await?
             .ok_or(ScanError::InstanceGone(instance.id))?;
@@ -276,6 +276,7 @@ impl Scanner {
             None => Err(TokenError::Empty),
         };
         Ok(ScanInputs {
+            now,
             target,
             check_settings,
             stored_events,
@@ -324,6 +325,8 @@ impl Scanner {
 
 /// What `load_inputs` read for one scan.
 struct ScanInputs {
+    /// The database's clock when the scan read its inputs.
+    now: DateTime<Utc>,
     target: instances::ScanTarget,
     check_settings: CheckSettings,
     stored_events: Vec<checks::ActivityEvent>,
@@ -443,6 +446,90 @@ mod tests {
         let f = classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
         assert!(f.ends_without_results());
         assert_eq!(f.instance_status(), None, "a 429 keeps the instance status");
+    }
+
+    /// Issue 15 item 8: `/me` answered, then `/admins` failed. Whatever the error, the
+    /// instance status the scan records and the `api_reachable` check agree: the check fails
+    /// exactly when the instance becomes `unreachable` or `ip_not_allowed`. (A used-up
+    /// time budget passed the check while marking the instance unreachable.)
+    #[test]
+    fn api_reachable_agrees_with_the_instance_status() {
+        let endpoint = || "/admins".to_string();
+        let errors = [
+            unauthorized("/admins"),
+            IntercomError::NotPermitted {
+                endpoint: endpoint(),
+                status: 403,
+                code: "forbidden".into(),
+                message: "no".into(),
+            },
+            IntercomError::PlanRestricted {
+                endpoint: endpoint(),
+                message: "no".into(),
+            },
+            IntercomError::IpNotAllowed {
+                endpoint: endpoint(),
+            },
+            IntercomError::Transient {
+                endpoint: endpoint(),
+                reason: "HTTP 503".into(),
+            },
+            IntercomError::BudgetExhausted(Duration::from_secs(70)),
+            IntercomError::Decode {
+                endpoint: endpoint(),
+                path: "admins".into(),
+                reason: "bad".into(),
+            },
+            IntercomError::TooLarge {
+                endpoint: endpoint(),
+                reason: "big".into(),
+            },
+            IntercomError::Unexpected {
+                endpoint: endpoint(),
+                status: 418,
+                code: "teapot".into(),
+                message: "no".into(),
+            },
+        ];
+        let settings = CheckSettings::default();
+        for e in errors {
+            for in_me in [false, true] {
+                let mut snap = testutil::snapshot();
+                if in_me {
+                    snap.me = Err(e.clone());
+                }
+                snap.admins = Err(e.clone());
+                let failure =
+                    classify_failure(&snap, &instance(Some("abc123"))).expect("a failure");
+                let status = failure.instance_status();
+                let outcomes = checks::evaluate(&snap, &PreviousState::default(), &settings);
+                let reachable = outcomes
+                    .iter()
+                    .find(|o| o.check_id == "api_reachable")
+                    .expect("api_reachable evaluated");
+                let fails = reachable.status == checks::CheckStatus::Fail;
+                let blocked = matches!(status, Some("unreachable") | Some("ip_not_allowed"));
+                assert_eq!(
+                    fails, blocked,
+                    "{e:?} (in /me: {in_me}): instance {status:?}, api_reachable {:?}",
+                    reachable.status
+                );
+            }
+        }
+        // The budget's finding says what ran out.
+        let mut snap = testutil::snapshot();
+        snap.admins = Err(IntercomError::BudgetExhausted(Duration::from_secs(70)));
+        let outcomes = checks::evaluate(&snap, &PreviousState::default(), &settings);
+        let o = outcomes
+            .iter()
+            .find(|o| o.check_id == "api_reachable")
+            .unwrap();
+        assert!(
+            o.findings[0].title.contains("intercom.scan_timeout"),
+            "{:?}",
+            o.findings[0].title
+        );
+        assert_eq!(o.findings[0].evidence["error_kind"], "timeout");
     }
 
     #[test]

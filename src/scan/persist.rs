@@ -19,6 +19,7 @@ use crate::db::instances::{self, Instance, InstanceScanUpdate};
 use crate::db::leases::{self, Held, WriteLock};
 use crate::db::{activity, admins, findings, scans};
 use crate::lifecycle::{self, FindingStatus, Mode};
+use crate::scheduler::timing::NextPlan;
 
 /// The scheduler's claim on an instance: writes commit only while it still holds.
 #[derive(Debug, Clone)]
@@ -26,8 +27,18 @@ pub struct Fence {
     pub lease_token: Uuid,
     /// The scan row created with the claim, if any.
     pub scan_id: Option<Uuid>,
-    pub next_on_success: DateTime<Utc>,
-    pub next_on_failure: DateTime<Utc>,
+    /// When the instance is due after this scan.
+    pub next: NextDue,
+}
+
+/// When an instance is due after a fenced scan, worked out when the scan ends (from the
+/// database's clock at that moment, see `crate::db::now`), not when it started.
+#[derive(Debug, Clone)]
+pub enum NextDue {
+    /// Back to this time whatever the outcome: a manual scan does not move the schedule.
+    Keep(DateTime<Utc>),
+    /// The schedule's next slot after a completed scan, backoff after a failed one.
+    Plan(NextPlan),
 }
 
 impl Fence {
@@ -38,19 +49,24 @@ impl Fence {
         }
     }
 
+    /// The next due time of a scan that ended at `ended` (database clock).
     fn next_scan_at(
         &self,
+        ended: DateTime<Utc>,
         report_ok: bool,
         rate_limited: Option<std::time::Duration>,
     ) -> DateTime<Utc> {
+        let on = |ok: bool| match &self.next {
+            NextDue::Keep(at) => *at,
+            NextDue::Plan(plan) => plan.after(ended, ok),
+        };
         match rate_limited {
             Some(reset) => {
-                let snooze = Utc::now()
+                let snooze = ended
                     + chrono::Duration::from_std(reset).unwrap_or(chrono::Duration::seconds(10));
-                snooze.min(self.next_on_success)
+                snooze.min(on(true))
             }
-            None if report_ok => self.next_on_success,
-            None => self.next_on_failure,
+            None => on(report_ok),
         }
     }
 }
@@ -312,7 +328,9 @@ pub(super) async fn persist(
         None => Some("ok"),
         Some(f) => f.instance_status(),
     };
-    let finished_at = Utc::now();
+    // The database's clock, in this transaction: the scan row, the instance's
+    // last_scan_at and the next due time all count from this one instant.
+    let finished_at = crate::db::now(&mut *tx).await?;
     finish_scan(
         &mut tx,
         ScanEnd {
@@ -347,7 +365,7 @@ pub(super) async fn persist(
             fence: fence.as_ref(),
             next_scan_at: fence
                 .as_ref()
-                .map(|f| f.next_scan_at(failure.is_none(), None)),
+                .map(|f| f.next_scan_at(finished_at, failure.is_none(), None)),
         },
     )
     .await?;
@@ -443,7 +461,9 @@ pub(super) async fn fail_without_results(
     let instance_status = failure.instance_status();
     let mut tx = scanner.pool.begin().await?;
     lock_instance(&mut tx, instance, fence.as_ref()).await?;
-    let finished_at = Utc::now();
+    // The database's clock, in this transaction: the scan row, the instance's
+    // last_scan_at and the next due time all count from this one instant.
+    let finished_at = crate::db::now(&mut *tx).await?;
     finish_scan(
         &mut tx,
         ScanEnd {
@@ -476,7 +496,9 @@ pub(super) async fn fail_without_results(
                 failure: counts_as_failure,
             },
             fence: fence.as_ref(),
-            next_scan_at: fence.as_ref().map(|f| f.next_scan_at(false, rate_limited)),
+            next_scan_at: fence
+                .as_ref()
+                .map(|f| f.next_scan_at(finished_at, false, rate_limited)),
         },
     )
     .await?;

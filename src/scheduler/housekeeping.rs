@@ -163,7 +163,14 @@ where
     F: FnOnce(DateTime<Utc>) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, sqlx::Error>>,
 {
-    let now = Utc::now();
+    // The slot by the database's clock: replicas with skewed clocks agree on it.
+    let now = match crate::db::now(pool).await {
+        Ok(now) => now,
+        Err(e) => {
+            warn!(job, error = %e, "cannot read the database's clock; housekeeping skipped until the next firing");
+            return false;
+        }
+    };
     let slot = slot_of(now, slot_len);
     match claim_slot(pool, job, slot, replica).await {
         Ok(true) => match work(now).await {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ use crate::db::leases::{self, Held, LeaseTerms};
 use crate::db::scans::Trigger;
 use crate::metrics::{self, Outcome};
 use crate::region::Region;
-use crate::scan::{Fence, ScanError, ScanStatus, Scanner};
+use crate::scan::{Fence, NextDue, ScanError, ScanStatus, Scanner};
 use crate::schedule::Schedule;
 
 pub use crate::db::leases::Claimed;
@@ -240,7 +239,7 @@ impl Scheduler {
                             &self.scanner.pool,
                             c.held(),
                             c.scan_id,
-                            Utc::now(),
+                            leases::Due::Now,
                             "no free permit",
                         )
                         .await;
@@ -301,7 +300,6 @@ impl Scheduler {
     ) -> Outcome {
         let settings = &self.scanner.settings;
         let pool = &self.scanner.pool;
-        let now = Utc::now();
         let schedule_text = c
             .schedule
             .clone()
@@ -310,22 +308,17 @@ impl Scheduler {
             warn!(schedule = %schedule_text, error = %e, "invalid schedule in the database; using the default");
             Schedule::parse(&settings.scheduler.default_schedule).expect("default schedule validated at startup")
         });
-        let failures = c.consecutive_failures.max(0) as u32;
+        // The next due time is chosen when the scan ends, from the database's clock then.
+        let plan = timing::NextPlan {
+            schedule,
+            failures_so_far: c.consecutive_failures.max(0) as u32,
+            max_backoff: settings.scheduler.max_backoff,
+            jitter: settings.scheduler.jitter_policy(),
+        };
         let fence = Fence {
             lease_token: c.lease_token,
             scan_id: Some(c.scan_id),
-            next_on_success: timing::next_on_success(
-                &schedule,
-                now,
-                settings.scheduler.jitter_policy(),
-            ),
-            next_on_failure: timing::next_on_failure(
-                &schedule,
-                now,
-                failures,
-                settings.scheduler.max_backoff,
-                settings.scheduler.jitter_policy(),
-            ),
+            next: NextDue::Plan(plan.clone()),
         };
         let instance = match instances::find(pool, &c.instance_id.to_string()).await {
             Ok(Some(i)) => i,
@@ -337,7 +330,7 @@ impl Scheduler {
                     pool,
                     c.held(),
                     c.scan_id,
-                    Utc::now(),
+                    leases::Due::Now,
                     "the database failed before the scan started",
                 )
                 .await;
@@ -371,15 +364,21 @@ impl Scheduler {
             }
             Some(Err(e)) => {
                 error!(error = %e, "scan could not be recorded; retrying after backoff");
-                if let Err(e) = leases::release(
-                    pool,
-                    c.held(),
-                    c.scan_id,
-                    fence.next_on_failure,
-                    &e.to_string(),
-                )
-                .await
-                {
+                // Backoff from now, by the database's clock.
+                let released = match crate::db::now(pool).await {
+                    Ok(ended) => {
+                        leases::release(
+                            pool,
+                            c.held(),
+                            c.scan_id,
+                            leases::Due::At(plan.after(ended, false)),
+                            &e.to_string(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = released {
                     warn!(error = %e, "could not release the lease; it will lapse after scheduler.lease");
                 }
                 Outcome::Error
@@ -402,7 +401,7 @@ impl Scheduler {
                     pool,
                     c.held(),
                     c.scan_id,
-                    Utc::now(),
+                    leases::Due::Now,
                     "cancelled: the replica shut down before the scan finished",
                 )
                 .await

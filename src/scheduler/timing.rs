@@ -94,6 +94,36 @@ pub fn next_on_failure(
     )
 }
 
+/// How a scheduled scan's next due time is chosen, decided at claim time and applied when
+/// the scan ENDS (by the database's clock): a scan that ran for minutes (a hanging host,
+/// `intercom.scan_timeout`) must not use up its own backoff or land its next slot in the
+/// past.
+#[derive(Debug, Clone)]
+pub struct NextPlan {
+    pub schedule: Schedule,
+    /// Consecutive failures before this scan.
+    pub failures_so_far: u32,
+    pub max_backoff: Duration,
+    pub jitter: Jitter,
+}
+
+impl NextPlan {
+    /// The next due time for a scan that ended at `ended`.
+    pub fn after(&self, ended: DateTime<Utc>, succeeded: bool) -> DateTime<Utc> {
+        if succeeded {
+            next_on_success(&self.schedule, ended, self.jitter)
+        } else {
+            next_on_failure(
+                &self.schedule,
+                ended,
+                self.failures_so_far,
+                self.max_backoff,
+                self.jitter,
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,8 +301,7 @@ async fn a_rolled_back_scan_enqueues_nothing(pool: PgPool) {
     let fence = intercom_sspm::scan::Fence {
         lease_token: lease,
         scan_id: Some(scan_id),
-        next_on_success: chrono::Utc::now(),
-        next_on_failure: chrono::Utc::now(),
+        next: intercom_sspm::scan::NextDue::Keep(chrono::Utc::now()),
     };
     let err = scanner
         .scan(&inst, Trigger::Schedule, Some(fence))

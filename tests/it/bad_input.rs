@@ -259,6 +259,53 @@ async fn findings_and_scan_reject_unknown_values(pool: PgPool) {
     assert_eq!(snapshot(&pool).await, before);
 }
 
+/// Issue 15 item 5: a sealed token and no key configured is refused before the scan starts,
+/// like a malformed key: no scan row, the instance's status untouched (it used to record a
+/// failed scan and set the instance to `error`).
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn scan_without_a_token_key_fails_before_writing_anything(pool: PgPool) {
+    let key = TestKey::generate();
+    onboard(&pool, &key).await;
+    let with_key = cli::env(&pool, None, &key.b64);
+    let without_key: Vec<(String, String)> = with_key
+        .iter()
+        .filter(|(k, _)| k != "SSPM__SECURITY__TOKEN_KEY")
+        .cloned()
+        .collect();
+    let malformed: Vec<(String, String)> = without_key
+        .iter()
+        .cloned()
+        .chain([("SSPM__SECURITY__TOKEN_KEY".into(), "not-base64!".into())])
+        .collect();
+    let before = snapshot(&pool).await;
+    for args in [&["scan", "acme"][..], &["scan", "--all"]] {
+        let stderr = fails(
+            args,
+            &without_key,
+            None,
+            &[
+                "cannot scan acme",
+                &format!("sealed under token key {}", key.id),
+                "SSPM__SECURITY__TOKEN_KEY",
+                "Nothing was scanned or recorded",
+            ],
+        )
+        .await;
+        assert!(!stderr.contains(&key.b64), "{stderr}");
+        fails(args, &malformed, None, &["security.token_key", "base64"]).await;
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.scans").await,
+        0,
+        "no scan row"
+    );
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "status, schedule and lease unchanged"
+    );
+}
+
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn set_token_rejects_blank_or_broken_tokens_and_keeps_the_old_one(pool: PgPool) {
     let key = TestKey::generate();

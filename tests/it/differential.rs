@@ -47,7 +47,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use intercom_sim::{EventSpec, Simulator};
 use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
-use intercom_sspm::scan::{Fence, ScanReport, ScanStatus, Scanner};
+use intercom_sspm::scan::{Fence, NextDue, ScanReport, ScanStatus, Scanner};
 use serde_json::{json, Value};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -398,8 +398,7 @@ impl Story {
         let fence = Fence {
             lease_token: c.lease_token,
             scan_id: Some(c.scan_id),
-            next_on_success: Utc::now(),
-            next_on_failure: Utc::now(),
+            next: NextDue::Keep(Utc::now()),
         };
         let report = self
             .daemon
@@ -425,8 +424,7 @@ impl Story {
         let fence = Fence {
             lease_token: lease.lease_token,
             scan_id: Some(lease.scan_id),
-            next_on_success: lease.previous_next_scan_at,
-            next_on_failure: lease.previous_next_scan_at,
+            next: NextDue::Keep(lease.previous_next_scan_at),
         };
         let report = self
             .cli

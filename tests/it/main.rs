@@ -20,6 +20,7 @@ mod console_tls;
 mod console_users_audit;
 mod consumer_read_path;
 mod daemon_claims;
+mod daemon_clocks;
 mod daemon_faults;
 mod daemon_housekeeping;
 mod daemon_probes;

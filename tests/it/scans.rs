@@ -413,8 +413,7 @@ async fn scan_killed_before_commit_leaves_previous_state_intact(pool: PgPool) {
     let fence = intercom_sspm::scan::Fence {
         lease_token: lease,
         scan_id: Some(scan_id),
-        next_on_success: chrono::Utc::now(),
-        next_on_failure: chrono::Utc::now(),
+        next: intercom_sspm::scan::NextDue::Keep(chrono::Utc::now()),
     };
     let err = scanner
         .scan(&acme, Trigger::Schedule, Some(fence))
@@ -622,5 +621,46 @@ async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPoo
         .await
         .unwrap();
     assert_eq!(status, "unreachable");
+    w.sim.shutdown().await;
+}
+
+/// Issue 15 item 8: `/me` answers, then the scan's time budget runs out on `/admins` (a host
+/// that hangs). The scan marks the instance `unreachable`, and `api_reachable` fails with it
+/// (it used to pass in the same scan).
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn a_used_up_time_budget_fails_api_reachable_as_it_marks_the_instance_unreachable(
+    pool: PgPool,
+) {
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[("SSPM__INTERCOM__SCAN_TIMEOUT", "1s")]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
+    w.slow("acme", "/admins", 3_000);
+    let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.error_kind.as_deref(), Some("timeout"), "{report:?}");
+    assert_eq!(report.instance_status, "unreachable");
+    let (status, reason): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, reason FROM sspm.check_results WHERE scan_id = $1 AND check_id = 'api_reachable'",
+    )
+    .bind(report.scan_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "fail", "{reason:?}");
+    let title: String = sqlx::query_scalar(
+        "SELECT title FROM sspm.findings WHERE instance_id = $1 AND check_id = 'api_reachable' AND status = 'open'",
+    )
+    .bind(acme.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(title.contains("intercom.scan_timeout"), "{title}");
+    let instance_status: String =
+        sqlx::query_scalar("SELECT status FROM sspm.instances WHERE id = $1")
+            .bind(acme.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(instance_status, "unreachable");
     w.sim.shutdown().await;
 }

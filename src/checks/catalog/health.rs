@@ -34,15 +34,18 @@ pub(super) const CHECKS: &[CheckMeta] = &[
         category: Integration,
         source: Health,
         description: "The regional Intercom API answers the scanner: no REST API IP allowlist \
-                      refusal (HTTP 403 \"not on the allowlist for API access\") and no persistent \
-                      network or 5xx failure. Rate limiting (HTTP 429) is not a failure.",
+                      refusal (HTTP 403 \"not on the allowlist for API access\"), no persistent \
+                      network or 5xx failure, and answers within the scan's time budget \
+                      (intercom.scan_timeout). It fails exactly when the scan marks the instance \
+                      ip_not_allowed or unreachable. Rate limiting (HTTP 429) is not a failure.",
         risk: "While the API is unreachable the workspace is not monitored; changes to teammates \
                and security settings go unnoticed.",
         remediation:
             "If the error names the IP allowlist: in Intercom open Settings > Workspace > \
                       Security, find the REST API IP allowlist and add the scanner's egress IP \
                       addresses. Otherwise check the scanner host's outbound HTTPS access to the \
-                      regional API host and status.intercom.com.",
+                      regional API host and status.intercom.com; a used-up time budget means a \
+                      host that hangs or answers very slowly.",
         compliance: &[
             (CIS_V8, &["8.2"]),
             (SOC2, &["CC7.2", "A1.1"]),

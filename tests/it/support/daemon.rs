@@ -55,6 +55,32 @@ pub fn daemon_env(
     env
 }
 
+/// Where Debian (and most distributions) put libfaketime's preload library.
+const LIBFAKETIME: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+];
+
+/// Environment entries that shift a process's wall clock by `offset` (libfaketime syntax:
+/// "-30s" is 30 seconds behind), for a replica whose clock is skewed. Monotonic clocks
+/// (timers, timeouts) are left alone. Needs the Debian package `faketime` (`.ci/run`
+/// installs it).
+pub fn skewed_clock_env(offset: &str) -> Vec<(String, String)> {
+    let lib = LIBFAKETIME
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("libfaketime not found (looked in {LIBFAKETIME:?}): install the `faketime` package (apt-get install faketime), as .ci/run does")
+        });
+    vec![
+        ("LD_PRELOAD".into(), (*lib).into()),
+        ("FAKETIME".into(), offset.into()),
+        ("DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
+
 /// One `intercom-sspm run` process. Dropping it SIGKILLs the process, so a failing test
 /// never leaves a daemon scanning a database that is about to be dropped.
 pub struct Daemon {
@@ -111,6 +137,14 @@ impl Daemon {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The time stamp of the daemon's first log line: the process's own idea of the time
+    /// (skewed under [`skewed_clock_env`]).
+    pub fn first_log_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let logs = self.logs();
+        let stamp = logs.lines().next()?.split_whitespace().next()?;
+        stamp.parse().ok()
     }
 
     /// The probe listener's port, from the daemon's "probes listening on http://ADDR"
