@@ -144,6 +144,11 @@ impl Keyring {
         self.current.id()
     }
 
+    /// Ids of the keys configured in `security.previous_token_keys` (public hash prefixes).
+    pub fn previous_ids(&self) -> impl Iterator<Item = &str> {
+        self.previous.iter().map(TokenKey::id)
+    }
+
     pub fn seal(&self, token: &SecretString, associated: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = self
@@ -263,6 +268,11 @@ mod tests {
         assert_ne!(
             rotated.seal(&SecretString::from("t"), b"x").key_id,
             sealed.key_id
+        );
+        // rotate-key reports which previous keys may go by these ids.
+        assert_eq!(
+            rotated.previous_ids().collect::<Vec<_>>(),
+            vec![sealed.key_id.as_str()]
         );
     }
 

@@ -25,6 +25,7 @@ pub mod scan;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod token;
 

@@ -13,31 +13,7 @@ use uuid::Uuid;
 
 use crate::checks::{CheckOutcome, CheckStatus, FindingDraft, Severity};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FindingStatus {
-    Open,
-    Resolved,
-    Muted,
-}
-
-impl FindingStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FindingStatus::Open => "open",
-            FindingStatus::Resolved => "resolved",
-            FindingStatus::Muted => "muted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "open" => Some(FindingStatus::Open),
-            "resolved" => Some(FindingStatus::Resolved),
-            "muted" => Some(FindingStatus::Muted),
-            _ => None,
-        }
-    }
-}
+pub use crate::status::FindingStatus;
 
 #[derive(Debug, Clone)]
 pub struct ExistingFinding {

@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use sqlx::PgConnection;
 
 use crate::region::Region;
+use crate::status::{InstanceStatus, TextEnum as _};
 
 pub const SCANS_TOTAL: &str = "sspm_scans_total";
 pub const SCAN_DURATION: &str = "sspm_scan_duration_seconds";
@@ -30,18 +31,6 @@ pub const BUILD_INFO: &str = "sspm_build_info";
 pub const HOUSEKEEPING_RUNS: &str = "sspm_housekeeping_runs_total";
 pub const INSTANCES: &str = "sspm_instances";
 pub const READY: &str = "sspm_ready";
-
-/// `sspm.instances.status` values (constraint instances_status_valid), each exported
-/// every refresh so a status nobody has any more drops to 0.
-pub const INSTANCE_STATUSES: [&str; 7] = [
-    "pending",
-    "ok",
-    "unauthorized",
-    "not_permitted",
-    "ip_not_allowed",
-    "unreachable",
-    "error",
-];
 
 /// Scan durations: a healthy small workspace takes well under a second against a nearby
 /// API; big activity logs and rate-limit waits push scans to minutes.
@@ -225,13 +214,15 @@ pub async fn refresh_gauges(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
     )
     .fetch_all(&mut *conn)
     .await?;
-    for status in INSTANCE_STATUSES {
+    // Every status every refresh, so a status nobody has any more drops to 0. (A value
+    // this build does not know has no series; the console and CLI name its row.)
+    for status in InstanceStatus::ALL {
         let n = by_status
             .iter()
-            .find(|r| r.status == status)
+            .find(|r| r.status == status.as_str())
             .map(|r| r.n)
             .unwrap_or(0);
-        gauge!(INSTANCES, "status" => status).set(n as f64);
+        gauge!(INSTANCES, "status" => status.as_str()).set(n as f64);
     }
     gauge!(DUE_BACKLOG).set(due.count as f64);
     gauge!(OLDEST_DUE_AGE).set(due.oldest_age_secs.max(0.0));

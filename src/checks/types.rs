@@ -151,38 +151,7 @@ impl fmt::Display for Source {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Pass,
-    Fail,
-    /// The data the check needs could not be fetched or read: neither pass nor fail.
-    Error,
-    /// The check could not run by design (disabled, scope not granted, history too short, manual).
-    NotEvaluated,
-}
-
-impl CheckStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Pass => "pass",
-            CheckStatus::Fail => "fail",
-            CheckStatus::Error => "error",
-            CheckStatus::NotEvaluated => "not_evaluated",
-        }
-    }
-
-    /// Pass or fail: the check saw the data it needs.
-    pub fn is_evaluated(self) -> bool {
-        matches!(self, CheckStatus::Pass | CheckStatus::Fail)
-    }
-}
-
-impl fmt::Display for CheckStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::status::CheckStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown check status {0:?}: use one of pass, fail, error, not_evaluated")]

@@ -9,6 +9,7 @@ use super::output::{self, opt};
 use super::Context;
 use crate::checks::Severity;
 use crate::db::findings::{self, FindingFilter, FindingListRow};
+use crate::status::FindingStatus;
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
 pub enum FindingsFormat {
@@ -73,9 +74,9 @@ pub async fn run(ctx: &Context, args: FindingsArgs) -> anyhow::Result<ExitCode> 
     let pool = ctx.db().await?;
     let instance_id = super::context::instance_filter(&pool, args.instance.as_deref()).await?;
     let status = match args.status {
-        StatusFilter::Open => Some("open".to_string()),
-        StatusFilter::Resolved => Some("resolved".to_string()),
-        StatusFilter::Muted => Some("muted".to_string()),
+        StatusFilter::Open => Some(FindingStatus::Open),
+        StatusFilter::Resolved => Some(FindingStatus::Resolved),
+        StatusFilter::Muted => Some(FindingStatus::Muted),
         StatusFilter::All => None,
     };
     let rows = findings::list(
@@ -118,7 +119,7 @@ fn print_table(rows: &[FindingListRow]) -> anyhow::Result<()> {
                 f.check_id.clone(),
                 f.resource.clone(),
                 f.title.clone(),
-                f.status.clone(),
+                f.status.to_string(),
                 f.first_seen_at.format("%Y-%m-%d").to_string(),
                 opt(&f.resolved_at.map(|t| t.format("%Y-%m-%d").to_string())),
             ]

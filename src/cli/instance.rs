@@ -538,7 +538,7 @@ fn print_list(all: &[Instance], format: ListFormat) -> anyhow::Result<()> {
                         opt(&i.workspace_id),
                         opt(&i.workspace_name),
                         if i.enabled { "yes".into() } else { "no".into() },
-                        i.status.clone(),
+                        i.status.to_string(),
                         i.schedule.clone().unwrap_or_else(|| "default".into()),
                         opt(&i
                             .last_scan_at
@@ -586,7 +586,7 @@ fn print_one(i: &Instance, format: ListFormat, default_schedule: &str) -> anyhow
                 vec!["workspace id".into(), opt(&i.workspace_id)],
                 vec!["workspace name".into(), opt(&i.workspace_name)],
                 vec!["enabled".into(), i.enabled.to_string()],
-                vec!["status".into(), i.status.clone()],
+                vec!["status".into(), i.status.to_string()],
                 vec!["status detail".into(), opt(&i.status_detail)],
                 vec![
                     "schedule".into(),

@@ -13,10 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use secrecy::ExposeSecret;
 
 use super::Context;
-use crate::crypto::TokenKey;
 use crate::db::keys;
 
 #[derive(Debug, Args)]
@@ -30,29 +28,11 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
     let keyring = ctx.keyring()?;
     let current = keyring.current_id().to_string();
     // Ids only (public hash prefixes): used to tell the operator which keys may go.
-    let previous_ids: BTreeSet<String> = ctx
-        .settings
-        .security
-        .previous_token_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            TokenKey::from_base64(
-                k.expose_secret(),
-                &format!("security.previous_token_keys[{i}]"),
-            )
-            .map(|k| k.id().to_string())
-        })
-        .collect::<Result<_, _>>()?;
+    let previous_ids: BTreeSet<String> = keyring.previous_ids().map(str::to_string).collect();
 
     let pool = ctx.db().await?;
     let mut tx = pool.begin().await?;
-    let mut before: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    before.extend(crate::notify::channels::key_ids_in_use(&mut tx).await?);
+    let before = key_ids_in_use(&mut tx).await?;
     let rows = keys::lock_sealed(&mut tx).await?;
     let mut resealed = 0usize;
     let mut already_current = 0usize;
@@ -95,12 +75,7 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
     // Alert channel secrets are sealed under the same key (src/notify/channels.rs).
     let (channels_resealed, channels_current) =
         reseal_channels(&mut tx, &keyring, &current).await?;
-    let mut after: BTreeSet<String> = keys::key_ids_in_use(&mut tx)
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    after.extend(crate::notify::channels::key_ids_in_use(&mut tx).await?);
+    let after = key_ids_in_use(&mut tx).await?;
     if args.dry_run {
         tx.rollback().await?;
     } else {
@@ -149,6 +124,17 @@ pub async fn run(ctx: &Context, args: RotateKeyArgs) -> anyhow::Result<ExitCode>
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Key ids that seal anything: instance tokens and alert channel secrets.
+async fn key_ids_in_use(tx: &mut sqlx::PgConnection) -> anyhow::Result<BTreeSet<String>> {
+    let mut ids: BTreeSet<String> = keys::key_ids_in_use(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.extend(crate::notify::channels::key_ids_in_use(&mut *tx).await?);
+    Ok(ids)
 }
 
 /// Re-seals every alert channel's secrets under the current key, in the caller's

@@ -14,7 +14,8 @@ use super::{Context, ListFormat};
 use crate::db::instances;
 use crate::db::leases::{self, LeaseTerms};
 use crate::db::scans::Trigger;
-use crate::scan::{format_elapsed, Fence, NextDue, ScanReport, ScanStatus, Scanner};
+use crate::scan::{format_elapsed, Fence, NextDue, ScanOutcome, ScanReport, Scanner};
+use crate::status::CheckStatus;
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -46,7 +47,7 @@ fn scan_json(
             "duration_seconds".into(),
             serde_json::json!(report.duration.as_secs_f64()),
         );
-        if report.status != ScanStatus::Succeeded {
+        if report.status != ScanOutcome::Succeeded {
             o.insert("score".into(), serde_json::Value::Null);
             o.insert("coverage".into(), serde_json::Value::Null);
         }
@@ -113,7 +114,7 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
         let started_at = Utc::now();
         let report = scan_one(ctx, &pool, keyring.clone(), instance).await?;
         let finished_at = Utc::now();
-        if report.status != ScanStatus::Succeeded {
+        if report.status != ScanOutcome::Succeeded {
             all_ok = false;
             // Said once, on stderr; the summary on stdout only states the outcome.
             eprintln!(
@@ -227,14 +228,10 @@ pub fn print_summary(r: &ScanReport) -> anyhow::Result<()> {
     );
     // A failed scan evaluated nothing: its per-check rows would all repeat the error,
     // which the command prints once on stderr.
-    if r.checks.is_empty() || r.status == ScanStatus::Failed {
+    if r.checks.is_empty() || r.status == ScanOutcome::Failed {
         return Ok(());
     }
-    let evaluated = r
-        .checks
-        .iter()
-        .filter(|c| c.status == "pass" || c.status == "fail")
-        .count();
+    let evaluated = r.checks.iter().filter(|c| c.status.is_evaluated()).count();
     outln!(
         "posture score: {}   coverage: {} ({} of {} checks evaluated)",
         r.score
@@ -255,7 +252,7 @@ pub fn print_summary(r: &ScanReport) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = r
         .checks
         .iter()
-        .filter(|c| c.status != "pass")
+        .filter(|c| c.status != CheckStatus::Pass)
         .map(|c| {
             let severity = crate::checks::meta(&c.check_id)
                 .map(|m| m.severity.as_str().to_string())
@@ -263,7 +260,7 @@ pub fn print_summary(r: &ScanReport) -> anyhow::Result<()> {
             vec![
                 c.check_id.clone(),
                 severity,
-                c.status.clone(),
+                c.status.to_string(),
                 if c.failed_count > 0 {
                     c.failed_count.to_string()
                 } else {

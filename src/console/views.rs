@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::auth::Signed;
 use super::role::Role;
+use crate::status::InstanceStatus;
 
 /// The signed-in user as the header shows them.
 pub struct ChromeUser {
@@ -129,15 +130,14 @@ pub fn score(v: Option<f64>) -> String {
 }
 
 /// An instance status in words, its colour class, and what to do about it.
-pub fn status_words(status: &str) -> (&'static str, &'static str, &'static str) {
+pub fn status_words(status: InstanceStatus) -> (&'static str, &'static str, &'static str) {
     match status {
-        "ok" => ("healthy", "ok", "Scans succeed."),
-        "pending" => ("waiting for the first scan", "pending", "The first scan runs soon after onboarding."),
-        "unauthorized" => ("token rejected", "bad", "Intercom rejected the token (revoked or regenerated): replace it with `intercom-sspm instance set-token`."),
-        "not_permitted" => ("missing permission", "bad", "The token lacks a permission (Read admins): enable it for the app in the Developer Hub and regenerate the token."),
-        "ip_not_allowed" => ("IP address not allowed", "bad", "The workspace's IP allowlist blocks the scanner: add its egress addresses in Intercom (Settings > Workspace > Security)."),
-        "unreachable" => ("Intercom unreachable", "warn", "The API could not be reached or kept failing: check the network path to the region's API; scans retry with back-off."),
-        "error" => ("scan error", "warn", "The last scan failed: see the error below and the daemon's log."),
-        _ => ("unknown status", "warn", "This status is newer than this console: see the daemon's log."),
+        InstanceStatus::Ok => ("healthy", "ok", "Scans succeed."),
+        InstanceStatus::Pending => ("waiting for the first scan", "pending", "The first scan runs soon after onboarding."),
+        InstanceStatus::Unauthorized => ("token rejected", "bad", "Intercom rejected the token (revoked or regenerated): replace it with `intercom-sspm instance set-token`."),
+        InstanceStatus::NotPermitted => ("missing permission", "bad", "The token lacks a permission (Read admins): enable it for the app in the Developer Hub and regenerate the token."),
+        InstanceStatus::IpNotAllowed => ("IP address not allowed", "bad", "The workspace's IP allowlist blocks the scanner: add its egress addresses in Intercom (Settings > Workspace > Security)."),
+        InstanceStatus::Unreachable => ("Intercom unreachable", "warn", "The API could not be reached or kept failing: check the network path to the region's API; scans retry with back-off."),
+        InstanceStatus::Error => ("scan error", "warn", "The last scan failed: see the error below and the daemon's log."),
     }
 }

@@ -7,8 +7,11 @@ use uuid::Uuid;
 
 use crate::checks::{CheckOutcome, Severity};
 
+use super::Checked;
 use crate::lifecycle::{ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition};
+use crate::status::CheckStatus;
 
+const TABLE: &str = "sspm.findings";
 /// Findings per upsert statement.
 const UPSERT_BATCH: usize = 2000;
 
@@ -17,7 +20,8 @@ pub async fn existing_for_instance(
     instance_id: Uuid,
 ) -> Result<Vec<ExistingFinding>, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT id, check_id, resource, status FROM sspm.findings WHERE instance_id = $1 FOR UPDATE",
+        r#"SELECT id, check_id, resource, status AS "status: Checked<FindingStatus>"
+           FROM sspm.findings WHERE instance_id = $1 FOR UPDATE"#,
         instance_id
     )
     .fetch_all(&mut *conn)
@@ -26,20 +30,11 @@ pub async fn existing_for_instance(
     // being skipped: skipping would plan it as new and write a duplicate finding.
     rows.into_iter()
         .map(|r| {
-            let status = FindingStatus::parse(&r.status).ok_or_else(|| {
-                sqlx::Error::Decode(Box::new(super::UnknownValue {
-                    table: "sspm.findings",
-                    id: r.id,
-                    column: "status",
-                    value: r.status.clone(),
-                    expected: "open, resolved, muted",
-                }))
-            })?;
             Ok(ExistingFinding {
+                status: r.status.of(TABLE, r.id)?,
                 id: r.id,
                 check_id: r.check_id,
                 resource: r.resource,
-                status,
             })
         })
         .collect()
@@ -76,7 +71,7 @@ pub async fn insert_check_results(
     severity_of: impl Fn(&str) -> Severity,
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<&str> = outcomes.iter().map(|o| o.check_id).collect();
-    let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
+    let statuses: Vec<CheckStatus> = outcomes.iter().map(|o| o.status).collect();
     let severities: Vec<&str> = outcomes
         .iter()
         .map(|o| severity_of(o.check_id).as_str())
@@ -91,7 +86,7 @@ pub async fn insert_check_results(
         scan_id,
         instance_id,
         &ids as &[&str],
-        &statuses as &[&str],
+        &statuses as &[CheckStatus],
         &severities as &[&str],
         &reasons as &[Option<String>],
         &counts,
@@ -135,7 +130,7 @@ pub async fn upsert(
             ids.push(w.id);
             check_ids.push(w.check_id);
             resources.push(w.draft.resource.as_str());
-            statuses.push(w.status.as_str());
+            statuses.push(w.status);
             severities.push(w.draft.severity.as_str());
             titles.push(w.draft.title.as_str());
             evidence.push(w.draft.evidence.to_string());
@@ -171,7 +166,7 @@ pub async fn upsert(
             &ids,
             &check_ids as &[&str],
             &resources as &[&str],
-            &statuses as &[&str],
+            &statuses as &[FindingStatus],
             &severities as &[&str],
             &titles as &[&str],
             &evidence,
@@ -230,11 +225,8 @@ pub async fn record_transitions(
         return Ok(());
     }
     let finding_ids: Vec<Uuid> = transitions.iter().map(|t| t.finding_id).collect();
-    let from: Vec<Option<&str>> = transitions
-        .iter()
-        .map(|t| t.from.map(FindingStatus::as_str))
-        .collect();
-    let to: Vec<&str> = transitions.iter().map(|t| t.to.as_str()).collect();
+    let from: Vec<Option<FindingStatus>> = transitions.iter().map(|t| t.from).collect();
+    let to: Vec<FindingStatus> = transitions.iter().map(|t| t.to).collect();
     let reasons: Vec<&str> = transitions.iter().map(|t| t.reason).collect();
     sqlx::query!(
         r#"INSERT INTO sspm.finding_events (finding_id, instance_id, scan_id, from_status, to_status, at, reason)
@@ -244,8 +236,8 @@ pub async fn record_transitions(
         scan_id,
         now,
         &finding_ids,
-        &from as &[Option<&str>],
-        &to as &[&str],
+        &from as &[Option<FindingStatus>],
+        &to as &[FindingStatus],
         &reasons as &[&str],
     )
     .execute(conn)
@@ -278,7 +270,7 @@ pub struct FindingListRow {
     pub workspace_id: Option<String>,
     pub check_id: String,
     pub resource: String,
-    pub status: String,
+    pub status: FindingStatus,
     pub severity: String,
     pub title: String,
     pub evidence: serde_json::Value,
@@ -293,7 +285,7 @@ pub struct FindingListRow {
 pub struct FindingFilter {
     pub instance_id: Option<Uuid>,
     /// None = every status.
-    pub status: Option<String>,
+    pub status: Option<FindingStatus>,
     /// Severities to include.
     pub severities: Option<Vec<String>>,
     pub check_id: Option<String>,
@@ -303,11 +295,10 @@ pub async fn list(
     executor: impl sqlx::PgExecutor<'_>,
     filter: &FindingFilter,
 ) -> Result<Vec<FindingListRow>, sqlx::Error> {
-    sqlx::query_as!(
-        FindingListRow,
+    let rows = sqlx::query!(
         r#"SELECT f.id, f.instance_id, i.name AS instance_name, i.region, i.workspace_id, f.check_id,
-                  f.resource, f.status, f.severity, f.title, f.evidence, f.remediation, f.compliance,
-                  f.first_seen_at, f.last_seen_at, f.resolved_at
+                  f.resource, f.status AS "status: Checked<FindingStatus>", f.severity, f.title,
+                  f.evidence, f.remediation, f.compliance, f.first_seen_at, f.last_seen_at, f.resolved_at
            FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
            WHERE ($1::uuid IS NULL OR f.instance_id = $1)
              AND ($2::text IS NULL OR f.status = $2)
@@ -317,10 +308,32 @@ pub async fn list(
                                     WHEN 'low' THEN 3 ELSE 4 END,
                     i.name, f.check_id, f.resource"#,
         filter.instance_id,
-        filter.status,
+        filter.status as Option<FindingStatus>,
         filter.severities.as_deref(),
         filter.check_id,
     )
     .fetch_all(executor)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(FindingListRow {
+                status: r.status.of(TABLE, r.id)?,
+                id: r.id,
+                instance_id: r.instance_id,
+                instance_name: r.instance_name,
+                region: r.region,
+                workspace_id: r.workspace_id,
+                check_id: r.check_id,
+                resource: r.resource,
+                severity: r.severity,
+                title: r.title,
+                evidence: r.evidence,
+                remediation: r.remediation,
+                compliance: r.compliance,
+                first_seen_at: r.first_seen_at,
+                last_seen_at: r.last_seen_at,
+                resolved_at: r.resolved_at,
+            })
+        })
+        .collect()
 }

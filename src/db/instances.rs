@@ -6,8 +6,10 @@ use serde::Serialize;
 use sqlx::{Acquire, PgExecutor, PgPool, Postgres};
 use uuid::Uuid;
 
+use super::Checked;
 use crate::crypto::Sealed;
 use crate::region::Region;
+use crate::status::InstanceStatus;
 use crate::token::{TokenRef, TokenSource};
 
 /// What operators and listings see of an instance: everything but the token.
@@ -21,7 +23,7 @@ pub struct Instance {
     pub enabled: bool,
     pub schedule: Option<String>,
     pub next_scan_at: DateTime<Utc>,
-    pub status: String,
+    pub status: InstanceStatus,
     pub status_detail: Option<String>,
     pub last_scan_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -150,21 +152,55 @@ pub async fn find(
     name_or_id: &str,
 ) -> Result<Option<Instance>, sqlx::Error> {
     let id = Uuid::parse_str(name_or_id).ok();
-    sqlx::query_as!(
-        Instance,
+    let mut found = select(executor, Some(name_or_id), id, Some(1)).await?;
+    Ok(found.pop())
+}
+
+/// The one statement listings and look-ups read instances with: every instance (`name_or_id`
+/// None, ordered by name), or the one with that id or (case-insensitive) name, the id first.
+async fn select(
+    executor: impl PgExecutor<'_>,
+    name_or_id: Option<&str>,
+    id: Option<Uuid>,
+    limit: Option<i64>,
+) -> Result<Vec<Instance>, sqlx::Error> {
+    let rows = sqlx::query!(
         r#"SELECT id, name, region AS "region: Region", workspace_id, workspace_name, enabled, schedule, next_scan_at,
-                  status, status_detail, last_scan_at, created_at,
+                  status AS "status: Checked<InstanceStatus>", status_detail, last_scan_at, created_at,
                   CASE WHEN token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS "token_kind!",
-                  token_key_id, NULL::text AS token_ref, allowed_domains
+                  token_key_id, allowed_domains
            FROM sspm.instances
-           WHERE id = $1 OR lower(name) = lower($2)
-           ORDER BY (id = $1) DESC NULLS LAST
-           LIMIT 1"#,
+           WHERE $2::text IS NULL OR id = $1 OR lower(name) = lower($2)
+           ORDER BY (id = $1) DESC NULLS LAST, lower(name)
+           LIMIT $3"#,
         id,
         name_or_id,
+        limit,
     )
-    .fetch_optional(executor)
-    .await
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Instance {
+                status: r.status.of("sspm.instances", r.id)?,
+                id: r.id,
+                name: r.name,
+                region: r.region,
+                workspace_id: r.workspace_id,
+                workspace_name: r.workspace_name,
+                enabled: r.enabled,
+                schedule: r.schedule,
+                next_scan_at: r.next_scan_at,
+                status_detail: r.status_detail,
+                last_scan_at: r.last_scan_at,
+                created_at: r.created_at,
+                token_kind: r.token_kind,
+                token_key_id: r.token_key_id,
+                token_ref: None,
+                allowed_domains: r.allowed_domains,
+            })
+        })
+        .collect()
 }
 
 pub async fn get(pool: &PgPool, name_or_id: &str) -> Result<Instance, InstanceError> {
@@ -203,17 +239,7 @@ pub async fn name_taken(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> 
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Instance>, sqlx::Error> {
-    sqlx::query_as!(
-        Instance,
-        r#"SELECT id, name, region AS "region: Region", workspace_id, workspace_name, enabled, schedule, next_scan_at,
-                  status, status_detail, last_scan_at, created_at,
-                  CASE WHEN token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS "token_kind!",
-                  token_key_id, NULL::text AS token_ref, allowed_domains
-           FROM sspm.instances
-           ORDER BY lower(name)"#
-    )
-    .fetch_all(pool)
-    .await
+    select(pool, None, None, None).await
 }
 
 /// Where a referenced token lives (`file:/...`, `env:VAR`). Kept out of `find` and `list`
@@ -392,7 +418,8 @@ pub async fn scan_target(
 
 /// How a scan ended, written to the instance in the scan's transaction.
 pub struct InstanceScanUpdate<'a> {
-    pub status: Option<&'a str>,
+    /// None keeps the current status (a 429 says nothing about access).
+    pub status: Option<InstanceStatus>,
     pub status_detail: Option<&'a str>,
     pub scan_id: Uuid,
     pub at: DateTime<Utc>,
@@ -426,7 +453,7 @@ pub async fn record_scan(
                updated_at = now()
            WHERE id = $1"#,
         id,
-        u.status,
+        u.status as Option<InstanceStatus>,
         u.status_detail,
         u.at,
         u.scan_id,

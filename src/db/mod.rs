@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::config::Settings;
+use crate::status::TextEnum;
 
 pub mod activity;
 pub mod admins;
@@ -81,10 +82,69 @@ pub fn transient(e: &sqlx::Error) -> bool {
 #[error("{table} row {id}: unknown {column} {value:?} (this build knows {expected}); upgrade intercom-sspm or correct the row")]
 pub struct UnknownValue {
     pub table: &'static str,
-    pub id: uuid::Uuid,
+    /// The row's key: its id, or the columns of a composite key.
+    pub id: String,
     pub column: &'static str,
     pub value: String,
     pub expected: &'static str,
+}
+
+impl UnknownValue {
+    /// As the error a query returns, so it travels with the other database errors.
+    pub fn into_sqlx(self) -> sqlx::Error {
+        sqlx::Error::Decode(Box::new(self))
+    }
+}
+
+/// A text column read as `T`, checked row by row so that a value this build does not know
+/// is an error naming its row: select `status AS "status: Checked<FindingStatus>"`, then
+/// `r.status.of("sspm.findings", r.id)?`. (Decoding straight into `T` would fail too, but
+/// sqlx's message names only the column.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<T>(Result<T, String>);
+
+impl<T: TextEnum> Checked<T> {
+    /// The value, or an error naming `table`, the row and what was stored.
+    pub fn of(self, table: &'static str, id: impl std::fmt::Display) -> Result<T, sqlx::Error> {
+        self.column(table, "status", id)
+    }
+
+    pub fn column(
+        self,
+        table: &'static str,
+        column: &'static str,
+        id: impl std::fmt::Display,
+    ) -> Result<T, sqlx::Error> {
+        self.0.map_err(|value| {
+            UnknownValue {
+                table,
+                id: id.to_string(),
+                column,
+                value,
+                expected: T::EXPECTED,
+            }
+            .into_sqlx()
+        })
+    }
+}
+
+impl<T> sqlx::Type<sqlx::Postgres> for Checked<T> {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r, T: TextEnum> sqlx::Decode<'r, sqlx::Postgres> for Checked<T> {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(Checked(
+            T::from_stored(text).ok_or_else(|| text.to_string()),
+        ))
+    }
 }
 
 /// Connects lazily-verified: the first acquire proves the server is there.

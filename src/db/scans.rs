@@ -6,6 +6,9 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::Checked;
+use crate::status::ScanStatus;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     Schedule,
@@ -44,7 +47,7 @@ pub async fn insert_running(
 }
 
 pub struct ScanTotals {
-    pub status: &'static str,
+    pub status: ScanStatus,
     pub error: Option<String>,
     pub error_kind: Option<String>,
     pub score: Option<f64>,
@@ -70,7 +73,7 @@ pub async fn finish(
                resolved_findings = $12, open_findings = $13
            WHERE id = $1 AND status = 'running'"#,
         scan_id,
-        totals.status,
+        totals.status as ScanStatus,
         finished_at,
         totals.error,
         totals.error_kind,
@@ -109,7 +112,7 @@ pub async fn mark_abandoned(
 pub struct ScanRow {
     pub id: Uuid,
     pub instance_id: Uuid,
-    pub status: String,
+    pub status: ScanStatus,
     pub trigger: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -125,13 +128,30 @@ pub async fn recent(
     instance_id: Uuid,
     limit: i64,
 ) -> Result<Vec<ScanRow>, sqlx::Error> {
-    sqlx::query_as!(
-        ScanRow,
-        "SELECT id, instance_id, status, trigger, started_at, finished_at, error, error_kind, score, coverage, api_calls
-         FROM sspm.scans WHERE instance_id = $1 ORDER BY started_at DESC LIMIT $2",
+    let rows = sqlx::query!(
+        r#"SELECT id, instance_id, status AS "status: Checked<ScanStatus>", trigger, started_at, finished_at,
+                  error, error_kind, score, coverage, api_calls
+           FROM sspm.scans WHERE instance_id = $1 ORDER BY started_at DESC LIMIT $2"#,
         instance_id,
         limit
     )
     .fetch_all(executor)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ScanRow {
+                status: r.status.of("sspm.scans", r.id)?,
+                id: r.id,
+                instance_id: r.instance_id,
+                trigger: r.trigger,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                error: r.error,
+                error_kind: r.error_kind,
+                score: r.score,
+                coverage: r.coverage,
+                api_calls: r.api_calls,
+            })
+        })
+        .collect()
 }

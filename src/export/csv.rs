@@ -33,7 +33,7 @@ pub fn write<W: Write>(out: W, rows: &[FindingListRow]) -> Result<(), csv::Error
             f.workspace_id.clone().unwrap_or_default(),
             f.check_id.clone(),
             f.resource.clone(),
-            f.status.clone(),
+            f.status.to_string(),
             f.severity.clone(),
             f.title.clone(),
             f.remediation.clone(),

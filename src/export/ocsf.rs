@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::db::findings::FindingListRow;
+use crate::status::FindingStatus;
 
 const OCSF_VERSION: &str = "1.1.0";
 const CLASS_UID: u32 = 2004;
@@ -22,12 +23,11 @@ fn severity_id(severity: &str) -> u8 {
 }
 
 /// (activity_id, status_id, status name)
-fn activity_and_status(status: &str) -> (u8, u8, &'static str) {
+fn activity_and_status(status: FindingStatus) -> (u8, u8, &'static str) {
     match status {
-        "open" => (1, 1, "New"),
-        "muted" => (2, 3, "Suppressed"),
-        "resolved" => (3, 4, "Resolved"),
-        _ => (99, 99, "Other"),
+        FindingStatus::Open => (1, 1, "New"),
+        FindingStatus::Muted => (2, 3, "Suppressed"),
+        FindingStatus::Resolved => (3, 4, "Resolved"),
     }
 }
 
@@ -55,7 +55,7 @@ fn resource(f: &FindingListRow) -> Value {
 }
 
 pub fn detection_finding(f: &FindingListRow) -> Value {
-    let (activity_id, status_id, status_name) = activity_and_status(&f.status);
+    let (activity_id, status_id, status_name) = activity_and_status(f.status);
     let time = f.resolved_at.unwrap_or(f.last_seen_at);
     json!({
         "class_uid": CLASS_UID,
@@ -112,6 +112,7 @@ fn capitalize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::TextEnum as _;
     use uuid::Uuid;
 
     fn row(status: &str, severity: &str, resource: &str) -> FindingListRow {
@@ -126,7 +127,7 @@ mod tests {
             workspace_id: Some("abc123".into()),
             check_id: "admin_personal_email_domain".into(),
             resource: resource.into(),
-            status: status.into(),
+            status: FindingStatus::from_stored(status).unwrap(),
             severity: severity.into(),
             title: "Teammate uses gmail.com".into(),
             evidence: json!({"email": "x@gmail.com"}),

@@ -17,7 +17,9 @@ use super::outbox;
 use super::render::{AlertEvent, Digest, EventKind, FindingChange, OpenCount};
 use super::rules::{Event, Rules};
 use crate::checks::Severity;
+use crate::db::Checked;
 use crate::schedule::Schedule;
+use crate::status::FindingStatus;
 
 /// Parses a `--digest` value: a cron expression (5 fields, or 6 with seconds), optionally
 /// `CRON_TZ=Zone ...`. Intervals are refused: a digest belongs to a time of day.
@@ -167,9 +169,10 @@ pub async fn enqueue(
     }
 
     let changes = sqlx::query!(
-        r#"SELECT e.finding_id, e.from_status, e.to_status, i.name AS instance, f.check_id,
-                  f.resource, f.status, f.severity, f.title, f.remediation, f.first_seen_at,
-                  f.last_seen_at, f.resolved_at
+        r#"SELECT e.id, e.finding_id, e.from_status AS "from_status: Checked<FindingStatus>",
+                  e.to_status AS "to_status: Checked<FindingStatus>", i.name AS instance, f.check_id,
+                  f.resource, f.status AS "status: Checked<FindingStatus>", f.severity, f.title,
+                  f.remediation, f.first_seen_at, f.last_seen_at, f.resolved_at
            FROM sspm.finding_events e
            JOIN sspm.findings f ON f.id = e.finding_id
            JOIN sspm.instances i ON i.id = e.instance_id
@@ -187,7 +190,13 @@ pub async fn enqueue(
     };
     let mut event = AlertEvent::new(EventKind::Digest, slot);
     for r in changes {
-        let Some(ev) = Event::of_transition(r.from_status.as_deref(), &r.to_status) else {
+        const EVENTS: &str = "sspm.finding_events";
+        let from = r
+            .from_status
+            .map(|s| s.column(EVENTS, "from_status", r.id))
+            .transpose()?;
+        let to = r.to_status.column(EVENTS, "to_status", r.id)?;
+        let Some(ev) = Event::of_transition(from, to) else {
             continue;
         };
         let severity = r.severity.parse().unwrap_or(Severity::Info);
@@ -202,7 +211,7 @@ pub async fn enqueue(
             instance: Some(r.instance),
             check_id: r.check_id,
             resource: r.resource,
-            status: r.status,
+            status: r.status.of("sspm.findings", r.finding_id)?,
             severity: r.severity,
             title: r.title,
             remediation: r.remediation,

@@ -16,6 +16,10 @@ use super::render::{AlertEvent, EventKind, FindingChange, Health, InstanceRef};
 use super::rules::{self, Event};
 use crate::checks::Severity;
 use crate::db::instances::Instance;
+use crate::db::Checked;
+use crate::status::{FindingStatus, InstanceStatus};
+
+const EVENTS: &str = "sspm.finding_events";
 pub use crate::db::leases::outbox::{claim, mark, mark_delivered, release, retry, Claimed};
 
 /// What the scan knows that the database does not yet say: the instance as it was
@@ -24,7 +28,7 @@ pub struct ScanNotice<'a> {
     pub instance: &'a Instance,
     pub scan_id: Uuid,
     /// The status this scan records (None = unchanged).
-    pub status_after: Option<&'a str>,
+    pub status_after: Option<InstanceStatus>,
     pub status_detail: Option<&'a str>,
     /// The finding transitions this scan's transaction recorded (empty for a scan that
     /// ended before its checks ran).
@@ -36,7 +40,7 @@ pub struct ScanNotice<'a> {
 fn any_alerting(transitions: &[crate::lifecycle::Transition]) -> bool {
     transitions
         .iter()
-        .any(|t| Event::of_transition(t.from.map(|f| f.as_str()), t.to.as_str()).is_some())
+        .any(|t| Event::of_transition(t.from, t.to).is_some())
 }
 
 /// Inserts this scan's alerts; returns how many rows. A scan with nothing to alert (the
@@ -49,10 +53,10 @@ pub async fn enqueue_for_scan(
     let instance = notice.instance;
     let health = notice
         .status_after
-        .filter(|after| rules::is_health_change(&instance.status, after))
+        .filter(|after| rules::is_health_change(instance.status, *after))
         .map(|after| Health {
-            from: instance.status.clone(),
-            to: after.to_string(),
+            from: instance.status,
+            to: after,
             detail: notice.status_detail.map(|d| d.chars().take(500).collect()),
         });
     if health.is_none() && !any_alerting(notice.transitions) {
@@ -142,7 +146,9 @@ async fn scan_changes(
     scan_id: Uuid,
 ) -> Result<Vec<FindingChange>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT e.finding_id, e.from_status, e.to_status, f.check_id, f.resource, f.status,
+        r#"SELECT e.id, e.finding_id, e.from_status AS "from_status: Checked<FindingStatus>",
+                  e.to_status AS "to_status: Checked<FindingStatus>", f.check_id, f.resource,
+                  f.status AS "status: Checked<FindingStatus>",
                   f.severity, f.title, f.remediation, f.evidence, f.compliance,
                   f.first_seen_at, f.last_seen_at, f.resolved_at
            FROM sspm.finding_events e
@@ -153,28 +159,34 @@ async fn scan_changes(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let event = Event::of_transition(r.from_status.as_deref(), &r.to_status)?;
-            Some(FindingChange {
-                event,
-                finding_id: r.finding_id,
-                instance: None,
-                check_id: r.check_id,
-                resource: r.resource,
-                status: r.status,
-                severity: r.severity,
-                title: r.title,
-                remediation: r.remediation,
-                evidence: r.evidence,
-                compliance: r.compliance,
-                first_seen_at: r.first_seen_at,
-                last_seen_at: r.last_seen_at,
-                resolved_at: r.resolved_at,
-            })
-        })
-        .collect())
+    let mut changes = Vec::new();
+    for r in rows {
+        let from = r
+            .from_status
+            .map(|s| s.column(EVENTS, "from_status", r.id))
+            .transpose()?;
+        let to = r.to_status.column(EVENTS, "to_status", r.id)?;
+        let Some(event) = Event::of_transition(from, to) else {
+            continue;
+        };
+        changes.push(FindingChange {
+            event,
+            finding_id: r.finding_id,
+            instance: None,
+            check_id: r.check_id,
+            resource: r.resource,
+            status: r.status.of("sspm.findings", r.finding_id)?,
+            severity: r.severity,
+            title: r.title,
+            remediation: r.remediation,
+            evidence: r.evidence,
+            compliance: r.compliance,
+            first_seen_at: r.first_seen_at,
+            last_seen_at: r.last_seen_at,
+            resolved_at: r.resolved_at,
+        });
+    }
+    Ok(changes)
 }
 
 async fn is_first_success(

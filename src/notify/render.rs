@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::channels::WebhookFormat;
 use super::rules::Event;
 use crate::db::findings::FindingListRow;
+use crate::status::{FindingStatus, InstanceStatus};
 
 pub const SCHEMA: &str = "intercom-sspm/alert";
 pub const SCHEMA_VERSION: u32 = 1;
@@ -40,8 +41,8 @@ pub struct InstanceRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    pub from: String,
-    pub to: String,
+    pub from: InstanceStatus,
+    pub to: InstanceStatus,
     pub detail: Option<String>,
 }
 
@@ -54,7 +55,7 @@ pub struct FindingChange {
     pub instance: Option<String>,
     pub check_id: String,
     pub resource: String,
-    pub status: String,
+    pub status: FindingStatus,
     pub severity: String,
     pub title: String,
     pub remediation: String,
@@ -245,7 +246,7 @@ fn ocsf_rows(event: &AlertEvent) -> Vec<FindingListRow> {
             workspace_id: instance.and_then(|i| i.workspace_id.clone()),
             check_id: f.check_id.clone(),
             resource: f.resource.clone(),
-            status: f.status.clone(),
+            status: f.status,
             severity: f.severity.clone(),
             title: f.title.clone(),
             evidence: f.evidence.clone(),
@@ -315,7 +316,7 @@ pub fn slack_body(event: &AlertEvent, message_id: Uuid, console_url: Option<&str
             "type": "section",
             "text": { "type": "mrkdwn", "text": format!(
                 "*Scan health* `{}` → `{}`{}",
-                slack_escape(&h.from), slack_escape(&h.to),
+                slack_escape(h.from.as_str()), slack_escape(h.to.as_str()),
                 h.detail.as_deref().map(|d| format!("\n{}", slack_escape(&clip(d, 500)))).unwrap_or_default()
             ) }
         }));
@@ -437,8 +438,8 @@ pub fn email_body(event: &AlertEvent, message_id: Uuid) -> Email {
         ));
         html.push_str(&format!(
             "<p>Scan health: {} &rarr; <b>{}</b>{}</p>",
-            html_escape(&h.from),
-            html_escape(&h.to),
+            html_escape(h.from.as_str()),
+            html_escape(h.to.as_str()),
             h.detail
                 .as_deref()
                 .map(|d| format!(" ({})", html_escape(d)))
@@ -524,7 +525,7 @@ pub fn pagerduty_events(event: &AlertEvent, routing_key: &str) -> Vec<Value> {
         .unwrap_or_else(|| "intercom-sspm".into());
     if let (Some(h), Some(i)) = (&event.health, instance) {
         let dedup_key = format!("instance:{}:health", i.id);
-        if h.to == "ok" {
+        if h.to == InstanceStatus::Ok {
             out.push(json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}));
         } else {
             out.push(json!({
@@ -594,11 +595,10 @@ mod tests {
             check_id: "workspace_2fa_not_enforced".into(),
             resource: "workspace".into(),
             status: if event == Event::Resolved {
-                "resolved"
+                FindingStatus::Resolved
             } else {
-                "open"
-            }
-            .into(),
+                FindingStatus::Open
+            },
             severity: severity.into(),
             title: title.into(),
             remediation: "Turn it on".into(),

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Severity;
+use crate::status::{FindingStatus, InstanceStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,12 +42,17 @@ impl Event {
     }
 
     /// The alert a finding transition implies, if any.
-    pub fn of_transition(from: Option<&str>, to: &str) -> Option<Event> {
+    pub fn of_transition(from: Option<FindingStatus>, to: FindingStatus) -> Option<Event> {
+        use FindingStatus::{Muted, Open, Resolved};
         match (from, to) {
-            (None, "open") | (Some("muted"), "open") => Some(Event::Opened),
-            (Some("resolved"), "open") => Some(Event::Reopened),
-            (Some("open"), "resolved") => Some(Event::Resolved),
-            _ => None,
+            (None | Some(Muted), Open) => Some(Event::Opened),
+            (Some(Resolved), Open) => Some(Event::Reopened),
+            (Some(Open), Resolved) => Some(Event::Resolved),
+            // Into muted alerts nobody; muted -> resolved was never alerted as open;
+            // a status cannot move to itself.
+            (_, Muted) | (None | Some(Muted) | Some(Resolved), Resolved) | (Some(Open), Open) => {
+                None
+            }
         }
     }
 }
@@ -125,8 +131,8 @@ pub fn rank(s: Severity) -> usize {
 
 /// Whether an instance status change is worth a health alert. `pending -> ok` is the
 /// first scan succeeding, which the first-scan summary already says.
-pub fn is_health_change(before: &str, after: &str) -> bool {
-    before != after && !(before == "pending" && after == "ok")
+pub fn is_health_change(before: InstanceStatus, after: InstanceStatus) -> bool {
+    before != after && !(before == InstanceStatus::Pending && after == InstanceStatus::Ok)
 }
 
 #[cfg(test)]
@@ -135,22 +141,20 @@ mod tests {
 
     #[test]
     fn transitions_map_to_events_and_muted_sends_nothing() {
-        assert_eq!(Event::of_transition(None, "open"), Some(Event::Opened));
+        use FindingStatus::{Muted, Open, Resolved};
+        assert_eq!(Event::of_transition(None, Open), Some(Event::Opened));
         assert_eq!(
-            Event::of_transition(Some("resolved"), "open"),
+            Event::of_transition(Some(Resolved), Open),
             Some(Event::Reopened)
         );
         assert_eq!(
-            Event::of_transition(Some("open"), "resolved"),
+            Event::of_transition(Some(Open), Resolved),
             Some(Event::Resolved)
         );
-        assert_eq!(Event::of_transition(None, "muted"), None);
-        assert_eq!(Event::of_transition(Some("open"), "muted"), None);
-        assert_eq!(Event::of_transition(Some("muted"), "resolved"), None);
-        assert_eq!(
-            Event::of_transition(Some("muted"), "open"),
-            Some(Event::Opened)
-        );
+        assert_eq!(Event::of_transition(None, Muted), None);
+        assert_eq!(Event::of_transition(Some(Open), Muted), None);
+        assert_eq!(Event::of_transition(Some(Muted), Resolved), None);
+        assert_eq!(Event::of_transition(Some(Muted), Open), Some(Event::Opened));
     }
 
     #[test]
@@ -191,9 +195,10 @@ mod tests {
 
     #[test]
     fn health_changes() {
-        assert!(is_health_change("ok", "unauthorized"));
-        assert!(is_health_change("pending", "ip_not_allowed"));
-        assert!(!is_health_change("pending", "ok"));
-        assert!(!is_health_change("ok", "ok"));
+        use InstanceStatus::*;
+        assert!(is_health_change(Ok, Unauthorized));
+        assert!(is_health_change(Pending, IpNotAllowed));
+        assert!(!is_health_change(Pending, Ok));
+        assert!(!is_health_change(Ok, Ok));
     }
 }

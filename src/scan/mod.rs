@@ -24,8 +24,9 @@ use crate::db::scans::{self, Trigger};
 use crate::intercom::{IntercomClient, IntercomError};
 use crate::token::TokenError;
 
+use crate::status::InstanceStatus;
 pub use persist::{Fence, NextDue};
-pub use report::{ScanReport, ScanStatus};
+pub use report::{ScanOutcome, ScanReport};
 
 /// Everything scans share: the pool, the HTTP client, the keyring and settings.
 #[derive(Clone)]
@@ -87,16 +88,16 @@ impl Failure {
     }
 
     /// The instance status a failure implies; None keeps the current one.
-    fn instance_status(&self) -> Option<&'static str> {
+    fn instance_status(&self) -> Option<InstanceStatus> {
         Some(match self {
-            Failure::Api(IntercomError::Unauthorized { .. }) => "unauthorized",
+            Failure::Api(IntercomError::Unauthorized { .. }) => InstanceStatus::Unauthorized,
             Failure::Api(IntercomError::NotPermitted { .. })
-            | Failure::Api(IntercomError::PlanRestricted { .. }) => "not_permitted",
-            Failure::Api(IntercomError::IpNotAllowed { .. }) => "ip_not_allowed",
+            | Failure::Api(IntercomError::PlanRestricted { .. }) => InstanceStatus::NotPermitted,
+            Failure::Api(IntercomError::IpNotAllowed { .. }) => InstanceStatus::IpNotAllowed,
             // The same rule as the `api_reachable` check's, so the two agree.
-            Failure::Api(e) if e.is_unreachable() => "unreachable",
+            Failure::Api(e) if e.is_unreachable() => InstanceStatus::Unreachable,
             Failure::Api(IntercomError::RateLimited { .. }) => return None,
-            _ => "error",
+            _ => InstanceStatus::Error,
         })
     }
 
@@ -234,7 +235,7 @@ impl Scanner {
         )
         .await?;
         match report.status {
-            ScanStatus::Succeeded => info!(
+            ScanOutcome::Succeeded => info!(
                 score = report.score,
                 coverage = report.coverage,
                 new = report.new_findings,
@@ -393,7 +394,7 @@ mod tests {
             enabled: true,
             schedule: None,
             next_scan_at: Utc::now(),
-            status: "ok".into(),
+            status: InstanceStatus::Ok,
             status_detail: None,
             last_scan_at: None,
             created_at: Utc::now(),
@@ -508,7 +509,10 @@ mod tests {
                     .find(|o| o.check_id == "api_reachable")
                     .expect("api_reachable evaluated");
                 let fails = reachable.status == checks::CheckStatus::Fail;
-                let blocked = matches!(status, Some("unreachable") | Some("ip_not_allowed"));
+                let blocked = matches!(
+                    status,
+                    Some(InstanceStatus::Unreachable) | Some(InstanceStatus::IpNotAllowed)
+                );
                 assert_eq!(
                     fails, blocked,
                     "{e:?} (in /me: {in_me}): instance {status:?}, api_reachable {:?}",

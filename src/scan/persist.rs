@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::collect::Collected;
-use super::report::{CheckLine, ScanReport, ScanStatus};
+use super::report::{CheckLine, ScanOutcome, ScanReport};
 use super::{Failure, ScanError, Scanner};
 use crate::checks::{self, ActivityData, CheckOutcome, Source};
 use crate::db::admins::AdminActivity;
@@ -20,6 +20,7 @@ use crate::db::leases::{self, Held, WriteLock};
 use crate::db::{activity, admins, findings, scans};
 use crate::lifecycle::{self, FindingStatus, Mode};
 use crate::scheduler::timing::NextPlan;
+use crate::status::{InstanceStatus, ScanStatus};
 
 /// The scheduler's claim on an instance: writes commit only while it still holds.
 #[derive(Debug, Clone)]
@@ -316,16 +317,16 @@ pub(super) async fn persist(
     };
 
     let status = if failure.is_none() {
-        ScanStatus::Succeeded
+        ScanOutcome::Succeeded
     } else {
-        ScanStatus::Failed
+        ScanOutcome::Failed
     };
     let error = failure.as_ref().map(Failure::message);
     let error_kind = failure.as_ref().map(|f| f.kind().to_string());
     let me = collected.snapshot.me.as_ref().ok();
     let app = me.and_then(|m| m.app.as_ref());
     let instance_status = match &failure {
-        None => Some("ok"),
+        None => Some(InstanceStatus::Ok),
         Some(f) => f.instance_status(),
     };
     // The database's clock, in this transaction: the scan row, the instance's
@@ -338,7 +339,7 @@ pub(super) async fn persist(
             scan_id,
             finished_at,
             totals: scans::ScanTotals {
-                status: status.as_str(),
+                status: status.stored(),
                 error: error.clone(),
                 error_kind: error_kind.clone(),
                 score: summary.posture.score,
@@ -405,7 +406,7 @@ pub(super) async fn persist(
         status,
         error,
         error_kind,
-        instance_status: instance_status.unwrap_or(&instance.status).to_string(),
+        instance_status: instance_status.unwrap_or(instance.status),
         score: summary.posture.score,
         coverage: Some(summary.posture.coverage),
         api_calls,
@@ -417,7 +418,7 @@ pub(super) async fn persist(
             .iter()
             .map(|o| CheckLine {
                 check_id: o.check_id.to_string(),
-                status: o.status.as_str().to_string(),
+                status: o.status,
                 reason: o.reason.clone(),
                 failed_count: o.findings.len(),
             })
@@ -471,7 +472,7 @@ pub(super) async fn fail_without_results(
             scan_id,
             finished_at,
             totals: scans::ScanTotals {
-                status: "failed",
+                status: ScanStatus::Failed,
                 error: Some(message.clone()),
                 error_kind: Some(kind.to_string()),
                 score: None,
@@ -520,10 +521,10 @@ pub(super) async fn fail_without_results(
         instance_id: instance.id,
         instance: instance.name.clone(),
         region: instance.region.to_string(),
-        status: ScanStatus::Failed,
+        status: ScanOutcome::Failed,
         error: Some(message),
         error_kind: Some(kind.to_string()),
-        instance_status: instance_status.unwrap_or(&instance.status).to_string(),
+        instance_status: instance_status.unwrap_or(instance.status),
         score: None,
         coverage: None,
         api_calls,

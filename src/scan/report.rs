@@ -6,26 +6,34 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::status::{CheckStatus, InstanceStatus, ScanStatus};
+
+/// How a scan that ran to its end went (a report is made for no other): the
+/// `sspm.scans.status` it leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ScanStatus {
+pub enum ScanOutcome {
     Succeeded,
     Failed,
 }
 
-impl ScanStatus {
-    pub fn as_str(self) -> &'static str {
+impl ScanOutcome {
+    pub fn stored(self) -> ScanStatus {
         match self {
-            ScanStatus::Succeeded => "succeeded",
-            ScanStatus::Failed => "failed",
+            ScanOutcome::Succeeded => ScanStatus::Succeeded,
+            ScanOutcome::Failed => ScanStatus::Failed,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.stored().as_str()
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckLine {
     pub check_id: String,
-    pub status: String,
+    pub status: CheckStatus,
     pub reason: Option<String>,
     pub failed_count: usize,
 }
@@ -36,11 +44,11 @@ pub struct ScanReport {
     pub instance_id: Uuid,
     pub instance: String,
     pub region: String,
-    pub status: ScanStatus,
+    pub status: ScanOutcome,
     pub error: Option<String>,
     pub error_kind: Option<String>,
     /// The instance status after the scan.
-    pub instance_status: String,
+    pub instance_status: InstanceStatus,
     pub score: Option<f64>,
     pub coverage: Option<f64>,
     pub api_calls: u32,

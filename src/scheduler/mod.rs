@@ -25,7 +25,7 @@ use crate::db::leases::{self, Held, LeaseTerms};
 use crate::db::scans::Trigger;
 use crate::metrics::{self, Outcome};
 use crate::region::Region;
-use crate::scan::{Fence, NextDue, ScanError, ScanStatus, Scanner};
+use crate::scan::{Fence, NextDue, ScanError, ScanOutcome, Scanner};
 use crate::schedule::Schedule;
 
 pub use crate::db::leases::Claimed;
@@ -350,8 +350,8 @@ impl Scheduler {
                     info!(?reset, "rate limited: snoozed until the window resets");
                     Outcome::RateLimited
                 }
-                (ScanStatus::Succeeded, _) => Outcome::Succeeded,
-                (ScanStatus::Failed, _) => Outcome::Failed,
+                (ScanOutcome::Succeeded, _) => Outcome::Succeeded,
+                (ScanOutcome::Failed, _) => Outcome::Failed,
             },
             Some(Err(ScanError::LeaseLost(_))) => {
                 metrics::lease_lost();

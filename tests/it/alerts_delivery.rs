@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use intercom_sspm::db::exceptions::{self, NewException};
 use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
+use intercom_sspm::status::InstanceStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -338,7 +339,7 @@ async fn a_revoked_token_is_a_health_alert(pool: PgPool) {
     scanner.scan(&inst, Trigger::Manual, None).await.unwrap();
     w.sim.scenario_handle().revoke_token(TOKEN).unwrap();
     let inst = instances::get(&pool, "acme").await.unwrap();
-    assert_eq!(inst.status, "ok");
+    assert_eq!(inst.status, InstanceStatus::Ok);
     let _ = scanner.scan(&inst, Trigger::Manual, None).await;
     let health: Vec<serde_json::Value> = sqlx::query_scalar(
         "SELECT event->'health' FROM sspm.notification_outbox WHERE event->'health' <> 'null'::jsonb",

@@ -47,7 +47,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use intercom_sim::{EventSpec, Simulator};
 use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
-use intercom_sspm::scan::{Fence, NextDue, ScanReport, ScanStatus, Scanner};
+use intercom_sspm::scan::{Fence, NextDue, ScanOutcome, ScanReport, Scanner};
 use serde_json::{json, Value};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -445,7 +445,7 @@ impl Story {
 
 #[track_caller]
 fn assert_succeeded(r: &ScanReport) {
-    assert_eq!(r.status, ScanStatus::Succeeded, "{:?}", r.error);
+    assert_eq!(r.status, ScanOutcome::Succeeded, "{:?}", r.error);
 }
 
 async fn finding_status(pool: &PgPool, check: &str, resource: &str) -> String {
@@ -721,7 +721,7 @@ async fn scan_story_matches_golden_rows(pool: PgPool) {
     handle.revoke_token(ACME_TOKEN).unwrap();
     story.acme_event(login(a, "l-support-2", "3", 2 * MIN, "google"));
     let revoked = story.scheduled_scan("acme").await;
-    assert_eq!(revoked.status, ScanStatus::Failed);
+    assert_eq!(revoked.status, ScanOutcome::Failed);
     assert_eq!(revoked.error_kind.as_deref(), Some("unauthorized"));
 
     // Recovered: a new token (with the activity-log scope again) through `instance
@@ -750,12 +750,12 @@ async fn scan_story_matches_golden_rows(pool: PgPool) {
         assert_eq!(finding_status(&pool, check, "workspace").await, "resolved");
     }
 
-    let outcomes: Vec<(&str, ScanStatus)> = story
+    let outcomes: Vec<(&str, ScanOutcome)> = story
         .reports
         .iter()
         .map(|(name, r)| (name.as_str(), r.status))
         .collect();
-    use ScanStatus::{Failed, Succeeded};
+    use ScanOutcome::{Failed, Succeeded};
     assert_eq!(
         outcomes,
         [

@@ -8,7 +8,8 @@ use intercom_sspm::crypto::Keyring;
 use intercom_sspm::db::instances::{self, NewInstance};
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::region::Region;
-use intercom_sspm::scan::{ScanStatus, Scanner};
+use intercom_sspm::scan::{ScanOutcome, Scanner};
+use intercom_sspm::status::CheckStatus;
 use intercom_sspm::token::TokenSource;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -98,7 +99,7 @@ async fn consumer_disposable_and_lookalike_teammates_get_their_own_findings(pool
         .scan(&umbrella, Trigger::Manual, None)
         .await
         .unwrap();
-    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(report.status, ScanOutcome::Succeeded, "{:?}", report.error);
 
     let row = |check: &str, admin: &str, severity: &str| {
         (
@@ -156,14 +157,18 @@ async fn a_read_admins_token_does_not_lower_a_healthy_workspaces_score(pool: PgP
     )
     .await;
     let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(report.status, ScanOutcome::Succeeded, "{:?}", report.error);
 
     let access = report
         .checks
         .iter()
         .find(|c| c.check_id == "activity_log_access")
         .unwrap();
-    assert_eq!(access.status, "fail", "the missing scope is still reported");
+    assert_eq!(
+        access.status,
+        CheckStatus::Fail,
+        "the missing scope is still reported"
+    );
     let open: Vec<(String, String)> = sqlx::query_as(
         "SELECT check_id, severity FROM sspm.findings WHERE instance_id = $1 AND status = 'open'",
     )

@@ -7,7 +7,8 @@ use intercom_sim::AdminSpec;
 use intercom_sspm::db::instances;
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::region::Region;
-use intercom_sspm::scan::ScanStatus;
+use intercom_sspm::scan::ScanOutcome;
+use intercom_sspm::status::CheckStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -116,7 +117,7 @@ async fn risky_workspace_yields_exactly_the_expected_findings(pool: PgPool) {
     let scanner = w.scanner(&[]);
     let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(report.status, ScanOutcome::Succeeded, "{:?}", report.error);
 
     let expected = set(&[
         ("identity_verification_enabled", "workspace"),
@@ -208,11 +209,11 @@ async fn healthy_workspace_yields_no_findings(pool: PgPool) {
         .onboard(&Onboard::new("initech").region(Region::Eu), HEALTHY_TOKEN)
         .await;
     let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(report.status, ScanOutcome::Succeeded, "{:?}", report.error);
     let failing: Vec<_> = report
         .checks
         .iter()
-        .filter(|c| c.status == "fail" || c.status == "error")
+        .filter(|c| matches!(c.status, CheckStatus::Fail | CheckStatus::Error))
         .collect();
     assert!(failing.is_empty(), "{failing:#?}");
     assert!(open_findings(&pool, initech.id).await.is_empty());
@@ -230,7 +231,7 @@ async fn least_privilege_token_reports_activity_checks_not_evaluated(pool: PgPoo
     let report = scanner.scan(&globex, Trigger::Manual, None).await.unwrap();
     assert_eq!(
         report.status,
-        ScanStatus::Succeeded,
+        ScanOutcome::Succeeded,
         "a scope refusal is not a failed scan"
     );
     assert_eq!(
@@ -245,7 +246,7 @@ async fn least_privilege_token_reports_activity_checks_not_evaluated(pool: PgPoo
     assert!(activity_checks.len() >= 10);
     for id in activity_checks {
         let line = report.checks.iter().find(|c| c.check_id == id).unwrap();
-        assert_eq!(line.status, "not_evaluated", "{id}");
+        assert_eq!(line.status, CheckStatus::NotEvaluated, "{id}");
         assert!(
             line.reason
                 .as_deref()
@@ -287,7 +288,7 @@ async fn rescans_resolve_reopen_and_record_history(pool: PgPool) {
         )
         .unwrap();
     let second = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
-    assert_eq!(second.status, ScanStatus::Succeeded);
+    assert_eq!(second.status, ScanOutcome::Succeeded);
     let open = open_findings(&pool, acme.id).await;
     assert!(!open.contains(&("identity_verification_enabled".into(), "workspace".into())));
     assert!(open.contains(&("admin_personal_email_domain".into(), "admin:7".into())));
@@ -302,7 +303,7 @@ async fn rescans_resolve_reopen_and_record_history(pool: PgPool) {
         .update_workspace("acme", |w| w.identity_verification = false)
         .unwrap();
     let third = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
-    assert_eq!(third.status, ScanStatus::Succeeded);
+    assert_eq!(third.status, ScanOutcome::Succeeded);
     let (status, reopen_count, first_seen_scan): (String, i32, Option<Uuid>) = sqlx::query_as(
         "SELECT status, reopen_count, first_scan_id FROM sspm.findings WHERE check_id = 'identity_verification_enabled'",
     )
@@ -345,7 +346,7 @@ async fn revoked_token_marks_unauthorized_and_resolves_nothing(pool: PgPool) {
 
     w.sim.scenario_handle().revoke_token(RISKY_TOKEN).unwrap();
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.status, ScanOutcome::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("unauthorized"));
     assert!(!report.error.clone().unwrap().contains(RISKY_TOKEN));
     let (status, detail): (String, Option<String>) =
@@ -517,7 +518,7 @@ async fn rate_limited_activity_log_snoozes_the_scan_instead_of_erroring_checks(p
         .set_token_faults(HEALTHY_TOKEN, faults)
         .unwrap();
     let report = scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.status, ScanOutcome::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("rate_limited"));
     let reset = report
         .rate_limited_reset
@@ -552,7 +553,7 @@ async fn sql_onboarded_instance_learns_its_workspace_and_never_duplicates_one(po
         .unwrap();
     let row = instances::get(&pool, "from-sql").await.unwrap();
     let report = scanner.scan(&row, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Succeeded, "{:?}", report.error);
+    assert_eq!(report.status, ScanOutcome::Succeeded, "{:?}", report.error);
     let (workspace, name): (Option<String>, Option<String>) = sqlx::query_as(
         "SELECT workspace_id, workspace_name FROM sspm.instances WHERE name = 'from-sql'",
     )
@@ -572,7 +573,7 @@ async fn sql_onboarded_instance_learns_its_workspace_and_never_duplicates_one(po
     .unwrap();
     let dup = instances::get(&pool, "dup-sql").await.unwrap();
     let report = scanner.scan(&dup, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.status, ScanOutcome::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("workspace_taken"));
     assert!(report
         .error
@@ -600,7 +601,7 @@ async fn persistent_5xx_fails_the_scan_and_leaves_findings_untouched(pool: PgPoo
         .unwrap();
     let calls_before = w.sim.request_count();
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.status, ScanOutcome::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("unreachable"));
     assert!(
         report.error.as_deref().unwrap().contains("/admins"),
@@ -636,9 +637,12 @@ async fn a_used_up_time_budget_fails_api_reachable_as_it_marks_the_instance_unre
     let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
     w.slow("acme", "/admins", 3_000);
     let report = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
-    assert_eq!(report.status, ScanStatus::Failed);
+    assert_eq!(report.status, ScanOutcome::Failed);
     assert_eq!(report.error_kind.as_deref(), Some("timeout"), "{report:?}");
-    assert_eq!(report.instance_status, "unreachable");
+    assert_eq!(
+        report.instance_status,
+        intercom_sspm::status::InstanceStatus::Unreachable
+    );
     let (status, reason): (String, Option<String>) = sqlx::query_as(
         "SELECT status, reason FROM sspm.check_results WHERE scan_id = $1 AND check_id = 'api_reachable'",
     )

@@ -21,7 +21,7 @@ use intercom_sspm::db::instances::Instance;
 use intercom_sspm::db::scans::Trigger;
 use intercom_sspm::intercom::IntercomError;
 use intercom_sspm::region::Region;
-use intercom_sspm::scan::ScanStatus;
+use intercom_sspm::scan::ScanOutcome;
 use sqlx::PgPool;
 
 use crate::support::cli::{run_cli, text};
@@ -394,7 +394,7 @@ async fn scans_meeting_hostile_json_fail_cleanly_and_write_no_findings(pool: PgP
             .scan(&instance, Trigger::Manual, None)
             .await
             .unwrap();
-        assert_eq!(report.status, ScanStatus::Failed, "{what}");
+        assert_eq!(report.status, ScanOutcome::Failed, "{what}");
         let error = report.error.clone().unwrap_or_default();
         assert!(error.contains(endpoint), "{what}: {error}");
         assert!(
@@ -678,7 +678,7 @@ async fn a_server_echoing_the_token_cannot_plant_it_in_our_errors_or_rows(pool: 
             .scan(&instance, Trigger::Manual, None)
             .await
             .unwrap();
-        assert_eq!(report.status == ScanStatus::Failed, fails_me, "{what}");
+        assert_eq!(report.status == ScanOutcome::Failed, fails_me, "{what}");
         let shown = serde_json::to_string(&report).unwrap();
         assert!(!shown.contains(HOSTILE_TOKEN), "{what}: {shown}");
         // scans.error, instances.status_detail, check_results.reason, findings evidence.

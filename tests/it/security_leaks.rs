@@ -3,6 +3,7 @@
 //! logging, from the HTTP client's own trace logs, from error rows, from a pg_dump of the
 //! database, and from the Debug form (and so panic messages) of every type that holds them.
 
+use intercom_sspm::status::InstanceStatus;
 use std::process::Output;
 
 use intercom_sspm::config::{Settings, Sources};
@@ -285,7 +286,7 @@ fn debug_forms_and_panic_messages_redact_every_secret() {
         enabled: true,
         schedule: None,
         next_scan_at: chrono::Utc::now(),
-        status: "ok".into(),
+        status: InstanceStatus::Ok,
         status_detail: None,
         last_scan_at: None,
         created_at: chrono::Utc::now(),

@@ -1,7 +1,8 @@
 //! Stored values this build does not know are errors that say where they are, never a
 //! silent default (an instance's region) or a silently dropped row (a finding's status).
 
-use intercom_sspm::db::{findings, instances};
+use intercom_sspm::db::{findings, instances, scans};
+use intercom_sspm::status::{FindingStatus, InstanceStatus, ScanStatus};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -76,4 +77,116 @@ async fn unknown_region_is_an_error_not_a_default(pool: PgPool) {
     assert!(message.contains("Region"), "{message}");
     assert!(message.contains("mars"), "{message}");
     assert!(instances::list(&pool).await.is_err());
+}
+
+/// Drops `constraint` on `table` and stores `value` in `column` of row `id`, as a newer
+/// build (or a hand edit) might leave it.
+async fn store_behind_the_check(
+    pool: &PgPool,
+    table: &str,
+    constraint: &str,
+    column: &str,
+    id: Uuid,
+    value: &str,
+) {
+    sqlx::query(&format!("ALTER TABLE {table} DROP CONSTRAINT {constraint}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("UPDATE {table} SET {column} = $2 WHERE id = $1"))
+        .bind(id)
+        .bind(value)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+fn assert_names_row(err: &sqlx::Error, table: &str, id: Uuid, value: &str) {
+    let message = err.to_string();
+    assert!(message.contains(table), "{message}");
+    assert!(message.contains(&id.to_string()), "{message}");
+    assert!(message.contains(&format!("{value:?}")), "{message}");
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn unknown_instance_status_is_an_error_naming_the_instance(pool: PgPool) {
+    let (instance, _) = instance_with_finding(&pool).await;
+    let found = instances::find(&pool, "odd").await.unwrap().unwrap();
+    assert_eq!(found.status, InstanceStatus::Pending);
+
+    store_behind_the_check(
+        &pool,
+        "sspm.instances",
+        "instances_status_valid",
+        "status",
+        instance,
+        "suspended",
+    )
+    .await;
+    let err = instances::find(&pool, "odd")
+        .await
+        .expect_err("an unknown instance status is never read as another");
+    assert_names_row(&err, "sspm.instances", instance, "suspended");
+    let err = instances::list(&pool)
+        .await
+        .expect_err("nor skipped in a listing");
+    assert_names_row(&err, "sspm.instances", instance, "suspended");
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn unknown_scan_status_is_an_error_naming_the_scan(pool: PgPool) {
+    let (instance, _) = instance_with_finding(&pool).await;
+    let scan = Uuid::new_v4();
+    scans::insert_running(&pool, scan, instance, scans::Trigger::Manual, "test", None)
+        .await
+        .unwrap();
+    let recent = scans::recent(&pool, instance, 10).await.unwrap();
+    assert_eq!(recent[0].status, ScanStatus::Running);
+    // Finished, so scans_finished_when_done holds for the value stored below.
+    scans::mark_abandoned(&pool, scan, "test").await.unwrap();
+    let recent = scans::recent(&pool, instance, 10).await.unwrap();
+    assert_eq!(recent[0].status, ScanStatus::Abandoned);
+
+    store_behind_the_check(
+        &pool,
+        "sspm.scans",
+        "scans_status_valid",
+        "status",
+        scan,
+        "paused",
+    )
+    .await;
+    let err = scans::recent(&pool, instance, 10)
+        .await
+        .expect_err("an unknown scan status is an error");
+    assert_names_row(&err, "sspm.scans", scan, "paused");
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn finding_listings_name_a_finding_of_unknown_status(pool: PgPool) {
+    let (_, finding) = instance_with_finding(&pool).await;
+    let all = findings::FindingFilter::default();
+    let listed = findings::list(&pool, &all).await.unwrap();
+    assert_eq!(listed[0].status, FindingStatus::Open);
+    let open = findings::FindingFilter {
+        status: Some(FindingStatus::Open),
+        ..Default::default()
+    };
+    assert_eq!(findings::list(&pool, &open).await.unwrap().len(), 1);
+
+    store_behind_the_check(
+        &pool,
+        "sspm.findings",
+        "findings_status_valid",
+        "status",
+        finding,
+        "archived",
+    )
+    .await;
+    // Filtered on a known status, the row is not selected; listing every status names it.
+    assert!(findings::list(&pool, &open).await.unwrap().is_empty());
+    let err = findings::list(&pool, &all)
+        .await
+        .expect_err("an unknown finding status is not listed as another");
+    assert_names_row(&err, "sspm.findings", finding, "archived");
 }

@@ -15,6 +15,10 @@ use crate::console::auth::Signed;
 use crate::console::role::Role;
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
+use crate::db::Checked;
+use crate::status::CheckStatus;
+
+const CHECK_RESULTS: &str = "sspm.check_results";
 
 const MATRIX_INSTANCES: i64 = 25;
 
@@ -67,15 +71,6 @@ struct FrameworkPage {
     more_instances: bool,
 }
 
-fn word(status: &str) -> &'static str {
-    match status {
-        "pass" => "pass",
-        "fail" => "fail",
-        "error" => "error",
-        _ => "not_evaluated",
-    }
-}
-
 pub async fn page(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
@@ -100,7 +95,7 @@ pub async fn page(
         }
     }
     let counts = match sqlx::query!(
-        r#"SELECT cr.check_id, cr.status, count(*) AS "n!"
+        r#"SELECT cr.check_id, cr.status AS "status: Checked<CheckStatus>", count(*) AS "n!"
            FROM sspm.instances i
            JOIN LATERAL (SELECT s.id FROM sspm.scans s
                          WHERE s.instance_id = i.id AND s.status = 'succeeded'
@@ -116,15 +111,24 @@ pub async fn page(
     };
     let mut by_check: HashMap<String, (i64, i64, i64)> = HashMap::new();
     for c in counts {
+        // Grouped rows: the check id is all there is to name (its latest results).
+        let status = match c
+            .status
+            .of(CHECK_RESULTS, format_args!("(check {})", c.check_id))
+        {
+            Ok(s) => s,
+            Err(e) => return views::internal(e),
+        };
         let e = by_check.entry(c.check_id).or_default();
-        match c.status.as_str() {
-            "pass" => e.0 += c.n,
-            "fail" => e.1 += c.n,
-            _ => e.2 += c.n,
+        match status {
+            CheckStatus::Pass => e.0 += c.n,
+            CheckStatus::Fail => e.1 += c.n,
+            CheckStatus::Error | CheckStatus::NotEvaluated => e.2 += c.n,
         }
     }
     let matrix = match sqlx::query!(
-        r#"SELECT i.id, i.name, cr.check_id AS "check_id?", cr.status AS "status?"
+        r#"SELECT i.id, i.name, ls.id AS "scan_id?", cr.check_id AS "check_id?",
+                  cr.status AS "status?: Checked<CheckStatus>"
            FROM (SELECT id, name FROM sspm.instances ORDER BY name LIMIT $1) i
            LEFT JOIN LATERAL (SELECT s.id FROM sspm.scans s
                               WHERE s.instance_id = i.id AND s.status = 'succeeded'
@@ -140,13 +144,17 @@ pub async fn page(
         Err(e) => return views::internal(e),
     };
     let mut instance_ids: Vec<(Uuid, String)> = Vec::new();
-    let mut cell: HashMap<(Uuid, String), String> = HashMap::new();
+    let mut cell: HashMap<(Uuid, String), CheckStatus> = HashMap::new();
     for r in matrix {
         if instance_ids.last().map(|l| l.0) != Some(r.id) {
             instance_ids.push((r.id, r.name.clone()));
         }
         if let (Some(c), Some(s)) = (r.check_id, r.status) {
-            cell.insert((r.id, c), s);
+            let key = format_args!("(scan {}, check {c})", r.scan_id.unwrap_or_default());
+            match s.of(CHECK_RESULTS, key) {
+                Ok(s) => cell.insert((r.id, c), s),
+                Err(e) => return views::internal(e),
+            };
         }
     }
     let more_instances = instance_ids.len() as i64 > MATRIX_INSTANCES;
@@ -168,9 +176,10 @@ pub async fn page(
                         per_instance: instance_ids
                             .iter()
                             .map(|(id, _)| {
+                                // No result in its latest scan: the check did not run there.
                                 cell.get(&(*id, m.id.to_string()))
-                                    .map(|s| word(s))
-                                    .unwrap_or("not_evaluated")
+                                    .map(|s| s.as_str())
+                                    .unwrap_or(CheckStatus::NotEvaluated.as_str())
                             })
                             .collect(),
                     }

@@ -17,6 +17,8 @@ use crate::console::role::Role;
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
 use crate::db::findings::{self as db_findings, FindingFilter as DbFilter};
+use crate::db::Checked;
+use crate::status::{FindingStatus, TextEnum as _};
 
 pub const PAGE_SIZE: i64 = 50;
 /// The export is for spreadsheets and SIEM imports; larger sets belong to the CLI or SQL.
@@ -46,7 +48,7 @@ fn clean(v: &Option<String>, max: usize) -> Option<String> {
 struct Filter {
     raw: FindingsQuery,
     instance_id: Option<Uuid>,
-    status: Option<String>,
+    status: Option<FindingStatus>,
     severity: Option<String>,
     check: Option<String>,
     like: Option<String>,
@@ -74,10 +76,10 @@ impl Filter {
                 },
                 None => None,
             };
+            // `raw.status` is one of STATUSES: "any", or a status every build knows.
             let status = match raw.status.as_deref() {
-                None => Some("open".to_string()),
-                Some("any") => None,
-                Some(s) => Some(s.to_string()),
+                None => Some(FindingStatus::Open),
+                Some(s) => FindingStatus::from_stored(s),
             };
             // ILIKE with the user's text as a literal: escape the pattern characters.
             let like = raw.q.as_ref().map(|t| {
@@ -123,7 +125,7 @@ pub struct Row {
     pub severity: String,
     pub title: String,
     pub resource: String,
-    pub status: String,
+    pub status: FindingStatus,
     pub first_seen: String,
     pub last_seen: String,
 }
@@ -220,7 +222,7 @@ async fn fetch_page(
         let want = PAGE_SIZE + 1 - out.len() as i64;
         let rows = sqlx::query!(
             r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title, f.resource,
-                      f.status, f.first_seen_at, f.last_seen_at
+                      f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
                FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
                WHERE f.severity = $1
                  AND ($2::uuid IS NULL OR f.id > $2)
@@ -232,7 +234,7 @@ async fn fetch_page(
                LIMIT $7"#,
             sev,
             after,
-            f.status,
+            f.status as Option<FindingStatus>,
             f.instance_id,
             f.check,
             f.like,
@@ -240,17 +242,19 @@ async fn fetch_page(
         )
         .fetch_all(&state.pool)
         .await?;
-        out.extend(rows.into_iter().map(|r| Row {
-            id: r.id,
-            instance_id: r.instance_id,
-            instance_name: r.instance_name,
-            severity: r.severity,
-            title: r.title,
-            resource: r.resource,
-            status: r.status,
-            first_seen: fmt(r.first_seen_at),
-            last_seen: fmt(r.last_seen_at),
-        }));
+        for r in rows {
+            out.push(Row {
+                status: r.status.of("sspm.findings", r.id)?,
+                id: r.id,
+                instance_id: r.instance_id,
+                instance_name: r.instance_name,
+                severity: r.severity,
+                title: r.title,
+                resource: r.resource,
+                first_seen: fmt(r.first_seen_at),
+                last_seen: fmt(r.last_seen_at),
+            });
+        }
         if out.len() as i64 > PAGE_SIZE {
             break;
         }
@@ -287,7 +291,7 @@ pub async fn export(
         &state.pool,
         &DbFilter {
             instance_id: filter.instance_id,
-            status: filter.status.clone(),
+            status: filter.status,
             severities: filter.severity.clone().map(|s| vec![s]),
             check_id: filter.check.clone(),
         },

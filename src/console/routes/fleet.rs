@@ -17,6 +17,8 @@ use crate::console::charts::{self, Point};
 use crate::console::role::Role;
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
+use crate::db::Checked;
+use crate::status::InstanceStatus;
 
 pub const PAGE_SIZE: i64 = 100;
 const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
@@ -95,7 +97,7 @@ pub async fn page(
     let by_score = filter.sort.as_deref() == Some("score");
     let rows = match sqlx::query!(
         r#"SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
-                  p.status AS "status!", p.latest_score, p.latest_coverage, p.last_scan_at,
+                  p.status AS "status!: Checked<InstanceStatus>", p.latest_score, p.latest_coverage, p.last_scan_at,
                   p.next_scan_at AS "next_scan_at!",
                   p.open_critical AS "open_critical!", p.open_high AS "open_high!",
                   p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
@@ -152,11 +154,11 @@ pub async fn page(
         }
         format!("/?{}", q.finish())
     });
-    let rows = rows
+    let rows: Result<Vec<FleetRow>, sqlx::Error> = rows
         .into_iter()
         .map(|r| {
-            let (label, class, _) = views::status_words(&r.status);
-            FleetRow {
+            let (label, class, _) = views::status_words(r.status.of("sspm.instances", r.id)?);
+            Ok(FleetRow {
                 spark: charts::sparkline(trends.get(&r.id).map(Vec::as_slice).unwrap_or(&[]), now),
                 id: r.id,
                 name: r.name,
@@ -175,9 +177,13 @@ pub async fn page(
                 ],
                 last_scan: views::when(&r.last_scan_at),
                 next_scan: views::when(&Some(r.next_scan_at)),
-            }
+            })
         })
         .collect();
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return views::internal(e),
+    };
     views::page(&FleetPage {
         chrome: Chrome::for_user(&signed),
         filter,

@@ -16,6 +16,8 @@ use crate::console::role::Role;
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
 use crate::db::instances::{self, Instance};
+use crate::db::Checked;
+use crate::status::{CheckStatus, ScanStatus};
 
 const MAX_FINDINGS: i64 = 200;
 const MAX_ADMINS: i64 = 2000;
@@ -26,7 +28,7 @@ pub struct CheckRow {
     pub check_id: String,
     pub title: String,
     pub severity: String,
-    pub status: String,
+    pub status: CheckStatus,
     pub status_words: &'static str,
     pub failed_count: i32,
     pub reason: String,
@@ -55,7 +57,7 @@ pub struct AdminRow {
 pub struct ScanRow {
     pub started: String,
     pub trigger: String,
-    pub status: String,
+    pub status: ScanStatus,
     pub duration: String,
     pub api_calls: i32,
     pub score: String,
@@ -88,13 +90,12 @@ fn yes_no(v: Option<bool>) -> &'static str {
     }
 }
 
-fn result_words(status: &str) -> &'static str {
+fn result_words(status: CheckStatus) -> &'static str {
     match status {
-        "pass" => "pass",
-        "fail" => "fail",
-        "error" => "error (could not evaluate)",
-        "not_evaluated" => "not evaluated",
-        _ => "unknown",
+        CheckStatus::Pass => "pass",
+        CheckStatus::Fail => "fail",
+        CheckStatus::Error => "error (could not evaluate)",
+        CheckStatus::NotEvaluated => "not evaluated",
     }
 }
 
@@ -159,25 +160,31 @@ async fn render(
         .collect();
     let checks = match &latest {
         Some(l) => sqlx::query!(
-            "SELECT check_id, status, severity, reason, failed_count FROM sspm.check_results
-             WHERE scan_id = $1",
+            r#"SELECT check_id, status AS "status: Checked<CheckStatus>", severity, reason, failed_count
+               FROM sspm.check_results WHERE scan_id = $1"#,
             l.id
         )
         .fetch_all(pool)
         .await?
         .into_iter()
-        .map(|c| CheckRow {
-            title: crate::checks::meta(&c.check_id)
-                .map(|m| m.title.to_string())
-                .unwrap_or_else(|| "(check no longer in the catalog)".into()),
-            status_words: result_words(&c.status),
-            reason: c.reason.unwrap_or_default(),
-            check_id: c.check_id,
-            severity: c.severity,
-            status: c.status,
-            failed_count: c.failed_count,
+        .map(|c| {
+            let status = c.status.of(
+                "sspm.check_results",
+                format_args!("(scan {}, check {})", l.id, c.check_id),
+            )?;
+            Ok(CheckRow {
+                title: crate::checks::meta(&c.check_id)
+                    .map(|m| m.title.to_string())
+                    .unwrap_or_else(|| "(check no longer in the catalog)".into()),
+                status_words: result_words(status),
+                reason: c.reason.unwrap_or_default(),
+                check_id: c.check_id,
+                severity: c.severity,
+                status,
+                failed_count: c.failed_count,
+            })
         })
-        .collect(),
+        .collect::<Result<_, sqlx::Error>>()?,
         None => Vec::new(),
     };
     let findings = sqlx::query!(
@@ -227,7 +234,8 @@ async fn render(
     })
     .collect();
     let scans = sqlx::query!(
-        r#"SELECT started_at, finished_at, trigger, status, api_calls, score, error
+        r#"SELECT id, started_at, finished_at, trigger, status AS "status: Checked<ScanStatus>",
+                  api_calls, score, error
            FROM sspm.scans WHERE instance_id = $1
            ORDER BY started_at DESC, id DESC LIMIT $2"#,
         id,
@@ -236,17 +244,19 @@ async fn render(
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|s| ScanRow {
-        started: views::when(&Some(s.started_at)),
-        duration: duration(s.started_at, s.finished_at),
-        trigger: s.trigger,
-        status: s.status,
-        api_calls: s.api_calls,
-        score: views::score(s.score),
-        error: s.error.unwrap_or_default(),
+    .map(|s| {
+        Ok(ScanRow {
+            status: s.status.of("sspm.scans", s.id)?,
+            started: views::when(&Some(s.started_at)),
+            duration: duration(s.started_at, s.finished_at),
+            trigger: s.trigger,
+            api_calls: s.api_calls,
+            score: views::score(s.score),
+            error: s.error.unwrap_or_default(),
+        })
     })
-    .collect();
-    let (status_label, status_class, advice) = views::status_words(&i.status);
+    .collect::<Result<_, sqlx::Error>>()?;
+    let (status_label, status_class, advice) = views::status_words(i.status);
     Ok(Some(views::page(&InstancePage {
         chrome: Chrome::for_user(signed),
         next_scan: views::when(&Some(i.next_scan_at)),
