@@ -28,6 +28,7 @@ mod console;
 mod context;
 mod exception;
 mod exit;
+mod expiry;
 mod findings;
 mod instance;
 mod keygen;

@@ -14,6 +14,7 @@ pub mod admins;
 pub mod attestations;
 pub mod exceptions;
 pub mod findings;
+pub mod id_prefix;
 pub mod instances;
 pub mod keys;
 pub mod leases;

@@ -651,6 +651,7 @@ async fn scan_story_matches_golden_rows(pool: PgPool) {
                 "data_exported",
                 "--reason",
                 "exports are reviewed monthly",
+                "--permanent",
                 "--author",
                 "secops",
             ],
