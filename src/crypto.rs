@@ -144,6 +144,11 @@ impl Keyring {
         self.current.id()
     }
 
+    /// The ids of the keys kept for opening only (a rotation in progress).
+    pub fn previous_ids(&self) -> Vec<&str> {
+        self.previous.iter().map(TokenKey::id).collect()
+    }
+
     pub fn seal(&self, token: &SecretString, associated: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = self

@@ -258,6 +258,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     output::set_wide(cli.wide);
+    output::set_quiet(cli.quiet);
     // keygen needs no configuration at all: it must work before any exists.
     match cli.command {
         Command::Keygen => return keygen::run(),
@@ -290,7 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Man => {
             unreachable!("handled above")
         }
-        Command::Run => run::run(&ctx).await,
+        Command::Run => run::run(&ctx, &sources).await,
         Command::Migrate => migrate::run(&ctx).await,
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Scan(args) => scan::run(&ctx, args).await,

@@ -20,6 +20,17 @@ pub fn set_wide(wide: bool) {
     let _ = WIDE.set(wide);
 }
 
+/// `--quiet`: no progress lines on stderr, only errors.
+static QUIET: OnceLock<bool> = OnceLock::new();
+
+pub fn set_quiet(quiet: bool) {
+    let _ = QUIET.set(quiet);
+}
+
+pub fn quiet() -> bool {
+    QUIET.get().copied().unwrap_or(false)
+}
+
 /// A table that fits the terminal (80 columns when there is none): long cells are cut
 /// to one line ending in an ellipsis rather than broken mid-word across lines. With
 /// `--wide`, every cell is shown in full.
