@@ -80,7 +80,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log only errors (commands log warnings by default; RUST_LOG wins).
+    /// Log only errors, without progress lines (commands log warnings by default; RUST_LOG wins).
     #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
