@@ -187,6 +187,25 @@ impl Daemon {
         })
     }
 
+    /// The token keys in use, for the start-up log: "current K1, previous K0", or "none".
+    pub fn key_summary(&self) -> String {
+        match &self.keyring {
+            None => "none".into(),
+            Some(ring) => {
+                let previous = ring.previous_ids().collect::<Vec<_>>();
+                if previous.is_empty() {
+                    format!("current {}", ring.current_id())
+                } else {
+                    format!(
+                        "current {}, previous {}",
+                        ring.current_id(),
+                        previous.join(" ")
+                    )
+                }
+            }
+        }
+    }
+
     /// The bound address of each listener.
     pub fn local_addrs(&self) -> Vec<(ListenerRole, SocketAddr)> {
         self.servers

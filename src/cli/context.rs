@@ -46,6 +46,17 @@ impl Context {
     pub fn intercom(&self) -> anyhow::Result<IntercomClient> {
         IntercomClient::new(&self.settings.intercom).context("building the Intercom client")
     }
+
+    /// A client that says on stderr when it retries (unless `--quiet`), for commands an
+    /// operator watches: onboarding and token changes wait through Intercom's retries.
+    pub fn intercom_with_progress(&self) -> anyhow::Result<IntercomClient> {
+        let observer: crate::intercom::RetryObserver = std::sync::Arc::new(|notice| {
+            if !super::output::quiet() {
+                eprintln!("{notice}");
+            }
+        });
+        Ok(self.intercom()?.with_retry_observer(observer))
+    }
 }
 
 /// The id behind an optional `--instance NAME|ID` filter; an unknown name is an error.

@@ -2,23 +2,28 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
-use chrono::{DateTime, NaiveDate, Utc};
+use anyhow::bail;
+use chrono::Utc;
 use clap::Subcommand;
 use serde_json::json;
-use uuid::Uuid;
 
+use super::expiry::parse_expiry;
 use super::output;
 use super::{Context, ListFormat};
 use crate::audit::{self, Actor};
 use crate::db::exceptions::{self, NewException};
+use crate::db::id_prefix::IdPrefix;
 use crate::db::instances;
 
 #[derive(Debug, Subcommand)]
 pub enum ExceptionCommand {
     /// Accept a risk: matching findings become `muted` (still recorded, excluded from the score).
+    ///
+    /// Say when it ends with --expires, or pass --permanent. A --resource must match an
+    /// open or muted finding of the check (--force to add it anyway), and an instance,
+    /// check and resource already covered by an active exception is refused.
     #[command(
-        after_help = "Example:\n  intercom-sspm exception add --instance acme --check admin_external_domain --resource admin:1234 --reason \"contractor, approved by CISO\" --expires 2027-03-31"
+        after_help = "Examples:\n  intercom-sspm exception add --instance acme --check admin_external_domain --resource admin:1234 --reason \"contractor, approved by CISO\" --expires 2027-03-31\n  intercom-sspm exception add --instance acme --check data_exported --reason \"exports reviewed monthly\" --expires 30d"
     )]
     Add {
         /// Instance name or id.
@@ -27,20 +32,27 @@ pub enum ExceptionCommand {
         /// Check id (see `intercom-sspm checks`).
         #[arg(long)]
         check: String,
-        /// One resource (e.g. admin:123); omit to cover every resource of the check.
+        /// One resource (e.g. admin:123) of a current finding; omit to cover every resource of the check.
         #[arg(long)]
         resource: Option<String>,
         /// Why the risk is accepted (kept for audit).
         #[arg(long)]
         reason: String,
-        /// Expiry date (YYYY-MM-DD, end of day UTC) or RFC 3339 time; the findings reopen then.
-        #[arg(long)]
+        /// When it ends and the findings reopen: a duration from now (12h, 30d, 2w), a date
+        /// (YYYY-MM-DD, end of day UTC) or an RFC 3339 time. Required unless --permanent.
+        #[arg(long, value_name = "WHEN")]
         expires: Option<String>,
+        /// The exception never expires (instead of --expires).
+        #[arg(long, conflicts_with = "expires")]
+        permanent: bool,
+        /// Add it even though --resource matches no open or muted finding of the check.
+        #[arg(long)]
+        force: bool,
         /// Who approved it; defaults to $USER.
         #[arg(long)]
         author: Option<String>,
     },
-    /// List exceptions.
+    /// List exceptions (the id column is the shortest unique prefix; --wide shows it whole).
     #[command(after_help = "Example:\n  intercom-sspm exception list --instance acme")]
     List {
         #[arg(long)]
@@ -50,25 +62,12 @@ pub enum ExceptionCommand {
     },
     /// Remove an exception; its muted findings reopen.
     #[command(
-        after_help = "Example:\n  intercom-sspm exception remove 1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+        after_help = "Examples:\n  intercom-sspm exception remove 1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  intercom-sspm exception remove 1b4e28ba"
     )]
     Remove {
-        /// Exception id (see `exception list`).
-        id: Uuid,
+        /// Exception id, or its first 4 or more characters when no other id starts so (see `exception list`).
+        id: IdPrefix,
     },
-}
-
-/// `--expires`: a date (end of that day, UTC) or an RFC 3339 time.
-pub(super) fn parse_expiry(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .with_context(|| format!("--expires {s:?}: use YYYY-MM-DD or an RFC 3339 time"))?;
-    Ok(date
-        .and_hms_opt(23, 59, 59)
-        .expect("valid time of day")
-        .and_utc())
 }
 
 pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCode> {
@@ -79,6 +78,8 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             resource,
             reason,
             expires,
+            permanent,
+            force,
             author,
         } => {
             if crate::checks::meta(&check).is_none() {
@@ -87,11 +88,18 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             if reason.trim().is_empty() {
                 bail!("--reason must say why the risk is accepted");
             }
-            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
-            if expires_at.is_some_and(|t| t <= Utc::now()) {
-                bail!("--expires is in the past");
+            let resource = resource.map(|r| r.trim().to_string());
+            if resource.as_deref() == Some("") {
+                bail!("--resource is empty: name one resource (e.g. admin:123), or omit it to cover every resource of the check");
             }
-            let author = output::author_or_user(author);
+            let expires_at = match (expires, permanent) {
+                (Some(s), _) => Some(parse_expiry(&s, Utc::now())?),
+                (None, true) => None,
+                (None, false) => bail!(
+                    "--expires is required: say when the exception ends (--expires 30d, --expires 2027-03-31), or pass --permanent for one that never expires"
+                ),
+            };
+            let author = output::author_or_user(author)?;
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
             let mut tx = pool.begin().await?;
@@ -104,6 +112,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                     reason: reason.trim(),
                     author: &author,
                     expires_at,
+                    force,
                 },
             )
             .await?;
@@ -121,48 +130,37 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                 resource.map(|r| format!(" / {r}")).unwrap_or_default(),
                 expires_at
                     .map(|t| format!(" until {}", output::utc(t)))
-                    .unwrap_or_default()
+                    .unwrap_or_else(|| ", permanently".into())
             );
         }
         ExceptionCommand::List { instance, format } => {
             let pool = ctx.db().await?;
             let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
             let rows = exceptions::list(&pool, instance_id).await?;
-            match format {
-                ListFormat::Json => outln!("{}", output::json(&rows)?),
-                ListFormat::Table => {
-                    let now = Utc::now();
-                    let table = rows
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e.id.to_string(),
-                                e.instance_name.clone(),
-                                e.check_id.clone(),
-                                e.resource.clone().unwrap_or_else(|| "(all)".into()),
-                                e.reason.clone(),
-                                e.author.clone(),
-                                output::expiry(e.expires_at, now),
-                                e.muted_findings.to_string(),
-                            ]
-                        })
-                        .collect();
-                    outln!(
-                        "{}",
-                        output::table(
-                            &[
-                                "id", "instance", "check", "resource", "reason", "author",
-                                "expires", "muted"
-                            ],
-                            table
-                        )
-                    );
-                }
-            }
+            output::print_id_list(
+                format,
+                &rows,
+                |e| e.id,
+                &[
+                    "instance", "check", "resource", "reason", "author", "expires", "muted",
+                ],
+                |e, now| {
+                    vec![
+                        e.instance_name.clone(),
+                        e.check_id.clone(),
+                        e.resource.clone().unwrap_or_else(|| "(all)".into()),
+                        e.reason.clone(),
+                        e.author.clone(),
+                        output::expiry(e.expires_at, now),
+                        e.muted_findings.to_string(),
+                    ]
+                },
+            )?;
         }
         ExceptionCommand::Remove { id } => {
             let pool = ctx.db().await?;
             let mut tx = pool.begin().await?;
+            let id = exceptions::resolve_id(&mut *tx, &id).await?;
             let target = exceptions::instance_name_of(&mut *tx, id).await?;
             match exceptions::remove(&mut *tx, id).await? {
                 Some(n) => {
@@ -173,7 +171,14 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
                     tx.commit().await?;
                     outln!("exception {id} removed; {n} finding(s) reopened")
                 }
-                None => bail!("no exception with id {id}: see `intercom-sspm exception list`"),
+                None => {
+                    return Err(super::exit::NotFound {
+                        message: format!(
+                            "no exception with id {id}: see `intercom-sspm exception list`"
+                        ),
+                    }
+                    .into())
+                }
             }
         }
     }

@@ -24,6 +24,9 @@ pub fn code_for(e: &anyhow::Error) -> ExitCode {
             if matches!(
                 cause.downcast_ref::<crate::db::instances::InstanceError>(),
                 Some(crate::db::instances::InstanceError::NotFound(_))
+            ) || matches!(
+                cause.downcast_ref::<crate::db::id_prefix::IdPrefixError>(),
+                Some(crate::db::id_prefix::IdPrefixError::NotFound { .. })
             ) || cause.downcast_ref::<NotFound>().is_some()
             {
                 Some(NOT_FOUND)
@@ -58,6 +61,12 @@ mod tests {
             ExitCode::from(DATABASE_UNAVAILABLE)
         );
         assert_eq!(code_for(&anyhow::anyhow!("boom")), ExitCode::from(FAILURE));
+        let prefix = "3f2a".parse().unwrap();
+        let unknown: anyhow::Error =
+            crate::db::id_prefix::pick(crate::db::id_prefix::EXCEPTION, &prefix, Vec::new())
+                .unwrap_err()
+                .into();
+        assert_eq!(code_for(&unknown), ExitCode::from(NOT_FOUND));
     }
 
     #[test]

@@ -267,7 +267,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     };
     let token = token_input(&args.token, ctx.settings.security.token_key_file.as_deref())?;
     let pool = ctx.db().await?;
-    let client = ctx.intercom()?;
+    let client = ctx.intercom_with_progress()?;
     if args.dry_run {
         if instances::name_taken(&pool, &args.name).await? {
             bail!(
@@ -377,7 +377,7 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
     let token = token_input(&args, ctx.settings.security.token_key_file.as_deref())?;
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
-    let client = ctx.intercom()?;
+    let client = ctx.intercom_with_progress()?;
     let plaintext = match &token {
         TokenInput::Plain(t) => t.clone(),
         TokenInput::Reference(r) => r.resolve()?,

@@ -28,6 +28,7 @@ mod console;
 mod context;
 mod exception;
 mod exit;
+mod expiry;
 mod findings;
 mod instance;
 mod keygen;
@@ -79,7 +80,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log only errors (commands log warnings by default; RUST_LOG wins).
+    /// Log only errors, without progress lines (commands log warnings by default; RUST_LOG wins).
     #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -257,6 +258,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     output::set_wide(cli.wide);
+    output::set_quiet(cli.quiet);
     // keygen needs no configuration at all: it must work before any exists.
     match cli.command {
         Command::Keygen => return keygen::run(),
@@ -289,7 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Man => {
             unreachable!("handled above")
         }
-        Command::Run => run::run(&ctx).await,
+        Command::Run => run::run(&ctx, &sources).await,
         Command::Migrate => migrate::run(&ctx).await,
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Scan(args) => scan::run(&ctx, args).await,

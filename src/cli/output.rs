@@ -20,6 +20,17 @@ pub fn set_wide(wide: bool) {
     let _ = WIDE.set(wide);
 }
 
+/// `--quiet`: no progress lines on stderr, only errors.
+static QUIET: OnceLock<bool> = OnceLock::new();
+
+pub fn set_quiet(quiet: bool) {
+    let _ = QUIET.set(quiet);
+}
+
+pub fn quiet() -> bool {
+    QUIET.get().copied().unwrap_or(false)
+}
+
 /// A table that fits the terminal (80 columns when there is none): long cells are cut
 /// to one line ending in an ellipsis rather than broken mid-word across lines. With
 /// `--wide`, every cell is shown in full.
@@ -104,14 +115,82 @@ pub fn expiry(
     }
 }
 
-/// Who recorded an exception or attestation: `--author`, else $USER.
-pub fn author_or_user(author: Option<String>) -> String {
-    author
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into())
+/// A listing of records with ids (exceptions, attestations): JSON in full, or a table
+/// whose first column is the shortest id prefix (8 or more characters) that tells the
+/// rows apart, which `remove` accepts; `--wide` shows whole ids.
+pub fn print_id_list<T: Serialize>(
+    format: super::ListFormat,
+    rows: &[T],
+    id: impl Fn(&T) -> uuid::Uuid,
+    headers: &[&str],
+    cells: impl Fn(&T, chrono::DateTime<chrono::Utc>) -> Vec<String>,
+) -> anyhow::Result<()> {
+    match format {
+        super::ListFormat::Json => outln!("{}", json(rows)?),
+        super::ListFormat::Table => {
+            use crate::db::id_prefix;
+            let now = chrono::Utc::now();
+            let ids: Vec<uuid::Uuid> = rows.iter().map(&id).collect();
+            let len = if WIDE.get().copied().unwrap_or(false) {
+                32
+            } else {
+                id_prefix::short_len(&ids)
+            };
+            let table_rows = rows
+                .iter()
+                .zip(&ids)
+                .map(|(row, id)| {
+                    let mut cells_of_row = vec![id_prefix::short(*id, len)];
+                    cells_of_row.extend(cells(row, now));
+                    cells_of_row
+                })
+                .collect();
+            let mut all_headers = vec!["id"];
+            all_headers.extend_from_slice(headers);
+            outln!("{}", table(&all_headers, table_rows));
+        }
+    }
+    Ok(())
+}
+
+/// Who recorded an exception or attestation: `--author`, else $USER (when set and not
+/// blank), else "cli". A blank `--author` is refused.
+pub fn author_or_user(author: Option<String>) -> anyhow::Result<String> {
+    author_from(author, std::env::var("USER").ok())
+}
+
+fn author_from(author: Option<String>, user: Option<String>) -> anyhow::Result<String> {
+    match author {
+        Some(a) if a.trim().is_empty() => {
+            anyhow::bail!("--author must name who approved it; omit it to record $USER")
+        }
+        Some(a) => Ok(a.trim().to_string()),
+        None => Ok(user
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "cli".into())),
+    }
 }
 
 /// A time in tables and messages: UTC, to the second, with the zone shown.
 pub fn utc(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_author_falls_back_to_user_then_cli() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            author_from(some(" secops "), some("alice")).unwrap(),
+            "secops"
+        );
+        assert_eq!(author_from(None, some("alice")).unwrap(), "alice");
+        assert_eq!(author_from(None, some("  ")).unwrap(), "cli");
+        assert_eq!(author_from(None, None).unwrap(), "cli");
+        assert!(author_from(some(" "), some("alice")).is_err());
+    }
 }

@@ -11,11 +11,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use super::Context;
+use crate::config::Sources;
 use crate::daemon::{Daemon, Listeners, Shutdown};
 
 use crate::daemon::replica_id;
 
-pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Context, sources: &Sources) -> anyhow::Result<ExitCode> {
     let replica = replica_id();
     info!(replica = %replica, version = env!("CARGO_PKG_VERSION"), "starting the intercom-sspm daemon");
     let shutdown = Shutdown::default();
@@ -27,6 +28,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             "alert delivery",
             crate::notify::worker::daemon_worker(&ctx.settings)?,
         );
+    log_startup(ctx, sources, &daemon);
     // The web console on console.listen, when set (never on server.listen).
     let daemon = match crate::console::serve::daemon_worker(&ctx.settings.console) {
         Some(console) => daemon.with_worker("console", console),
@@ -38,6 +40,73 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         })
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an operator checks first when a replica misbehaves: which configuration it read,
+/// which database and keys it uses, its limits and where it listens. Never a secret:
+/// environment variables by name only, the database without its password, key ids.
+fn log_startup(ctx: &Context, sources: &Sources, daemon: &Daemon) {
+    let settings = &ctx.settings;
+    let files: Vec<String> = sources
+        .defaults_file
+        .iter()
+        .chain(&sources.file)
+        .filter(|p| p.exists())
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
+    let env: Vec<&str> = sources
+        .env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("SSPM__") || *k == "DATABASE_URL")
+        .collect();
+    info!(
+        config_files = %list_or_none(&files),
+        environment = %list_or_none(&env),
+        database = %crate::db::describe(settings).unwrap_or_else(|| "not configured".into()),
+        token_keys = %daemon.key_summary(),
+        "configuration loaded"
+    );
+    let regions: Vec<String> = settings
+        .scheduler
+        .region_concurrency
+        .iter()
+        .map(|(region, n)| format!("{region}={n}"))
+        .collect();
+    let probes: Vec<String> = daemon
+        .local_addrs()
+        .iter()
+        .map(|(role, addr)| format!("{} http://{addr}", role.name()))
+        .collect();
+    let console = match &settings.console.listen {
+        Some(addr) => addr.to_string(),
+        None => "off (console.listen unset)".into(),
+    };
+    info!(
+        max_concurrent_scans = settings.scheduler.max_concurrent_scans,
+        region_concurrency = %regions.join(" "),
+        database_max_connections = settings.database.max_connections,
+        listeners = %probes.join(", "),
+        console = %console,
+        "limits and listeners"
+    );
+}
+
+fn list_or_none<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// sd_notify is a no-op without NOTIFY_SOCKET (not under systemd `Type=notify`).

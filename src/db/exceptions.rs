@@ -7,6 +7,8 @@ use serde::Serialize;
 use sqlx::{Acquire, PgPool, Postgres};
 use uuid::Uuid;
 
+use super::id_prefix::{self, Candidate, IdPrefix, IdPrefixError};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ExceptionRow {
     pub id: Uuid,
@@ -28,17 +30,93 @@ pub struct NewException<'a> {
     pub reason: &'a str,
     pub author: &'a str,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Add it even though `resource` matches no open or muted finding (e.g. ahead of the
+    /// scan that will find it).
+    pub force: bool,
+}
+
+/// Why an exception was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum ExceptionError {
+    #[error("exception {existing} already covers {check}{scope} on this instance{until}: remove it first (`intercom-sspm exception remove {existing}`) to replace it")]
+    Duplicate {
+        existing: Uuid,
+        check: String,
+        scope: String,
+        until: String,
+    },
+    #[error("no open or muted finding of {check} has resource {resource:?} on this instance: check the spelling (`intercom-sspm findings --instance NAME --check {check} --status all`), or pass --force to add the exception anyway")]
+    NoSuchFinding { check: String, resource: String },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
 }
 
 /// Creates the exception and mutes matching open findings in one transaction.
 /// Returns the exception id and how many findings were muted.
+///
+/// Refused when an active (unexpired) exception already covers the same scope: the same
+/// resource, or every resource of the check; and, unless `force`, when `resource`
+/// names no open or muted finding of the check (a typo would mute nothing).
 /// Pass a pool, or a transaction to commit the change with the caller's other writes
 /// (the audit row); inside a transaction this runs in a savepoint.
 pub async fn add<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     new: &NewException<'_>,
-) -> Result<(Uuid, u64), sqlx::Error> {
+) -> Result<(Uuid, u64), ExceptionError> {
     let mut tx = conn.begin().await?;
+    // Two concurrent adds for the same (instance, check) take turns, so the duplicate
+    // check below sees the other's row.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('sspm.exceptions:' || $1::uuid::text || ':' || $2::text, 0))",
+        new.instance_id,
+        new.check_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let existing = sqlx::query!(
+        r#"SELECT id, resource, expires_at FROM sspm.exceptions
+           WHERE instance_id = $1 AND check_id = $2
+             AND (expires_at IS NULL OR expires_at > now())
+             AND (resource IS NULL OR resource = $3)
+           ORDER BY resource NULLS FIRST, created_at LIMIT 1"#,
+        new.instance_id,
+        new.check_id,
+        new.resource
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(e) = existing {
+        return Err(ExceptionError::Duplicate {
+            existing: e.id,
+            check: new.check_id.to_string(),
+            scope: match &e.resource {
+                Some(r) => format!(" / {r}"),
+                None => " (every resource)".into(),
+            },
+            until: match e.expires_at {
+                Some(t) => format!(" until {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
+                None => " permanently".into(),
+            },
+        });
+    }
+    if let (Some(resource), false) = (new.resource, new.force) {
+        let known = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM sspm.findings
+                   WHERE instance_id = $1 AND check_id = $2 AND resource = $3
+                     AND status IN ('open', 'muted')) AS "known!""#,
+            new.instance_id,
+            new.check_id,
+            resource
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !known {
+            return Err(ExceptionError::NoSuchFinding {
+                check: new.check_id.to_string(),
+                resource: resource.to_string(),
+            });
+        }
+    }
     let id = sqlx::query_scalar!(
         "INSERT INTO sspm.exceptions (instance_id, check_id, resource, reason, author, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -105,6 +183,25 @@ pub async fn remove<'c>(
     }
     tx.commit().await?;
     Ok(Some(reopened))
+}
+
+/// The exception whose id starts with `prefix` (exactly one, or an error listing them).
+pub async fn resolve_id(
+    executor: impl sqlx::PgExecutor<'_>,
+    prefix: &IdPrefix,
+) -> Result<Uuid, IdPrefixError> {
+    let candidates = sqlx::query_as!(
+        Candidate,
+        r#"SELECT e.id, i.name || ' / ' || e.check_id || coalesce(' / ' || e.resource, '') AS "label!"
+           FROM sspm.exceptions e JOIN sspm.instances i ON i.id = e.instance_id
+           WHERE replace(e.id::text, '-', '') LIKE $1 || '%'
+           ORDER BY e.id LIMIT $2"#,
+        prefix.hex(),
+        id_prefix::MAX_CANDIDATES + 1
+    )
+    .fetch_all(executor)
+    .await?;
+    id_prefix::pick(id_prefix::EXCEPTION, prefix, candidates)
 }
 
 /// The name of the instance an exception belongs to (the audit row's target).

@@ -15,6 +15,7 @@ pub mod admins;
 pub mod attestations;
 pub mod exceptions;
 pub mod findings;
+pub mod id_prefix;
 pub mod instances;
 pub mod keys;
 pub mod leases;
@@ -147,6 +148,25 @@ impl<'r, T: TextEnum> sqlx::Decode<'r, sqlx::Postgres> for Checked<T> {
     }
 }
 
+/// Where, never with the password: enough for an operator to spot a wrong host.
+fn target_of(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{} (database {:?}, user {:?})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("default"),
+        options.get_username()
+    )
+}
+
+/// The configured database as `connect` names it (host, port, database, user; never the
+/// password), for start-up logs; None when no valid URL is configured.
+pub fn describe(settings: &Settings) -> Option<String> {
+    let url = settings.database_url().ok()?;
+    let options: PgConnectOptions = url.expose_secret().parse().ok()?;
+    Some(target_of(&options))
+}
+
 /// Connects lazily-verified: the first acquire proves the server is there.
 pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
     let url = settings
@@ -171,14 +191,7 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
     let options = options
         .application_name("intercom-sspm")
         .options([("search_path", "public")]);
-    // Where, never with the password: enough for an operator to spot a wrong host.
-    let target = format!(
-        "{}:{} (database {:?}, user {:?})",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("default"),
-        options.get_username()
-    );
+    let target = target_of(&options);
     let connect_error = |reason: String| DbError::Connect {
         target: target.clone(),
         reason,

@@ -32,6 +32,42 @@ const ERROR_BODY_CAP: u64 = 64 * 1024;
 pub struct IntercomClient {
     http: reqwest::Client,
     settings: Arc<IntercomSettings>,
+    on_retry: Option<RetryObserver>,
+}
+
+/// Told about every retry before its pause (the CLI prints progress with it).
+pub type RetryObserver = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
+
+/// One retry about to happen: what failed, how long the pause is, which attempt is next.
+#[derive(Debug, Clone)]
+pub struct RetryNotice {
+    pub endpoint: String,
+    /// Why the last attempt failed, e.g. "HTTP 503 Service Unavailable" or "cannot connect".
+    pub reason: String,
+    pub delay: Duration,
+    /// The attempt about to be made, counting the first request as 1.
+    pub next_attempt: u32,
+    /// How many attempts there will be at most (`intercom.max_retries` + 1).
+    pub attempts: u32,
+}
+
+impl std::fmt::Display for RetryNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let answered = match self.reason.strip_prefix("HTTP ") {
+            Some(status) => format!("Intercom answered {status}"),
+            None => format!("Intercom: {}", self.reason),
+        };
+        let pause = if self.delay < Duration::from_secs(1) {
+            format!("{} ms", self.delay.as_millis())
+        } else {
+            format!("{:.1} s", self.delay.as_secs_f64())
+        };
+        write!(
+            f,
+            "{answered} on {}, retrying in {pause} (attempt {} of {})",
+            self.endpoint, self.next_attempt, self.attempts
+        )
+    }
 }
 
 impl std::fmt::Debug for IntercomClient {
@@ -60,7 +96,14 @@ impl IntercomClient {
         Ok(Self {
             http,
             settings: Arc::new(settings.clone()),
+            on_retry: None,
         })
+    }
+
+    /// The same client, telling `observer` about each retry of its sessions.
+    pub fn with_retry_observer(mut self, observer: RetryObserver) -> Self {
+        self.on_retry = Some(observer);
+        self
     }
 
     pub fn settings(&self) -> &IntercomSettings {
@@ -275,6 +318,17 @@ impl Session {
                     attempt += 1;
                     inner.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(endpoint, attempt, ?delay, error = %e, "retrying");
+                    if let (Some(observe), IntercomError::Transient { reason, .. }) =
+                        (&inner.client.on_retry, &e)
+                    {
+                        observe(&RetryNotice {
+                            endpoint: endpoint.to_string(),
+                            reason: reason.clone(),
+                            delay,
+                            next_attempt: attempt + 1,
+                            attempts: settings.max_retries + 1,
+                        });
+                    }
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => return Err(e),
@@ -341,5 +395,29 @@ impl Session {
             .await
             .unwrap_or_default();
         Err(classify(endpoint, status, &headers, &body))
+    }
+}
+
+#[cfg(test)]
+mod retry_notice_tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_reads_as_progress() {
+        let notice = |reason: &str, delay| RetryNotice {
+            endpoint: "/me".into(),
+            reason: reason.into(),
+            delay,
+            next_attempt: 2,
+            attempts: 4,
+        };
+        assert_eq!(
+            notice("HTTP 503", Duration::from_secs(2)).to_string(),
+            "Intercom answered 503 on /me, retrying in 2.0 s (attempt 2 of 4)"
+        );
+        assert_eq!(
+            notice("cannot connect", Duration::from_millis(250)).to_string(),
+            "Intercom: cannot connect on /me, retrying in 250 ms (attempt 2 of 4)"
+        );
     }
 }

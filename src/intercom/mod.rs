@@ -12,7 +12,7 @@ mod probe;
 mod response;
 mod retry;
 
-pub use client::{IntercomClient, Session};
+pub use client::{IntercomClient, RetryNotice, RetryObserver, Session};
 pub use error::IntercomError;
 pub use pagination::{check_same_origin, ActivityLogPager};
 pub use probe::ProbeOutcome;

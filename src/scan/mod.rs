@@ -127,7 +127,12 @@ impl Scanner {
             .as_ref()
             .and_then(|f| f.scan_id)
             .unwrap_or_else(Uuid::new_v4);
-        let span = tracing::info_span!("scan", instance_id = %instance.id, instance = %instance.name, scan_id = %scan_id, region = %instance.region);
+        // A scheduled scan runs in the scheduler's scan span already: name it there.
+        if crate::telemetry::record_scan_instance(&instance.name) {
+            return self.scan_inner(instance, trigger, fence, scan_id).await;
+        }
+        let span = crate::telemetry::scan_span(scan_id, instance.id, instance.region);
+        span.record("instance", tracing::field::display(&instance.name));
         self.scan_inner(instance, trigger, fence, scan_id)
             .instrument(span)
             .await
@@ -237,7 +242,8 @@ impl Scanner {
         match report.status {
             ScanOutcome::Succeeded => info!(
                 score = report.score,
-                coverage = report.coverage,
+                // Three decimals say enough and keep the line short.
+                coverage = report.coverage.map(|c| (c * 1000.0).round() / 1000.0),
                 new = report.new_findings,
                 resolved = report.resolved_findings,
                 api_calls,

@@ -271,7 +271,7 @@ impl Scheduler {
             metrics::scans_in_flight(m.len());
         }
         let this = Arc::clone(self);
-        let span = tracing::info_span!("scheduled_scan", instance_id = %claimed.instance_id, scan_id = %claimed.scan_id, region = %region);
+        let span = crate::telemetry::scan_span(claimed.scan_id, claimed.instance_id, region);
         self.tracker.spawn(
             async move {
                 let started = Instant::now();

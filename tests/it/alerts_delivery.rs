@@ -245,6 +245,7 @@ async fn a_muted_finding_sends_nothing(pool: PgPool) {
             reason: "accepted for the pilot",
             author: "test",
             expires_at: None,
+            force: false,
         },
     )
     .await

@@ -165,6 +165,7 @@ async fn exception_add_rejects_bad_input_and_writes_nothing(pool: PgPool) {
             "token_least_privilege",
             "--reason",
             "r",
+            "--permanent",
         ],
         &env,
         None,
@@ -182,7 +183,7 @@ async fn exception_add_rejects_bad_input_and_writes_nothing(pool: PgPool) {
         &["exception", "remove", &Uuid::new_v4().to_string()],
         &env,
         None,
-        &["no exception with id", "exception list"],
+        &["no exception with an id starting", "exception list"],
     )
     .await;
     assert_eq!(

@@ -346,3 +346,257 @@ async fn attested_manual_control_passes_until_it_expires(pool: PgPool) {
     );
     sim.shutdown().await;
 }
+
+/// Runs `args` and expects failure with each of `expect` in stderr; returns the exit code.
+async fn refused(args: &[&str], env: &[(String, String)], expect: &[&str]) -> Option<i32> {
+    let out = run_cli(args, env, None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{args:?} should fail: {stdout}");
+    for e in expect {
+        assert!(stderr.contains(e), "{args:?}: expected {e:?} in: {stderr}");
+    }
+    out.status.code()
+}
+
+/// Runs `args` and expects success; returns stdout.
+async fn accepted(args: &[&str], env: &[(String, String)]) -> String {
+    let out = run_cli(args, env, None).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+    stdout
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn json_rows(stdout: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(stdout).expect("a JSON list")
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn exception_add_needs_an_expiry_a_real_resource_and_no_twin(pool: PgPool) {
+    let (sim, mut env) = setup(&pool).await;
+    accepted(&["scan", "acme"], &env).await;
+    let resource: String = sqlx::query_scalar(
+        "SELECT resource FROM sspm.findings WHERE check_id = 'admin_personal_email_domain'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let base = [
+        "exception",
+        "add",
+        "--instance",
+        "acme",
+        "--check",
+        "admin_personal_email_domain",
+        "--reason",
+        "founder's account",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+
+    // No expiry and no --permanent: refused, naming both flags.
+    refused(&args(&with(&[])), &env, &["--expires", "--permanent"]).await;
+    let both = with(&["--expires", "30d", "--permanent"]);
+    assert_eq!(
+        refused(&args(&both), &env, &["--permanent"]).await,
+        Some(2),
+        "both flags at once is a usage error"
+    );
+    // A resource no finding has (a typo) mutes nothing: refused unless --force.
+    refused(
+        &args(&with(&["--resource", "admin:999", "--expires", "30d"])),
+        &env,
+        &["admin:999", "--force", "findings --instance"],
+    )
+    .await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.exceptions").await,
+        0
+    );
+
+    // A relative expiry counts from now; the author is $USER when --author is absent.
+    env.push(("USER".into(), "ops-carol".into()));
+    let mut one = with(&["--expires", "30d", "--resource"]);
+    one.push(resource.clone());
+    let out = accepted(&args(&one), &env).await;
+    assert!(out.contains("1 finding(s) muted"), "{out}");
+    let rows = json_rows(&accepted(&["exception", "list", "--format", "json"], &env).await);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["author"], "ops-carol");
+    let first_id = rows[0]["id"].as_str().unwrap().to_string();
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(rows[0]["expires_at"].clone()).unwrap();
+    let off = expires - (chrono::Utc::now() + chrono::Duration::days(30));
+    assert!(off.num_seconds().abs() < 120, "30d from now, got {expires}");
+
+    // The same scope again is refused, naming the exception already in force.
+    refused(&args(&one), &env, &["already covers", &first_id]).await;
+    // A wider one (every resource of the check) may be added, permanently; after it, a
+    // single resource of that check is covered already.
+    let all = accepted(&args(&with(&["--permanent"])), &env).await;
+    assert!(all.contains("permanently"), "{all}");
+    let rows = json_rows(&accepted(&["exception", "list", "--format", "json"], &env).await);
+    let wide_id = rows.iter().find(|r| r["resource"].is_null()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(rows
+        .iter()
+        .any(|r| r["resource"].is_null() && r["expires_at"].is_null()));
+    refused(
+        &args(&with(&["--permanent"])),
+        &env,
+        &["already covers", &wide_id],
+    )
+    .await;
+    // Once the first one has expired, its scope is free again.
+    sqlx::query(
+        "UPDATE sspm.exceptions SET expires_at = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(&first_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM sspm.exceptions WHERE resource IS NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    accepted(&args(&one), &env).await;
+
+    // --force takes a resource no finding has yet; a blank --author is refused, and an
+    // empty $USER falls back to "cli".
+    let forced = with(&["--resource", "admin:999", "--expires", "2w", "--force"]);
+    refused(
+        &args(&[forced.clone(), vec!["--author".into(), " ".into()]].concat()),
+        &env,
+        &["--author"],
+    )
+    .await;
+    env.retain(|(k, _)| k != "USER");
+    env.push(("USER".into(), String::new()));
+    accepted(&args(&forced), &env).await;
+    let author: String =
+        sqlx::query_scalar("SELECT author FROM sspm.exceptions WHERE resource = 'admin:999'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(author, "cli");
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn exception_ids_are_taken_by_unique_prefix(pool: PgPool) {
+    let (sim, env) = setup(&pool).await;
+    let first = "abcd0000-1000-4000-8000-000000000000";
+    let second = "abcd0000-2000-4000-8000-000000000000";
+    for id in [first, second] {
+        sqlx::query(
+            "INSERT INTO sspm.exceptions (id, instance_id, check_id, reason, author)
+             SELECT $1::uuid, id, 'data_exported', 'test', 'test' FROM sspm.instances",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // The table's id column tells the rows apart in as few characters as it can (8 or
+    // more); --wide shows whole ids.
+    let table = accepted(&["exception", "list"], &env).await;
+    assert!(
+        table.contains("abcd00001 ") && table.contains("abcd00002 ") && !table.contains(first),
+        "{table}"
+    );
+    let wide = accepted(&["--wide", "exception", "list"], &env).await;
+    assert!(wide.contains(first), "{wide}");
+    // Ambiguous: refused, listing the candidates; unknown: "not found" (exit 3); too
+    // short or not hex: a usage error (exit 2).
+    refused(
+        &["exception", "remove", "abcd"],
+        &env,
+        &[
+            "more than one exception",
+            first,
+            second,
+            "acme / data_exported",
+        ],
+    )
+    .await;
+    assert_eq!(
+        refused(&["exception", "remove", "ffff"], &env, &["exception list"]).await,
+        Some(3)
+    );
+    assert_eq!(
+        refused(&["exception", "remove", "ab"], &env, &["4 or more"]).await,
+        Some(2)
+    );
+    // A unique prefix works, hyphens and case as the operator types them.
+    let out = accepted(&["exception", "remove", "ABCD0000-2"], &env).await;
+    assert!(out.contains(second) && out.contains("removed"), "{out}");
+    let out = accepted(&["exception", "remove", "abcd"], &env).await;
+    assert!(out.contains(first), "now unique: {out}");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.exceptions").await,
+        0
+    );
+    sim.shutdown().await;
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn attestations_are_listed_with_ids_removed_and_not_doubled(pool: PgPool) {
+    let (sim, env) = setup(&pool).await;
+    let add = [
+        "attest",
+        "add",
+        "--instance",
+        "acme",
+        "--control",
+        "manual_2fa_enforced",
+        "--evidence",
+        "SEC-42",
+        "--expires",
+        "12h",
+    ];
+    accepted(&add, &env).await;
+    let rows = json_rows(&accepted(&["attest", "list", "--format", "json"], &env).await);
+    let id = rows[0]["id"].as_str().unwrap().to_string();
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(rows[0]["expires_at"].clone()).unwrap();
+    let off = expires - (chrono::Utc::now() + chrono::Duration::hours(12));
+    assert!(off.num_seconds().abs() < 120, "12h from now, got {expires}");
+    // The table has an id column: the short id that `attest remove` takes.
+    let short = id.replace('-', "")[..8].to_string();
+    let table = accepted(&["attest", "list"], &env).await;
+    assert!(
+        table.lines().nth(1).is_some_and(|h| h.contains(" id ")) && table.contains(&short),
+        "{table}"
+    );
+    // The same control attested again while the first counts: refused, naming it.
+    refused(&add, &env, &["already attested", &id, "attest remove"]).await;
+
+    let out = accepted(&["attest", "remove", &short], &env).await;
+    assert!(out.contains(&id) && out.contains("not_evaluated"), "{out}");
+    let (action, target): (String, String) =
+        sqlx::query_as("SELECT action, target FROM sspm.audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (action.as_str(), target.as_str()),
+        ("attest.remove", "acme")
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.attestations").await,
+        0
+    );
+    assert_eq!(
+        refused(&["attest", "remove", &short], &env, &["attest list"]).await,
+        Some(3)
+    );
+    // Removed, the control may be attested anew.
+    accepted(&add, &env).await;
+    sim.shutdown().await;
+}

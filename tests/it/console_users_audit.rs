@@ -211,6 +211,7 @@ async fn every_cli_write_command_leaves_one_audit_row_without_secrets(pool: PgPo
                 "admin_personal_email_domain",
                 "--reason",
                 "contractors",
+                "--permanent",
             ],
             None,
             "exception.add",

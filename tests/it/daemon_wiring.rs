@@ -94,3 +94,129 @@ async fn daemon_serves_port_zero_listeners_and_drains_its_workers(pool: PgPool) 
         "the listener is closed after the stop"
     );
 }
+
+/// A spawned `intercom-sspm run` logs, at start-up, the configuration it loaded, the
+/// database (host and name, never the password), its key ids, its limits and listeners.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn the_start_up_log_names_config_database_keys_limits_and_listeners(pool: PgPool) {
+    let w = support::World::builder(&pool).build().await;
+    let previous = support::TestKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("replica.toml");
+    // A port that was free a moment ago (the console binds it once the database is up).
+    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let console = format!("127.0.0.1:{console_port}");
+    std::fs::write(
+        &config,
+        format!("[console]\nlisten = \"{console}\"\nauth = \"local\"\n"),
+    )
+    .unwrap();
+    let config_path = config.to_str().unwrap();
+    let mut d = w.daemon(
+        "startup-log",
+        &[
+            ("SSPM_CONFIG", config_path),
+            ("SSPM__SECURITY__PREVIOUS_TOKEN_KEYS", previous.b64.as_str()),
+            ("SSPM__SCHEDULER__REGION_CONCURRENCY__EU", "3"),
+            // The format people read (the default).
+            ("SSPM__LOG__FORMAT", "pretty"),
+        ],
+    );
+    d.wait_ready(support::daemon::READY).await;
+    let logs = d.logs();
+    let line = |message: &str| -> String {
+        logs.lines()
+            .find(|l| l.contains(message))
+            .unwrap_or_else(|| panic!("no {message:?} line in:\n{logs}"))
+            .to_string()
+    };
+    let loaded = line("configuration loaded");
+    let db_name = w
+        .db_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    for expected in [
+        config_path,
+        "SSPM__SECURITY__TOKEN_KEY",
+        "127.0.0.1:5432",
+        db_name,
+        &format!("current {}", w.key.id),
+        &format!("previous {}", previous.id),
+    ] {
+        assert!(loaded.contains(expected), "{expected:?} not in: {loaded}");
+    }
+    // Names, never values: no password, no key material.
+    for secret in [
+        ":sspm@",
+        w.key.b64.as_str(),
+        previous.b64.as_str(),
+        w.db_url.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "{secret:?} leaked:\n{logs}");
+    }
+    let limits = line("limits and listeners");
+    let port = d.port().expect("the probe port");
+    for expected in [
+        "max_concurrent_scans=8",
+        "eu=3",
+        "database_max_connections=6",
+        &format!("probes http://127.0.0.1:{port}"),
+        &format!("console={console}"),
+    ] {
+        assert!(limits.contains(expected), "{expected:?} not in: {limits}");
+    }
+    support::daemon::sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(20)).await;
+    w.sim.shutdown().await;
+}
+
+/// People read pretty-format logs in a terminal: a scheduled scan's lines (the span
+/// context included) stay under ~160 characters.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn pretty_scan_lines_fit_a_terminal(pool: PgPool) {
+    use intercom_sspm::region::Region;
+    let w = support::World::builder(&pool)
+        .workspace(support::sim::named_workspace(
+            "a-rather-long-instance-name",
+            "us",
+        ))
+        .build()
+        .await;
+    let id = w
+        .onboard_named("a-rather-long-instance-name", Region::Us, "1h")
+        .await;
+    let mut d = w.daemon("pretty-lines", &[("SSPM__LOG__FORMAT", "pretty")]);
+    d.wait_ready(support::daemon::READY).await;
+    assert_eq!(
+        w.wait_succeeded(id, 1, Duration::from_secs(20)).await,
+        1,
+        "{}",
+        d.logs()
+    );
+    support::daemon::sigterm_and_expect_clean_exit(&mut d, Duration::from_secs(20)).await;
+    let logs = d.logs();
+    let scan_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("scan started") || l.contains("scan succeeded"))
+        .collect();
+    assert_eq!(scan_lines.len(), 2, "{logs}");
+    for l in &scan_lines {
+        assert!(
+            l.chars().count() <= 160,
+            "{} characters: {l}",
+            l.chars().count()
+        );
+        assert!(
+            l.contains("a-rather-long-instance-name"),
+            "the instance is named: {l}"
+        );
+    }
+    w.sim.shutdown().await;
+}

@@ -649,6 +649,7 @@ async fn scan_story_matches_golden_rows(pool: PgPool) {
                 "data_exported",
                 "--reason",
                 "exports are reviewed monthly",
+                "--permanent",
                 "--author",
                 "secops",
             ],

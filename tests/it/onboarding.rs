@@ -502,3 +502,62 @@ async fn token_reference_to_the_scanners_own_key_is_refused_before_any_request(p
     assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 0);
     sim.shutdown().await;
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn onboarding_says_when_it_retries(pool: PgPool) {
+    let w = crate::support::World::builder(&pool)
+        .workspace(sim::workspace_json(
+            "acme",
+            "us",
+            US_TOKEN,
+            &["read_admins"],
+        ))
+        .build()
+        .await;
+    // Two 503s, then the answer: with 3 retries the third attempt succeeds.
+    w.set_faults(
+        "acme",
+        json!({ "endpoints": ["/me"], "server_error": { "next": 2, "status": 503 } }),
+    );
+    let mut env = w.cli_env();
+    env.push(("SSPM__INTERCOM__MAX_RETRIES".into(), "3".into()));
+    let add = [
+        "instance",
+        "add",
+        "--name",
+        "acme",
+        "--region",
+        "us",
+        "--token-stdin",
+    ];
+    let out = run_cli(&add, &env, Some(US_TOKEN)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.contains("retrying")).collect();
+    assert_eq!(progress.len(), 2, "one line per retry: {stderr}");
+    assert!(
+        progress[0].starts_with("Intercom answered 503")
+            && progress[0].contains("/me")
+            && progress[0].contains(" ms (attempt")
+            && progress[0].ends_with("(attempt 2 of 4)"),
+        "{stderr}"
+    );
+    assert!(progress[1].ends_with("(attempt 3 of 4)"), "{stderr}");
+    assert_eq!(count(&pool, "SELECT count(*) FROM sspm.instances").await, 1);
+
+    // --quiet keeps stderr to errors.
+    w.set_faults(
+        "acme",
+        json!({ "endpoints": ["/me"], "server_error": { "next": 1, "status": 503 } }),
+    );
+    let out = run_cli(
+        &["--quiet", "instance", "set-token", "acme", "--token-stdin"],
+        &env,
+        Some(US_TOKEN),
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    w.sim.shutdown().await;
+}

@@ -448,6 +448,7 @@ async fn exceptions_mute_and_expire(pool: PgPool) {
             reason: "contractor approved",
             author: "test",
             expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            force: false,
         },
     )
     .await
