@@ -347,6 +347,17 @@ pub async fn remove(executor: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sql
     Ok(done.rows_affected() == 1)
 }
 
+/// Makes the instance due now (a due time already past is kept, so it keeps its place).
+pub async fn make_due(executor: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE sspm.instances SET next_scan_at = LEAST(next_scan_at, now()), updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 /// Wakes running daemons (`LISTEN sspm_wakeup`) so a change takes effect within seconds.
 pub async fn notify_wakeup(executor: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!("SELECT pg_notify('sspm_wakeup', '')")
@@ -445,12 +456,7 @@ pub async fn record_scan(
 /// Makes an instance due now and wakes the daemons (`scan --queue`).
 pub async fn queue_now(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "UPDATE sspm.instances SET next_scan_at = LEAST(next_scan_at, now()), updated_at = now() WHERE id = $1",
-        id
-    )
-    .execute(&mut *tx)
-    .await?;
+    make_due(&mut *tx, id).await?;
     notify_wakeup(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
