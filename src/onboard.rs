@@ -273,8 +273,8 @@ pub async fn onboard(
         TokenInput::Reference(r) => TokenSource::Reference(r),
     };
     let mut tx = pool.begin().await?;
-    let instance = instances::insert(
-        &mut *tx,
+    let instance = instances::insert_on(
+        &mut tx,
         &NewInstance {
             id,
             name: &request.name,
@@ -389,3 +389,4 @@ mod tests {
         assert!(w[0].contains("consumer mail domain"), "{w:?}");
     }
 }
+

@@ -28,7 +28,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             crate::notify::worker::daemon_worker(&ctx.settings)?,
         );
     // The web console on console.listen, when set (never on server.listen).
-    let daemon = match crate::console::serve::daemon_worker(&ctx.settings.console) {
+    let daemon = match crate::console::serve::daemon_worker(&ctx.settings) {
         Some(console) => daemon.with_worker("console", console),
         None => daemon,
     };

@@ -92,6 +92,15 @@ pub async fn insert<'c>(
     new: &NewInstance<'_>,
 ) -> Result<Instance, InstanceError> {
     let mut conn = conn.acquire().await?;
+    insert_on(&mut conn, new).await
+}
+
+/// [`insert`] on a connection or transaction; not generic over `Acquire`, so the
+/// caller's future stays `Send` (the console's handlers need that).
+pub async fn insert_on(
+    conn: &mut sqlx::PgConnection,
+    new: &NewInstance<'_>,
+) -> Result<Instance, InstanceError> {
     let TokenColumns {
         ciphertext,
         nonce,
@@ -125,7 +134,7 @@ pub async fn insert<'c>(
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("instances_workspace_key") => {
             // Inside a caller's transaction the failed INSERT aborted it, so the lookup
             // may fail too; the error still names the workspace.
-            let existing = find_by_workspace(&mut *conn, new.region, new.workspace_id)
+            let existing = find_by_workspace_on(conn, new.region, new.workspace_id)
                 .await
                 .ok()
                 .flatten()
@@ -179,6 +188,14 @@ pub async fn find_by_workspace<'c>(
     workspace_id: &str,
 ) -> Result<Option<Instance>, sqlx::Error> {
     let mut conn = conn.acquire().await?;
+    find_by_workspace_on(&mut conn, region, workspace_id).await
+}
+
+async fn find_by_workspace_on(
+    conn: &mut sqlx::PgConnection,
+    region: Region,
+    workspace_id: &str,
+) -> Result<Option<Instance>, sqlx::Error> {
     let row = sqlx::query_scalar!(
         "SELECT id FROM sspm.instances WHERE region = $1 AND workspace_id = $2",
         region.as_str(),
