@@ -389,4 +389,3 @@ mod tests {
         assert!(w[0].contains("consumer mail domain"), "{w:?}");
     }
 }
-

@@ -182,15 +182,16 @@ pub async fn set_token(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let token = form
-        .token
-        .filter(|t| !t.expose_secret().trim().is_empty());
+    let token = form.token.filter(|t| !t.expose_secret().trim().is_empty());
     let dropped = token.is_some();
     let token_ref = form.token_ref.trim().to_string();
     let mut errors = FieldErrors::default();
     let input = match (token, token_ref.is_empty()) {
         (Some(_), false) => {
-            errors.add("token", "give either the new access token or a token reference, not both");
+            errors.add(
+                "token",
+                "give either the new access token or a token reference, not both",
+            );
             None
         }
         (Some(t), true) => match normalize_token(t.expose_secret()) {
@@ -200,16 +201,21 @@ pub async fn set_token(
                 None
             }
         },
-        (None, false) => match onboard::token_reference(&token_ref, ops.token_key_file.as_deref()) {
-            Ok(r) => Some(TokenInput::Reference(r)),
-            Err(e) => {
-                let (f, m) = forms::field_of(&e).unwrap_or(("token_ref", e.to_string()));
-                errors.add(f, m);
-                None
+        (None, false) => {
+            match onboard::token_reference(&token_ref, ops.token_key_file.as_deref()) {
+                Ok(r) => Some(TokenInput::Reference(r)),
+                Err(e) => {
+                    let (f, m) = forms::field_of(&e).unwrap_or(("token_ref", e.to_string()));
+                    errors.add(f, m);
+                    None
+                }
             }
-        },
+        }
         (None, true) => {
-            errors.add("token", "paste the new access token (or give a token reference)");
+            errors.add(
+                "token",
+                "paste the new access token (or give a token reference)",
+            );
             None
         }
     };
@@ -225,8 +231,15 @@ pub async fn set_token(
         return settings_page(&state, &signed, i, Some(typed), errors, dropped);
     };
     let actor = Actor::console(&signed.name);
-    match manage::replace_token(&state.pool, &ops.client, ops.keyring.as_ref(), &i, input, &actor)
-        .await
+    match manage::replace_token(
+        &state.pool,
+        &ops.client,
+        ops.keyring.as_ref(),
+        &i,
+        input,
+        &actor,
+    )
+    .await
     {
         Ok(_) => done(id, "token"),
         Err(e) => match forms::manage_field_of(&e) {
@@ -273,7 +286,14 @@ pub async fn set_schedule(
         allowed_domains: i.allowed_domains.join(", "),
     };
     if form.step == "preview" {
-        return settings_page(&state, &signed, i, Some(typed), FieldErrors::default(), false);
+        return settings_page(
+            &state,
+            &signed,
+            i,
+            Some(typed),
+            FieldErrors::default(),
+            false,
+        );
     }
     // An empty schedule field means the default, as "default" does on the CLI.
     let given = if typed.schedule.is_empty() {

@@ -134,7 +134,6 @@ pub async fn form(State(state): State<Arc<ConsoleState>>, signed: Signed) -> Res
     render(&signed, ops, f, FieldErrors::default(), None, false)
 }
 
-
 pub async fn submit(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
@@ -147,9 +146,7 @@ pub async fn submit(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let token = form
-        .token
-        .filter(|t| !t.expose_secret().trim().is_empty());
+    let token = form.token.filter(|t| !t.expose_secret().trim().is_empty());
     let token_dropped = token.is_some();
     let f = Typed {
         name: form.name.trim().to_string(),
@@ -203,13 +200,15 @@ pub async fn submit(
                 None
             }
         },
-        (None, false) => match onboard::token_reference(&f.token_ref, ops.token_key_file.as_deref()) {
-            Ok(r) => Some(TokenInput::Reference(r)),
-            Err(e) => {
-                note(&mut errors, e);
-                None
+        (None, false) => {
+            match onboard::token_reference(&f.token_ref, ops.token_key_file.as_deref()) {
+                Ok(r) => Some(TokenInput::Reference(r)),
+                Err(e) => {
+                    note(&mut errors, e);
+                    None
+                }
             }
-        },
+        }
         (None, true) => {
             errors.add("token", "paste the access token (or give a token reference): it is on the app's Authentication page in the Developer Hub");
             None
