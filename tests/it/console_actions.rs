@@ -425,6 +425,14 @@ fn admin_actions(id: uuid::Uuid, name: &str) -> Vec<(String, Vec<(&'static str, 
     ]
 }
 
+/// A form post and what to expect: (path, fields, field or audit action, text or done word).
+type Step = (
+    String,
+    Vec<(&'static str, String)>,
+    &'static str,
+    &'static str,
+);
+
 async fn send(
     b: &mut Browser,
     path: &str,
@@ -558,7 +566,7 @@ async fn operator_scans_now_but_gets_403_on_admin_actions_and_no_form_passes_wit
             "console".to_string()
         )]
     );
-    let page = otto.get(&p.location().to_string()).await;
+    let page = otto.get(p.location()).await;
     assert!(page.body.contains("Scan queued") && page.body.contains("A scan is queued"));
     assert!(page.body.contains("http-equiv=\"refresh\""));
     // The scanner runs it; the page then shows the results.
@@ -575,7 +583,11 @@ async fn operator_scans_now_but_gets_403_on_admin_actions_and_no_form_passes_wit
     let page = otto.get(&format!("/instances/{acme}")).await;
     // (The library scan leaves the due time to the daemon's scheduler, so the page
     // still counts it as queued; the daemon journey test sees the reloading stop.)
-    assert!(page.body.contains("admin_personal_email_domain"), "{}", page.body);
+    assert!(
+        page.body.contains("admin_personal_email_domain"),
+        "{}",
+        page.body
+    );
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
@@ -609,7 +621,7 @@ async fn admin_actions_validate_like_the_cli_and_each_leaves_one_audit_row(pool:
     let csrf = settings_page.csrf();
     let mut bodies = vec![settings_page.body.clone()];
     // Refused changes: each names its field, keeps the typed value, writes nothing.
-    let refused: Vec<(String, Vec<(&'static str, String)>, &str, &str)> = vec![
+    let refused: Vec<Step> = vec![
         (
             format!("/instances/{id}/token"),
             vec![
@@ -704,7 +716,7 @@ async fn admin_actions_validate_like_the_cli_and_each_leaves_one_audit_row(pool:
     assert_eq!(instance_row(&pool).await, row);
 
     // Each valid change: one audit row by ada through the console.
-    let valid: Vec<(String, Vec<(&'static str, String)>, &str, &str)> = vec![
+    let valid: Vec<Step> = vec![
         (
             format!("/instances/{id}/token"),
             vec![("token", acme_new.into()), ("token_ref", String::new())],
@@ -760,7 +772,7 @@ async fn admin_actions_validate_like_the_cli_and_each_leaves_one_audit_row(pool:
             last,
             (action.into(), "acme".into(), "ada".into(), "console".into())
         );
-        bodies.push(b.get(&p.location().to_string()).await.body);
+        bodies.push(b.get(p.location()).await.body);
     }
     let (schedule, domains, enabled): (Option<String>, Vec<String>, bool) = sqlx::query_as(
         "SELECT schedule, allowed_domains, enabled FROM sspm.instances WHERE id = $1",

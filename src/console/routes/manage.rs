@@ -99,7 +99,7 @@ fn settings_page(
 ) -> Response {
     let ops = match ops(state, signed) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let f = f.unwrap_or_else(|| {
         let (schedule, timezone) = split_schedule(i.schedule.as_deref());
@@ -176,7 +176,7 @@ pub async fn set_token(
     }
     let ops = match ops(&state, &signed) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let i = match load(&state, &signed, id).await {
         Ok(i) => i,
@@ -273,7 +273,7 @@ pub async fn set_schedule(
     }
     let ops = match ops(&state, &signed) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let i = match load(&state, &signed, id).await {
         Ok(i) => i,

@@ -78,14 +78,16 @@ fn note(errors: &mut FieldErrors, e: OnboardError) {
     }
 }
 
-pub fn ops<'a>(state: &'a ConsoleState, signed: &Signed) -> Result<&'a Ops, Response> {
+/// The actions' settings; the error is the page to answer when the console was built
+/// without them (boxed: a `Response` is large).
+pub fn ops<'a>(state: &'a ConsoleState, signed: &Signed) -> Result<&'a Ops, Box<Response>> {
     state.ops.as_ref().ok_or_else(|| {
-        views::message(
+        Box::new(views::message(
             signed,
             StatusCode::SERVICE_UNAVAILABLE,
             "Actions are unavailable",
             "This console was started without the scanner's settings: serve it with `intercom-sspm run` or `intercom-sspm console`.",
-        )
+        ))
     })
 }
 
@@ -125,7 +127,7 @@ pub async fn form(State(state): State<Arc<ConsoleState>>, signed: Signed) -> Res
     }
     let ops = match ops(&state, &signed) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let f = Typed {
         region: "us".into(),
@@ -144,7 +146,7 @@ pub async fn submit(
     }
     let ops = match ops(&state, &signed) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let token = form.token.filter(|t| !t.expose_secret().trim().is_empty());
     let token_dropped = token.is_some();
