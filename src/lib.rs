@@ -17,6 +17,7 @@ pub mod db;
 pub mod export;
 pub mod intercom;
 pub mod lifecycle;
+pub mod manage;
 pub mod metrics;
 pub mod notify;
 pub mod onboard;

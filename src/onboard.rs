@@ -2,6 +2,7 @@
 //! stored, then store the instance with its token sealed. A wrong region is detected by
 //! asking the other regions, so the operator is told which one to use.
 
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -23,6 +24,14 @@ pub enum OnboardError {
     InvalidDomain(#[from] AllowedDomainError),
     #[error("invalid --schedule: {0}")]
     Schedule(#[from] ScheduleError),
+    #[error("--timezone needs a cron --schedule (an interval such as 6h has no time of day)")]
+    TimezoneWithoutCron,
+    #[error("give the time zone either with --timezone or as CRON_TZ=, not both")]
+    TimezoneTwice,
+    #[error("--timezone applies to cron schedules, not intervals such as {0}: leave the time zone empty")]
+    TimezoneOnInterval(String),
+    #[error("--timezone cannot be combined with the default schedule: give a cron expression, or no time zone")]
+    TimezoneWithDefault,
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -94,6 +103,75 @@ pub fn allowed_domain_warnings(raw: &[String]) -> Vec<String> {
     validate_allowed_domains(raw)
         .map(|d| d.warnings)
         .unwrap_or_default()
+}
+
+/// Combines a schedule and an optional IANA time zone into the stored form
+/// (`CRON_TZ=<zone> <cron>`); the one rule for `--schedule/--timezone` and the console's
+/// schedule and time-zone fields. Empty strings count as not given.
+pub fn compose_schedule(
+    schedule: Option<&str>,
+    timezone: Option<&str>,
+) -> Result<Option<String>, OnboardError> {
+    let schedule = schedule.map(str::trim).filter(|s| !s.is_empty());
+    let timezone = timezone.map(str::trim).filter(|s| !s.is_empty());
+    match (schedule, timezone) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(OnboardError::TimezoneWithoutCron),
+        (Some(s), None) => Ok(Some(s.to_string())),
+        (Some(s), Some(tz)) => {
+            if s.starts_with("CRON_TZ=") {
+                return Err(OnboardError::TimezoneTwice);
+            }
+            if humantime::parse_duration(s).is_ok() {
+                return Err(OnboardError::TimezoneOnInterval(s.to_string()));
+            }
+            Ok(Some(format!("CRON_TZ={tz} {s}")))
+        }
+    }
+}
+
+/// A schedule change (`instance set-schedule`, the console's schedule form): "default"
+/// (or, in the console, an empty field) means `scheduler.default_schedule`, stored as
+/// NULL. Returns the stored value, checked with [`validate_schedule`].
+pub fn schedule_change(
+    schedule: &str,
+    timezone: Option<&str>,
+) -> Result<Option<String>, OnboardError> {
+    let s = schedule.trim();
+    if s.eq_ignore_ascii_case("default") {
+        if timezone.is_some_and(|t| !t.trim().is_empty()) {
+            return Err(OnboardError::TimezoneWithDefault);
+        }
+        return Ok(None);
+    }
+    if s.is_empty() {
+        return Err(ScheduleError::Empty.into());
+    }
+    let stored = compose_schedule(Some(s), timezone)?;
+    validate_schedule(stored.as_deref())
+}
+
+/// The next `n` regular runs of `schedule` after `now`, before jitter: what the forms
+/// preview (the daemon adds at most `scheduler.jitter` / `cron_jitter` to each).
+pub fn next_runs(schedule: &Schedule, now: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    let mut at = now;
+    (0..n)
+        .map(|_| {
+            at = schedule.next_after(at);
+            at
+        })
+        .collect()
+}
+
+/// A token reference as typed (`file:/path`, `env:VAR`), refused when it points at the
+/// scanner's own key file: validating it would send the key to Intercom as a bearer token.
+pub fn token_reference(
+    raw: &str,
+    own_key_file: Option<&std::path::Path>,
+) -> Result<TokenRef, OnboardError> {
+    let reference = raw.trim().parse::<TokenRef>()?;
+    TokenSource::Reference(reference.clone()).refuse_own_key_file(own_key_file)?;
+    Ok(reference)
 }
 
 pub fn validate_schedule(schedule: Option<&str>) -> Result<Option<String>, OnboardError> {
@@ -195,8 +273,8 @@ pub async fn onboard(
         TokenInput::Reference(r) => TokenSource::Reference(r),
     };
     let mut tx = pool.begin().await?;
-    let instance = instances::insert(
-        &mut *tx,
+    let instance = instances::insert_on(
+        &mut tx,
         &NewInstance {
             id,
             name: &request.name,
@@ -242,6 +320,56 @@ mod tests {
         assert!(validate_name("acme prod").is_err());
         assert!(validate_name(&"a".repeat(64)).is_err());
         assert!(validate_name("7c9e6679-7425-40de-944b-e07fc1f90ae7").is_err());
+    }
+
+    #[test]
+    fn schedules_compose_with_time_zones() {
+        assert_eq!(compose_schedule(None, None).unwrap(), None);
+        assert_eq!(compose_schedule(Some(" "), Some("")).unwrap(), None);
+        assert_eq!(
+            compose_schedule(Some("0 3 * * *"), Some("Europe/Berlin")).unwrap(),
+            Some("CRON_TZ=Europe/Berlin 0 3 * * *".into())
+        );
+        assert!(matches!(
+            compose_schedule(None, Some("UTC")),
+            Err(OnboardError::TimezoneWithoutCron)
+        ));
+        assert!(matches!(
+            compose_schedule(Some("6h"), Some("UTC")),
+            Err(OnboardError::TimezoneOnInterval(_))
+        ));
+        assert!(matches!(
+            compose_schedule(Some("CRON_TZ=UTC 0 3 * * *"), Some("UTC")),
+            Err(OnboardError::TimezoneTwice)
+        ));
+        assert_eq!(schedule_change("default", None).unwrap(), None);
+        assert!(matches!(
+            schedule_change("default", Some("UTC")),
+            Err(OnboardError::TimezoneWithDefault)
+        ));
+        assert!(matches!(
+            schedule_change("10s", None),
+            Err(OnboardError::Schedule(ScheduleError::TooShort(_)))
+        ));
+        assert_eq!(schedule_change("12h", None).unwrap(), Some("12h".into()));
+    }
+
+    #[test]
+    fn previews_list_the_next_runs_in_order() {
+        let now = "2026-03-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let daily = Schedule::parse("CRON_TZ=Europe/Berlin 0 3 * * *").unwrap();
+        let runs = next_runs(&daily, now, 3);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].to_rfc3339(), "2026-03-02T02:00:00+00:00");
+        assert!(runs.windows(2).all(|w| w[0] < w[1]));
+        let six = Schedule::parse("6h").unwrap();
+        assert_eq!(
+            next_runs(&six, now, 2),
+            vec![
+                now + chrono::Duration::hours(6),
+                now + chrono::Duration::hours(12)
+            ]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, _args: ConsoleArgs) -> anyhow::Result<ExitCode> 
     // configuration error, never an open console.
     let listener = crate::console::serve::bind(&settings)?;
     let pool = ctx.db().await?;
-    let state = Arc::new(ConsoleState::new(pool, settings)?);
+    let state = Arc::new(ConsoleState::from_settings(pool, &ctx.settings)?);
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     let mut term = signal(SignalKind::terminate())?;

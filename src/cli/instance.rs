@@ -7,17 +7,17 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::output::{self, opt};
 use super::{Context, ListFormat};
-use crate::audit::{self, Actor};
+use crate::audit::Actor;
 use crate::db::instances::{self, Instance};
+use crate::manage;
 use crate::onboard::{self, OnboardRequest, TokenInput};
 use crate::region::Region;
 use crate::schedule::Schedule;
-use crate::token::{normalize_token, TokenRef, TokenSource};
+use crate::token::normalize_token;
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
@@ -152,10 +152,9 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             }
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
-            let mut tx = pool.begin().await?;
-            instances::remove(&mut *tx, found.id).await?;
-            audit_instance(&mut tx, "instance.remove", &found, json!({})).await?;
-            tx.commit().await?;
+            if !manage::remove(&pool, &found, &Actor::cli()).await? {
+                bail!("instance {:?} was removed meanwhile", found.name);
+            }
             outln!("removed instance {} ({})", found.name, found.id);
             Ok(ExitCode::SUCCESS)
         }
@@ -170,47 +169,15 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             for w in onboard::allowed_domain_warnings(&domains) {
                 eprintln!("warning: {w}");
             }
-            let domains = onboard::normalize_domains(&domains)?;
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
-            let mut tx = pool.begin().await?;
-            instances::set_allowed_domains(&mut *tx, found.id, &domains).await?;
-            audit_instance(
-                &mut tx,
-                "instance.set_domains",
-                &found,
-                json!({ "allowed_domains": domains }),
-            )
-            .await?;
-            tx.commit().await?;
+            let domains = manage::set_domains(&pool, &found, &domains, &Actor::cli()).await?;
             outln!(
                 "allowed domains of {}: {}",
                 found.name,
                 display_domains(&domains)
             );
             Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// Combines `--schedule` and `--timezone` into the stored form.
-fn compose_schedule(
-    schedule: Option<&str>,
-    timezone: Option<&str>,
-) -> anyhow::Result<Option<String>> {
-    match (schedule, timezone) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => bail!("--timezone needs a cron --schedule"),
-        (Some(s), None) => Ok(Some(s.trim().to_string())),
-        (Some(s), Some(tz)) => {
-            let s = s.trim();
-            if s.starts_with("CRON_TZ=") {
-                bail!("give the time zone either with --timezone or as CRON_TZ=, not both");
-            }
-            if humantime::parse_duration(s).is_ok() {
-                bail!("--timezone applies to cron schedules, not intervals such as {s}");
-            }
-            Ok(Some(format!("CRON_TZ={tz} {s}")))
         }
     }
 }
@@ -240,11 +207,10 @@ fn token_input(
     own_key_file: Option<&std::path::Path>,
 ) -> anyhow::Result<TokenInput> {
     match (&args.token_ref, args.token_stdin) {
-        (Some(r), _) => {
-            let reference = r.parse::<TokenRef>()?;
-            TokenSource::Reference(reference.clone()).refuse_own_key_file(own_key_file)?;
-            Ok(TokenInput::Reference(reference))
-        }
+        (Some(r), _) => Ok(TokenInput::Reference(onboard::token_reference(
+            r,
+            own_key_file,
+        )?)),
         (None, true) => Ok(TokenInput::Plain(read_token_stdin()?)),
         (None, false) => bail!("give the token with --token-stdin or --token-ref"),
     }
@@ -252,7 +218,7 @@ fn token_input(
 
 async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     let region: Region = args.region.parse()?;
-    let schedule = compose_schedule(args.schedule.as_deref(), args.timezone.as_deref())?;
+    let schedule = onboard::compose_schedule(args.schedule.as_deref(), args.timezone.as_deref())?;
     onboard::validate_name(&args.name)?;
     onboard::validate_schedule(schedule.as_deref())?;
     let domains = onboard::normalize_domains(&args.allowed_domains)?;
@@ -348,18 +314,7 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
 async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result<ExitCode> {
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
-    let mut tx = pool.begin().await?;
-    instances::set_enabled(&mut *tx, found.id, enabled).await?;
-    let action = if enabled {
-        "instance.enable"
-    } else {
-        "instance.disable"
-    };
-    audit_instance(&mut tx, action, &found, json!({})).await?;
-    if enabled {
-        instances::notify_wakeup(&mut *tx).await?;
-    }
-    tx.commit().await?;
+    manage::set_enabled(&pool, &found, enabled, &Actor::cli()).await?;
     outln!(
         "{} {}",
         if enabled { "enabled" } else { "disabled" },
@@ -378,55 +333,15 @@ async fn set_token(ctx: &Context, name: &str, args: TokenArgs) -> anyhow::Result
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
     let client = ctx.intercom_with_progress()?;
-    let plaintext = match &token {
-        TokenInput::Plain(t) => t.clone(),
-        TokenInput::Reference(r) => r.resolve()?,
-    };
-    let (workspace_id, _) = match onboard::verify_token(&client, found.region, &plaintext).await
-    {
-        Ok(v) => v,
-        // set-token has no --region: the instance's region is fixed at onboarding.
-        Err(onboard::OnboardError::WrongRegion { given, actual, .. }) => bail!(
-            "the new token is not valid for {}'s region {given} but is accepted by region {actual}: \
-             it belongs to a workspace in {actual}. Use a token of the {given} workspace, or onboard \
-             the other one with `intercom-sspm instance add --name NAME --region {actual} --token-stdin`",
-            found.name
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(current) = &found.workspace_id {
-        if current != &workspace_id {
-            bail!(
-                "the new token belongs to workspace {workspace_id}, but {} is workspace {current}: onboard it as a new instance instead",
-                found.name
-            );
-        }
-    }
-    let source = match token {
-        TokenInput::Plain(t) => TokenSource::Sealed(
-            keyring
-                .as_ref()
-                .context("a token key is required to store a token")?
-                .seal(&t, found.id.as_bytes()),
-        ),
-        TokenInput::Reference(r) => TokenSource::Reference(r),
-    };
-    let kind = match &source {
-        TokenSource::Sealed(_) => "sealed",
-        TokenSource::Reference(_) => "reference",
-    };
-    let mut tx = pool.begin().await?;
-    instances::set_token(&mut *tx, found.id, &source).await?;
-    // Only the kind of token source: never the token, nor where a reference points.
-    audit_instance(
-        &mut tx,
-        "instance.set_token",
+    let workspace_id = manage::replace_token(
+        &pool,
+        &client,
+        keyring.as_ref(),
         &found,
-        json!({ "token": kind }),
+        token,
+        &Actor::cli(),
     )
     .await?;
-    instances::notify_wakeup(&mut *tx).await?;
-    tx.commit().await?;
     outln!(
         "token of {} replaced and verified against workspace {workspace_id}",
         found.name
@@ -440,46 +355,27 @@ async fn set_schedule(
     schedule: &str,
     timezone: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let stored = if schedule.trim().eq_ignore_ascii_case("default") {
-        if timezone.is_some() {
-            bail!("--timezone cannot be combined with the default schedule");
-        }
-        None
-    } else {
-        compose_schedule(Some(schedule), timezone)?
-    };
+    let stored = onboard::schedule_change(schedule, timezone)?;
+    // The default schedule is checked too, before anything is looked up or stored.
     let effective = stored
         .clone()
         .unwrap_or_else(|| ctx.settings.scheduler.default_schedule.clone());
-    let parsed = Schedule::parse(&effective)?;
+    Schedule::parse(&effective)?;
     let pool = ctx.db().await?;
     let found = instances::get(&pool, name).await?;
-    // The same slot and jitter the daemon would pick after a scan at last_scan_at, so
-    // what is printed (and stored) is when the scan really runs; from the database's
-    // clock, as the daemon's own computations are.
-    let now = crate::db::now(&pool).await?;
-    let base = found.last_scan_at.unwrap_or(now);
-    let next = crate::scheduler::timing::next_on_success(
-        &parsed,
-        base,
-        ctx.settings.scheduler.jitter_policy(),
-    )
-    .max(now);
-    let mut tx = pool.begin().await?;
-    instances::set_schedule(&mut *tx, found.id, stored.as_deref(), next).await?;
-    audit_instance(
-        &mut tx,
-        "instance.set_schedule",
+    let change = manage::set_schedule(
+        &pool,
         &found,
-        json!({ "schedule": stored, "next_scan_at": next }),
+        stored,
+        &ctx.settings.scheduler.default_schedule,
+        ctx.settings.scheduler.jitter_policy(),
+        &Actor::cli(),
     )
     .await?;
-    instances::notify_wakeup(&mut *tx).await?;
-    tx.commit().await?;
     outln!(
         "schedule of {} set to {effective}; next scan {}",
         found.name,
-        next_run(next, &parsed, now)
+        next_run(change.next_scan_at, &change.effective, Utc::now())
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -500,17 +396,6 @@ fn next_run(at: DateTime<Utc>, schedule: &Schedule, now: DateTime<Utc>) -> Strin
             output::utc(at)
         )
     }
-}
-
-/// The audit row of an instance change, by the CLI's user, in the change's transaction.
-async fn audit_instance(
-    conn: &mut sqlx::PgConnection,
-    action: &str,
-    instance: &Instance,
-    mut details: serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    details["instance_id"] = json!(instance.id);
-    audit::record(conn, &Actor::cli(), action, &instance.name, details).await
 }
 
 fn display_domains(d: &[String]) -> String {

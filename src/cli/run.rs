@@ -30,7 +30,7 @@ pub async fn run(ctx: &Context, sources: &Sources) -> anyhow::Result<ExitCode> {
         );
     log_startup(ctx, sources, &daemon);
     // The web console on console.listen, when set (never on server.listen).
-    let daemon = match crate::console::serve::daemon_worker(&ctx.settings.console) {
+    let daemon = match crate::console::serve::daemon_worker(&ctx.settings) {
         Some(console) => daemon.with_worker("console", console),
         None => daemon,
     };

@@ -75,7 +75,7 @@ pub async fn run(ctx: &Context, args: ScanArgs) -> anyhow::Result<ExitCode> {
     if args.queue {
         let mut queued = Vec::new();
         for instance in &targets {
-            instances::queue_now(&pool, instance.id).await?;
+            crate::manage::queue_scan(&pool, instance, &crate::audit::Actor::cli()).await?;
             queued.push(QueuedJson {
                 queued: true,
                 instance: &instance.name,

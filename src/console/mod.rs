@@ -10,6 +10,7 @@ pub mod auth;
 pub mod charts;
 pub mod client;
 pub mod csrf;
+pub mod forms;
 pub mod headers;
 pub mod role;
 pub mod routes;
@@ -44,6 +45,10 @@ pub enum ConsoleError {
     },
     #[error("cannot load the console's TLS certificate or key (console.tls_cert_file / tls_key_file): {0}")]
     Tls(std::io::Error),
+    #[error("the console cannot open sealed tokens: {0}")]
+    Keyring(crate::crypto::CryptoError),
+    #[error("the console cannot build its Intercom client: {0}")]
+    Client(String),
     #[error("the console server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -54,7 +59,18 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
     use routes::*;
     Router::new()
         .route("/", get(fleet::page))
+        .route("/instances/new", get(onboard::form).post(onboard::submit))
         .route("/instances/{id}", get(instance::page))
+        .route("/instances/{id}/scan", post(manage::scan_now))
+        .route("/instances/{id}/settings", get(manage::settings))
+        .route("/instances/{id}/token", post(manage::set_token))
+        .route("/instances/{id}/schedule", post(manage::set_schedule))
+        .route("/instances/{id}/domains", post(manage::set_domains))
+        .route("/instances/{id}/enabled", post(manage::set_enabled))
+        .route(
+            "/instances/{id}/remove",
+            get(manage::remove_form).post(manage::remove),
+        )
         .route("/findings", get(findings::page))
         .route("/findings/export", get(findings::export))
         .route("/findings/{id}", get(finding::page))

@@ -72,14 +72,11 @@ pub async fn serve(
     result.map_err(ConsoleError::Serve)
 }
 
-/// For `intercom-sspm run`: binds and spawns the console when `console.listen` is set
-/// (None otherwise), serving until `stop`. Bind and configuration errors surface here,
-/// before the daemon reports ready.
 /// The console as one of the daemon's background tasks (`intercom-sspm run` with
 /// `console.listen` set): it starts once the database is ready and stops with the daemon.
 /// None when the console is off.
-pub fn daemon_worker(settings: &ConsoleSettings) -> Option<crate::daemon::Worker> {
-    settings.listen.as_ref()?;
+pub fn daemon_worker(settings: &crate::config::Settings) -> Option<crate::daemon::Worker> {
+    settings.console.listen.as_ref()?;
     let settings = settings.clone();
     Some(Box::new(move |ctx: crate::daemon::WorkerContext| {
         Box::pin(async move {
@@ -96,15 +93,17 @@ pub fn daemon_worker(settings: &ConsoleSettings) -> Option<crate::daemon::Worker
     }))
 }
 
+/// Binds and spawns the console when `console.listen` is set (None otherwise), serving
+/// until `stop`, with the actions wired to the product's settings.
 pub fn spawn(
-    settings: &ConsoleSettings,
+    settings: &crate::config::Settings,
     pool: sqlx::PgPool,
     stop: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<Result<(), ConsoleError>>>, ConsoleError> {
-    if settings.listen.is_none() {
+    if settings.console.listen.is_none() {
         return Ok(None);
     }
-    let listener = bind(settings)?;
-    let state = Arc::new(ConsoleState::new(pool, settings.clone())?);
+    let listener = bind(&settings.console)?;
+    let state = Arc::new(ConsoleState::from_settings(pool, settings)?);
     Ok(Some(tokio::spawn(serve(listener, state, stop))))
 }

@@ -32,6 +32,11 @@ impl Chrome {
         }
     }
 
+    /// The CSRF token for the page's forms (empty when signed out).
+    pub fn csrf(&self) -> &str {
+        self.user.as_ref().map(|u| u.csrf.as_str()).unwrap_or("")
+    }
+
     pub fn for_user(s: &Signed) -> Self {
         Self {
             stylesheet: super::assets::stylesheet_href(),
@@ -91,6 +96,18 @@ pub fn not_permitted(s: &Signed, needed: Role) -> Response {
             chrome: Chrome::for_user(s),
             heading: "Not permitted",
             detail: &detail,
+        },
+    )
+}
+
+/// A notice page for a signed-in user.
+pub fn message(s: &Signed, status: StatusCode, heading: &str, detail: &str) -> Response {
+    with_status(
+        status,
+        &Message {
+            chrome: Chrome::for_user(s),
+            heading,
+            detail,
         },
     )
 }

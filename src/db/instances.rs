@@ -94,6 +94,15 @@ pub async fn insert<'c>(
     new: &NewInstance<'_>,
 ) -> Result<Instance, InstanceError> {
     let mut conn = conn.acquire().await?;
+    insert_on(&mut conn, new).await
+}
+
+/// [`insert`] on a connection or transaction; not generic over `Acquire`, so the
+/// caller's future stays `Send` (the console's handlers need that).
+pub async fn insert_on(
+    conn: &mut sqlx::PgConnection,
+    new: &NewInstance<'_>,
+) -> Result<Instance, InstanceError> {
     let TokenColumns {
         ciphertext,
         nonce,
@@ -127,7 +136,7 @@ pub async fn insert<'c>(
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("instances_workspace_key") => {
             // Inside a caller's transaction the failed INSERT aborted it, so the lookup
             // may fail too; the error still names the workspace.
-            let existing = find_by_workspace(&mut *conn, new.region, new.workspace_id)
+            let existing = find_by_workspace_on(conn, new.region, new.workspace_id)
                 .await
                 .ok()
                 .flatten()
@@ -215,6 +224,14 @@ pub async fn find_by_workspace<'c>(
     workspace_id: &str,
 ) -> Result<Option<Instance>, sqlx::Error> {
     let mut conn = conn.acquire().await?;
+    find_by_workspace_on(&mut conn, region, workspace_id).await
+}
+
+async fn find_by_workspace_on(
+    conn: &mut sqlx::PgConnection,
+    region: Region,
+    workspace_id: &str,
+) -> Result<Option<Instance>, sqlx::Error> {
     let row = sqlx::query_scalar!(
         "SELECT id FROM sspm.instances WHERE region = $1 AND workspace_id = $2",
         region.as_str(),
@@ -373,6 +390,17 @@ pub async fn remove(executor: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sql
     Ok(done.rows_affected() == 1)
 }
 
+/// Makes the instance due now (a due time already past is kept, so it keeps its place).
+pub async fn make_due(executor: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE sspm.instances SET next_scan_at = LEAST(next_scan_at, now()), updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 /// Wakes running daemons (`LISTEN sspm_wakeup`) so a change takes effect within seconds.
 pub async fn notify_wakeup(executor: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!("SELECT pg_notify('sspm_wakeup', '')")
@@ -472,12 +500,7 @@ pub async fn record_scan(
 /// Makes an instance due now and wakes the daemons (`scan --queue`).
 pub async fn queue_now(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "UPDATE sspm.instances SET next_scan_at = LEAST(next_scan_at, now()), updated_at = now() WHERE id = $1",
-        id
-    )
-    .execute(&mut *tx)
-    .await?;
+    make_due(&mut *tx, id).await?;
     notify_wakeup(&mut *tx).await?;
     tx.commit().await?;
     Ok(())

@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 const INSTANCE: &str = "11111111-1111-1111-1111-111111111111";
 const FINDING: &str = "33333333-3333-3333-3333-333333333333";
 pub const HOSTILE_NAME: &str = "<script>alert('name')</script>\u{202E}gpj.exe";
@@ -90,7 +90,7 @@ pub async fn seed(pool: &PgPool) {
     .unwrap();
 }
 
-async fn add_user(pool: &PgPool, name: &str, role: Role) {
+pub async fn add_user(pool: &PgPool, name: &str, role: Role) {
     let hash = users::hash_password(&SecretString::from(PASSWORD.to_string())).unwrap();
     let mut conn = pool.acquire().await.unwrap();
     users::add(&mut conn, name, role, &hash).await.unwrap();
@@ -108,9 +108,14 @@ impl Drop for Console {
 }
 
 pub async fn start(pool: &PgPool, settings: ConsoleSettings) -> Console {
+    start_state(ConsoleState::new(pool.clone(), settings).unwrap()).await
+}
+
+/// Serves `state` (e.g. `ConsoleState::from_settings`, with the actions wired) on a free port.
+pub async fn start_state(state: ConsoleState) -> Console {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let state = Arc::new(ConsoleState::new(pool.clone(), settings).unwrap());
+    let state = Arc::new(state);
     let stop = CancellationToken::new();
     tokio::spawn(intercom_sspm::console::serve::serve(
         listener,

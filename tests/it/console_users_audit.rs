@@ -201,6 +201,7 @@ async fn every_cli_write_command_leaves_one_audit_row_without_secrets(pool: PgPo
             Some(TOKEN),
             "instance.set_token",
         ),
+        (vec!["scan", "acme", "--queue"], None, "instance.scan_now"),
         (
             vec![
                 "exception",

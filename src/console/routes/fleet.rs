@@ -42,6 +42,8 @@ pub struct FleetFilter {
     pub after: Option<String>,
     /// With sort=score: the last score of the previous page (-1 = none yet).
     pub after_score: Option<f64>,
+    /// `removed` after an instance was removed (a fixed word, shown as a notice).
+    pub done: Option<String>,
 }
 
 fn blank_to_none(v: &Option<String>) -> Option<String> {
@@ -69,6 +71,8 @@ pub struct FleetRow {
 #[template(path = "console/fleet.html")]
 struct FleetPage {
     chrome: Chrome,
+    removed: bool,
+    is_admin: bool,
     filter: FleetFilter,
     by_score: bool,
     regions: [&'static str; 3],
@@ -93,6 +97,7 @@ pub async fn page(
         sort: blank_to_none(&raw.sort),
         after: raw.after.clone(),
         after_score: raw.after_score,
+        done: None,
     };
     let by_score = filter.sort.as_deref() == Some("score");
     let rows = match sqlx::query!(
@@ -186,6 +191,8 @@ pub async fn page(
     };
     views::page(&FleetPage {
         chrome: Chrome::for_user(&signed),
+        removed: raw.done.as_deref() == Some("removed"),
+        is_admin: signed.role.allows(Role::Admin),
         filter,
         by_score,
         regions: ["us", "eu", "au"],

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::console::auth::Signed;
 use crate::console::charts::{self, Point};
+use crate::console::forms;
 use crate::console::role::Role;
+use crate::console::routes::manage::{done_notice, Done};
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
 use crate::db::instances::{self, Instance};
@@ -80,6 +82,13 @@ struct InstancePage {
     findings: Vec<FindingRow>,
     admins: Vec<AdminRow>,
     scans: Vec<ScanRow>,
+    /// What the last action did (from `?done=`), or empty.
+    notice: &'static str,
+    /// "running" or "queued" while a scan is under way: the page then reloads itself.
+    busy: &'static str,
+    can_scan: bool,
+    is_admin: bool,
+    next_runs: Vec<String>,
 }
 
 fn yes_no(v: Option<bool>) -> &'static str {
@@ -103,11 +112,12 @@ pub async fn page(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
     Path(id): Path<Uuid>,
+    done: Query<Done>,
 ) -> Response {
     if let Some(r) = signed.refuse_unless(Role::Viewer) {
         return r;
     }
-    match render(&state, &signed, id).await {
+    match render(&state, &signed, id, done_notice(&done)).await {
         Ok(Some(r)) => r,
         Ok(None) => views::not_found(&signed, "instance"),
         Err(e) => views::internal(e),
@@ -118,6 +128,7 @@ async fn render(
     state: &ConsoleState,
     signed: &Signed,
     id: Uuid,
+    notice: &'static str,
 ) -> Result<Option<Response>, sqlx::Error> {
     let pool = &state.pool;
     let Some(i) = instances::find(pool, &id.to_string()).await? else {
@@ -233,7 +244,7 @@ async fn render(
             .unwrap_or_default(),
     })
     .collect();
-    let scans = sqlx::query!(
+    let scans: Vec<ScanRow> = sqlx::query!(
         r#"SELECT id, started_at, finished_at, trigger, status AS "status: Checked<ScanStatus>",
                   api_calls, score, error
            FROM sspm.scans WHERE instance_id = $1
@@ -257,6 +268,21 @@ async fn render(
     })
     .collect::<Result<_, sqlx::Error>>()?;
     let (status_label, status_class, advice) = views::status_words(i.status);
+    let busy = if scans
+        .first()
+        .is_some_and(|s| s.status == ScanStatus::Running)
+    {
+        "running"
+    } else if i.enabled && i.next_scan_at <= now {
+        "queued"
+    } else {
+        ""
+    };
+    let next_runs = match (&i.schedule, &state.ops) {
+        (Some(s), _) => forms::preview(s, "", s),
+        (None, Some(ops)) => forms::preview("", "", &ops.default_schedule),
+        (None, None) => Vec::new(),
+    };
     Ok(Some(views::page(&InstancePage {
         chrome: Chrome::for_user(signed),
         next_scan: views::when(&Some(i.next_scan_at)),
@@ -277,6 +303,11 @@ async fn render(
         findings,
         admins,
         scans,
+        notice,
+        busy,
+        can_scan: signed.role.allows(Role::Operator),
+        is_admin: signed.role.allows(Role::Admin),
+        next_runs,
     })))
 }
 

@@ -8,4 +8,6 @@ pub mod findings;
 pub mod fleet;
 pub mod instance;
 pub mod login;
+pub mod manage;
+pub mod onboard;
 pub mod users;
