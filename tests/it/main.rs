@@ -14,6 +14,7 @@ mod cli_scan;
 mod cli_schedule;
 mod cli_schema;
 mod config_errors;
+mod console_e2e;
 mod console_hostile;
 mod console_routes;
 mod console_users_audit;
