@@ -641,3 +641,109 @@ fn the_console_refuses_to_start_without_an_auth_mode() {
         assert!(err.to_string().contains("console.auth"), "{err}");
     });
 }
+
+/// Ids of the instances (or findings) linked from a page's table rows, in order.
+fn linked_ids(body: &str, prefix: &str) -> Vec<String> {
+    let tbody = body.split("<tbody>").nth(1).unwrap_or("");
+    tbody
+        .split(&format!("href=\"{prefix}"))
+        .skip(1)
+        .map(|s| s[..36].to_string())
+        .collect()
+}
+
+/// The "Next page" link, HTML entities undone.
+fn next_link(body: &str) -> Option<String> {
+    let end = body.find("\">Next page</a>")?;
+    let start = body[..end].rfind("href=\"")? + 6;
+    Some(body[start..end].replace("&amp;", "&").replace("&#38;", "&"))
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn fleet_and_findings_pages_walk_every_row_once_in_order(pool: PgPool) {
+    // 230 instances (three fleet pages), mixed-case names, scores with ties, 140 findings
+    // whose text matches across severities (three findings pages).
+    sqlx::query(
+        "INSERT INTO sspm.instances (name, region, token_ref, status)
+         SELECT CASE WHEN g % 2 = 0 THEN 'Inst-' ELSE 'inst-' END || lpad(g::text, 3, '0'),
+                'us', 'env:T', 'ok'
+         FROM generate_series(1, 230) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.scans (instance_id, status, trigger, finished_at, score, coverage)
+         SELECT id, 'succeeded', 'schedule', now(), (abs(hashtext(name)) % 5) * 20, 1
+         FROM sspm.instances WHERE name NOT LIKE '%7'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+         SELECT i.id, 'admin_personal_email_domain', 'admin:' || k,  'open',
+                (ARRAY['critical','high','medium','low','info'])[1 + k % 5],
+                CASE WHEN k % 3 = 0 THEN 'Other' ELSE 'Personal NeedleX email' END, 'r', now(), now()
+         FROM (SELECT id FROM sspm.instances ORDER BY name LIMIT 1) i, generate_series(1, 210) k",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    add_user(&pool, "vera", Role::Viewer).await;
+    let console = start(&pool, local_settings()).await;
+    let mut b = Browser::new(&console.base);
+    b.login("vera", PASSWORD).await;
+
+    let expected_by_name: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM sspm.instances ORDER BY lower(name)")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected_by_score: Vec<String> = sqlx::query_scalar(
+        "SELECT p.id::text FROM sspm.instance_posture p
+         ORDER BY coalesce(p.latest_score, -1), lower(p.name)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for (start_at, expected) in [
+        ("/", &expected_by_name),
+        ("/?sort=score", &expected_by_score),
+    ] {
+        let mut seen = Vec::new();
+        let mut next = Some(start_at.to_string());
+        let mut pages = 0;
+        while let Some(path) = next {
+            let p = b.get(&path).await;
+            assert_eq!(p.status, StatusCode::OK, "{path}");
+            seen.extend(linked_ids(&p.body, "/instances/"));
+            next = next_link(&p.body);
+            pages += 1;
+            assert!(pages < 10, "{start_at}: the walk ends");
+        }
+        assert_eq!(pages, 3, "{start_at}");
+        assert_eq!(&seen, expected, "{start_at}: every instance once, in order");
+    }
+
+    let expected: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM sspm.findings WHERE title ILIKE '%needlex%'
+         ORDER BY array_position(ARRAY['critical','high','medium','low','info'], severity), id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(expected.len(), 140);
+    let mut seen = Vec::new();
+    let mut next = Some("/findings?q=needleX".to_string());
+    while let Some(path) = next {
+        let p = b.get(&path).await;
+        assert_eq!(p.status, StatusCode::OK, "{path}");
+        seen.extend(linked_ids(&p.body, "/findings/"));
+        next = next_link(&p.body);
+    }
+    assert_eq!(
+        seen, expected,
+        "text search pages: every match once, in order"
+    );
+}

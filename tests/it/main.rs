@@ -15,6 +15,7 @@ mod cli_schedule;
 mod cli_schema;
 mod config_errors;
 mod console_actions;
+mod console_e2e;
 mod console_hostile;
 mod console_routes;
 mod console_tls;

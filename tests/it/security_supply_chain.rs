@@ -95,6 +95,20 @@ fn deny_toml_keeps_the_policy() {
     for copyleft in ["\"GPL", "\"AGPL", "\"LGPL", "\"MPL", "\"EUPL"] {
         assert!(!licenses.contains(copyleft), "{copyleft}: {licenses}");
     }
+    // A copyleft crate may only come in through a per-crate exception that was reviewed:
+    // today the WebDriver types of the browser test's dev-dependency.
+    let excepted: Vec<String> = deny
+        .split("[[licenses.exceptions]]")
+        .skip(1)
+        .filter_map(|block| {
+            block
+                .lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix("crate = "))
+                .map(|c| c.trim_matches('"').to_string())
+        })
+        .collect();
+    assert_eq!(excepted, ["webdriver"], "reviewed license exceptions");
     let ci = read(".ci/run");
     assert!(
         ci.contains("cargo deny --frozen check licenses bans sources"),

@@ -5,6 +5,7 @@
 //! stdin control channel) and `intercom-sspm` (the daemon, or a foreground `scan`). One JSON
 //! object per benchmark goes to stdout; progress goes to stderr.
 
+mod console;
 mod notify;
 
 use std::io::{BufRead, BufReader, Write};
@@ -75,6 +76,7 @@ const ALL: &[&str] = &[
     "idle_100k",
     "schedule_accuracy",
     "notify_throughput",
+    "console_pages",
 ];
 
 fn log(msg: impl AsRef<str>) {
@@ -508,6 +510,7 @@ async fn run(
             "idle_100k" => idle(&ctx).await,
             "schedule_accuracy" => schedule_accuracy(&ctx).await,
             "notify_throughput" => notify::notify_throughput(&ctx).await,
+            "console_pages" => console::console_pages(&ctx).await,
             _ => unreachable!(),
         };
         let mut line = match result {

@@ -21,6 +21,9 @@ use crate::db::Checked;
 use crate::status::{FindingStatus, TextEnum as _};
 
 pub const PAGE_SIZE: i64 = 50;
+/// Text search: up to this many matches of one severity are gathered from the trigram
+/// indexes and paged from there; beyond it the id-order walk is fast (dense matches).
+const TEXT_CANDIDATES: i64 = 2_000;
 /// The export is for spreadsheets and SIEM imports; larger sets belong to the CLI or SQL.
 pub const MAX_EXPORT_ROWS: usize = 100_000;
 const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
@@ -206,6 +209,18 @@ pub async fn page(
     })
 }
 
+struct PageRow {
+    id: Uuid,
+    instance_id: Uuid,
+    instance_name: String,
+    severity: String,
+    title: String,
+    resource: String,
+    status: Checked<FindingStatus>,
+    first_seen_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+}
+
 /// One page: severities from the cursor's on, each an index range scan, until full.
 async fn fetch_page(
     state: &ConsoleState,
@@ -220,28 +235,104 @@ async fn fetch_page(
         }
         let after = cursor.filter(|c| c.0 == idx).map(|c| c.1);
         let want = PAGE_SIZE + 1 - out.len() as i64;
-        let rows = sqlx::query!(
-            r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title, f.resource,
-                      f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-               FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
-               WHERE f.severity = $1
-                 AND ($2::uuid IS NULL OR f.id > $2)
-                 AND ($3::text IS NULL OR f.status = $3)
-                 AND ($4::uuid IS NULL OR f.instance_id = $4)
-                 AND ($5::text IS NULL OR f.check_id = $5)
-                 AND ($6::text IS NULL OR f.title ILIKE $6 OR f.resource ILIKE $6)
-               ORDER BY f.id
-               LIMIT $7"#,
-            sev,
-            after,
-            f.status as Option<FindingStatus>,
-            f.instance_id,
-            f.check,
-            f.like,
-            want
-        )
-        .fetch_all(&state.pool)
-        .await?;
+        let rows = match &f.like {
+            // Text: the trigram indexes first (bitmap scans forced, since the planner
+            // cannot estimate ILIKE '%..%' and would otherwise walk the id order
+            // hoping for an early match that never comes). When this severity has at
+            // most TEXT_CANDIDATES matches, the page is read from those ids; with more,
+            // matches are dense enough that walking the id order fills a page quickly.
+            Some(like) => {
+                let mut tx = state.pool.begin().await?;
+                sqlx::query!("SET LOCAL enable_seqscan = off")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query!("SET LOCAL enable_indexscan = off")
+                    .execute(&mut *tx)
+                    .await?;
+                let candidates: Vec<Uuid> = sqlx::query_scalar!(
+                    r#"SELECT f.id FROM sspm.findings f
+                       WHERE (f.title ILIKE $1 OR f.resource ILIKE $1)
+                         AND f.severity = $2
+                         AND ($3::uuid IS NULL OR f.id > $3)
+                         AND ($4::text IS NULL OR f.status = $4)
+                         AND ($5::uuid IS NULL OR f.instance_id = $5)
+                         AND ($6::text IS NULL OR f.check_id = $6)
+                       LIMIT $7"#,
+                    like,
+                    sev,
+                    after,
+                    f.status as Option<FindingStatus>,
+                    f.instance_id,
+                    f.check,
+                    TEXT_CANDIDATES + 1
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                if candidates.len() as i64 <= TEXT_CANDIDATES {
+                    sqlx::query_as!(
+                        PageRow,
+                        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
+                                  f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
+                           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+                           WHERE f.id = ANY($1)
+                           ORDER BY f.id
+                           LIMIT $2"#,
+                        &candidates,
+                        want
+                    )
+                    .fetch_all(&state.pool)
+                    .await?
+                } else {
+                    sqlx::query_as!(
+                        PageRow,
+                        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
+                                  f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
+                           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+                           WHERE f.severity = $1
+                             AND ($2::uuid IS NULL OR f.id > $2)
+                             AND ($3::text IS NULL OR f.status = $3)
+                             AND ($4::uuid IS NULL OR f.instance_id = $4)
+                             AND ($5::text IS NULL OR f.check_id = $5)
+                             AND (f.title ILIKE $6 OR f.resource ILIKE $6)
+                           ORDER BY f.id
+                           LIMIT $7"#,
+                        sev,
+                        after,
+                        f.status as Option<FindingStatus>,
+                        f.instance_id,
+                        f.check,
+                        like,
+                        want
+                    )
+                    .fetch_all(&state.pool)
+                    .await?
+                }
+            }
+            None => {
+                sqlx::query_as!(
+                    PageRow,
+                    r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title, f.resource,
+                              f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
+                       FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+                       WHERE f.severity = $1
+                         AND ($2::uuid IS NULL OR f.id > $2)
+                         AND ($3::text IS NULL OR f.status = $3)
+                         AND ($4::uuid IS NULL OR f.instance_id = $4)
+                         AND ($5::text IS NULL OR f.check_id = $5)
+                       ORDER BY f.id
+                       LIMIT $6"#,
+                    sev,
+                    after,
+                    f.status as Option<FindingStatus>,
+                    f.instance_id,
+                    f.check,
+                    want
+                )
+                .fetch_all(&state.pool)
+                .await?
+            }
+        };
         for r in rows {
             out.push(Row {
                 status: r.status.of("sspm.findings", r.id)?,

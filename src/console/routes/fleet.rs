@@ -1,6 +1,7 @@
 //! The fleet page: every instance with status, score, coverage, a 30-day sparkline, open
 //! findings by severity, last and next scan. Keyset-paginated (by name, or by score then
-//! name); two queries per page whatever its size (rows, then all their trends).
+//! name, names compared case-insensitively); two queries per page whatever its size
+//! (rows, then all their trends), and posture is computed for the page's rows only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,34 +101,7 @@ pub async fn page(
         done: None,
     };
     let by_score = filter.sort.as_deref() == Some("score");
-    let rows = match sqlx::query!(
-        r#"SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
-                  p.status AS "status!: Checked<InstanceStatus>", p.latest_score, p.latest_coverage, p.last_scan_at,
-                  p.next_scan_at AS "next_scan_at!",
-                  p.open_critical AS "open_critical!", p.open_high AS "open_high!",
-                  p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
-           FROM sspm.instance_posture p
-           WHERE ($1::text IS NULL OR p.region = $1)
-             AND ($2::text IS NULL OR p.status = $2)
-             AND ($3::text IS NULL OR EXISTS (
-                   SELECT 1 FROM sspm.findings f
-                   WHERE f.instance_id = p.id AND f.status = 'open' AND f.severity = $3))
-             AND ($4::text IS NULL OR (
-                   CASE WHEN $6 THEN (coalesce(p.latest_score, -1), p.name) > ($5, $4)
-                        ELSE p.name > $4 END))
-           ORDER BY CASE WHEN $6 THEN coalesce(p.latest_score, -1) END, p.name
-           LIMIT $7"#,
-        filter.region,
-        filter.status,
-        filter.severity,
-        filter.after,
-        filter.after_score.unwrap_or(-1.0),
-        by_score,
-        PAGE_SIZE
-    )
-    .fetch_all(&state.pool)
-    .await
-    {
+    let rows = match page_rows(&state, &filter, by_score).await {
         Ok(r) => r,
         Err(e) => return views::internal(e),
     };
@@ -201,6 +175,106 @@ pub async fn page(
         rows,
         next,
     })
+}
+
+/// One instance's row of `sspm.instance_posture`, as the page shows it.
+struct PostureRow {
+    id: Uuid,
+    name: String,
+    region: String,
+    enabled: bool,
+    status: Checked<InstanceStatus>,
+    latest_score: Option<f64>,
+    latest_coverage: Option<f64>,
+    last_scan_at: Option<DateTime<Utc>>,
+    next_scan_at: DateTime<Utc>,
+    open_critical: i64,
+    open_high: i64,
+    open_medium: i64,
+    open_low: i64,
+    open_info: i64,
+}
+
+/// The page's instances: first their ids (filters, keyset cursor, order, LIMIT over
+/// `sspm.instances` alone; names are unique case-insensitively, so `lower(name)` is the
+/// key and its index gives the order), then the posture (latest scan, open counts) of
+/// those ids only. Sorting by score needs every filtered instance's latest score, one
+/// index probe each, never their findings.
+async fn page_rows(
+    state: &ConsoleState,
+    filter: &FleetFilter,
+    by_score: bool,
+) -> Result<Vec<PostureRow>, sqlx::Error> {
+    if by_score {
+        sqlx::query_as!(
+            PostureRow,
+            r#"WITH scored AS MATERIALIZED (
+                   SELECT i.id, lower(i.name) AS key, coalesce(ls.score, -1) AS score
+                   FROM sspm.instances i
+                   LEFT JOIN LATERAL (
+                       SELECT s.score FROM sspm.scans s
+                       WHERE s.instance_id = i.id AND s.status = 'succeeded'
+                       ORDER BY s.started_at DESC, s.id DESC
+                       LIMIT 1
+                   ) ls ON true
+                   WHERE ($1::text IS NULL OR i.region = $1)
+                     AND ($2::text IS NULL OR i.status = $2)
+                     AND ($3::text IS NULL OR EXISTS (
+                           SELECT 1 FROM sspm.findings f
+                           WHERE f.instance_id = i.id AND f.status = 'open' AND f.severity = $3))
+               ), page AS MATERIALIZED (
+                   SELECT id, key, score FROM scored
+                   WHERE $4::text IS NULL OR (score, key) > ($5, lower($4))
+                   ORDER BY score, key
+                   LIMIT $6
+               )
+               SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
+                      p.status AS "status!: Checked<InstanceStatus>", p.latest_score, p.latest_coverage, p.last_scan_at,
+                      p.next_scan_at AS "next_scan_at!",
+                      p.open_critical AS "open_critical!", p.open_high AS "open_high!",
+                      p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
+               FROM page JOIN sspm.instance_posture p ON p.id = page.id
+               ORDER BY page.score, page.key"#,
+            filter.region,
+            filter.status,
+            filter.severity,
+            filter.after,
+            filter.after_score.unwrap_or(-1.0),
+            PAGE_SIZE
+        )
+        .fetch_all(&state.pool)
+        .await
+    } else {
+        sqlx::query_as!(
+            PostureRow,
+            r#"WITH page AS MATERIALIZED (
+                   SELECT i.id, lower(i.name) AS key
+                   FROM sspm.instances i
+                   WHERE ($1::text IS NULL OR i.region = $1)
+                     AND ($2::text IS NULL OR i.status = $2)
+                     AND ($3::text IS NULL OR EXISTS (
+                           SELECT 1 FROM sspm.findings f
+                           WHERE f.instance_id = i.id AND f.status = 'open' AND f.severity = $3))
+                     AND ($4::text IS NULL OR lower(i.name) > lower($4))
+                   ORDER BY lower(i.name)
+                   LIMIT $5
+               )
+               SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
+                      p.status AS "status!: Checked<InstanceStatus>", p.latest_score, p.latest_coverage, p.last_scan_at,
+                      p.next_scan_at AS "next_scan_at!",
+                      p.open_critical AS "open_critical!", p.open_high AS "open_high!",
+                      p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
+               FROM page JOIN sspm.instance_posture p ON p.id = page.id
+               ORDER BY page.key"#,
+            filter.region,
+            filter.status,
+            filter.severity,
+            filter.after,
+            PAGE_SIZE
+        )
+        .fetch_all(&state.pool)
+        .await
+    }
 }
 
 /// Daily average score over 30 days for every instance of the page, in one query.

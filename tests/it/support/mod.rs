@@ -10,10 +10,12 @@
 //! - [`cli`]: runs the real `intercom-sspm` binary.
 //! - [`daemon`]: `intercom-sspm run` as a real process, and a proxy that cuts Postgres away.
 //! - [`prometheus`]: a strict parser for the `/metrics` text.
+//! - [`browser`]: headless Chromium over WebDriver (chromedriver), screenshots, axe-core.
 //!
 //! Storage tests take a fresh database from `#[sqlx::test]` (made from DATABASE_URL).
 
 pub mod alerts;
+pub mod browser;
 pub mod cli;
 pub mod daemon;
 pub mod db;
