@@ -27,7 +27,7 @@ pub use catalog::{catalog, meta, CheckMeta, Compliance, CIS_V8, ISO_27001, NIST_
 pub use score::{posture, Posture};
 pub use settings::CheckSettings;
 pub use snapshot::{
-    ActivityData, ActivityEvent, AdminHistory, EventMetadata, PreviousState, Probe, ProbeOutcome,
+    ActivityData, ActivityEvent, AdminHistory, EarlierActivity, EventMetadata, PreviousState, Probe, ProbeOutcome,
     Snapshot,
 };
 pub use types::{
