@@ -74,7 +74,9 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
             continue;
         }
         // Loaded events, and the aggregate of the stored ones not loaded (same matching).
-        let seen_in_events = last_seen.of(admin).max(earlier_of(&ctx.prev.earlier_activity, admin));
+        let seen_in_events = last_seen
+            .of(admin)
+            .max(earlier_of(&ctx.prev.earlier_activity, admin));
         let remembered = ctx.prev.admins.get(id).and_then(|h| h.last_active_at);
         let last_active = seen_in_events.max(remembered);
         if last_active.is_some_and(|t| t >= cutoff) {
@@ -274,7 +276,8 @@ mod tests {
         assert_eq!(o.status, CheckStatus::Pass);
 
         let mut prev = previous();
-        prev.earlier_activity.add(None, Some(" Bo@ACME.com "), recent);
+        prev.earlier_activity
+            .add(None, Some(" Bo@ACME.com "), recent);
         let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
         assert_eq!(o.status, CheckStatus::Pass);
 

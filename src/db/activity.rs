@@ -81,7 +81,11 @@ pub async fn for_scan(
         .fetch_all(&mut *conn)
         .await?;
         for r in rows {
-            earlier.add(r.performed_by_id, r.performed_by_email.as_deref(), r.last_at);
+            earlier.add(
+                r.performed_by_id,
+                r.performed_by_email.as_deref(),
+                r.last_at,
+            );
         }
     }
     Ok(StoredActivity {

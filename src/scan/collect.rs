@@ -160,10 +160,8 @@ pub fn fetch_after(
 ) -> DateTime<Utc> {
     let fresh_start = now - Duration::days(i64::from(settings.activity_backfill_days));
     match cursor {
-        Some(cursor) => {
-            (cursor - Duration::minutes(i64::from(settings.activity_overlap_minutes)))
-                .max(fresh_start)
-        }
+        Some(cursor) => (cursor - Duration::minutes(i64::from(settings.activity_overlap_minutes)))
+            .max(fresh_start),
         None => fresh_start,
     }
 }

@@ -5,6 +5,7 @@
 //! stdin control channel) and `intercom-sspm` (the daemon, or a foreground `scan`). One JSON
 //! object per benchmark goes to stdout; progress goes to stderr.
 
+mod history;
 mod notify;
 
 use std::io::{BufRead, BufReader, Write};
@@ -69,12 +70,14 @@ enum Cmd {
 
 const ALL: &[&str] = &[
     "big_workspace",
+    "big_workspace_rescan",
     "throughput_steady",
     "throughput_backfill",
     "latency_bound",
     "idle_100k",
     "schedule_accuracy",
     "notify_throughput",
+    "retention_10m",
 ];
 
 fn log(msg: impl AsRef<str>) {
@@ -508,6 +511,8 @@ async fn run(
             "idle_100k" => idle(&ctx).await,
             "schedule_accuracy" => schedule_accuracy(&ctx).await,
             "notify_throughput" => notify::notify_throughput(&ctx).await,
+            "big_workspace_rescan" => history::big_workspace_rescan(&ctx).await,
+            "retention_10m" => history::retention_10m(&ctx).await,
             _ => unreachable!(),
         };
         let mut line = match result {
