@@ -206,7 +206,10 @@ async fn an_event_id_is_stored_once_whatever_month_it_names(pool: PgPool) {
         None,
         now - Duration::days(40),
     );
-    assert_eq!(store(&pool, instance, &[first.clone()]).await, 1);
+    assert_eq!(
+        store(&pool, instance, std::slice::from_ref(&first)).await,
+        1
+    );
     // The same event again (the overlap window), and the same id with another time (a
     // different partition): neither is stored twice.
     let moved = event("e1", "admin_logout", Some("1"), None, now);
