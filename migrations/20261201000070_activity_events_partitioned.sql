@@ -111,13 +111,16 @@ REVOKE ALL ON FUNCTION sspm.activity_events_drop_months_before(timestamptz) FROM
 -- Months for the existing rows (at most the last 13), the backfill window and two ahead.
 DO $$
 DECLARE
+    oldest timestamptz;
     first_month timestamptz;
     m timestamptz;
 BEGIN
-    SELECT least(greatest(min(created_at), now() - interval '13 months'), now() - interval '4 months')
-    INTO first_month
-    FROM sspm.activity_events_unpartitioned;
-    first_month := coalesce(first_month, now() - interval '4 months');
+    SELECT min(created_at) INTO oldest FROM sspm.activity_events_unpartitioned;
+    -- (least/greatest skip NULLs: an empty table must not get 13 months.)
+    first_month := CASE
+        WHEN oldest IS NULL THEN now() - interval '4 months'
+        ELSE least(greatest(oldest, now() - interval '13 months'), now() - interval '4 months')
+    END;
     m := date_trunc('month', first_month AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     WHILE m < now() + interval '3 months' LOOP
         PERFORM sspm.activity_events_create_month(m);
