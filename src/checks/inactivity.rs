@@ -16,7 +16,7 @@ use serde_json::json;
 use super::activity::available;
 use super::catalog::CheckMeta;
 use super::context::{admin_evidence, admin_label, admin_resource, unnamed, Ctx, PerAdmin};
-use super::snapshot::ActivityEvent;
+use super::snapshot::{ActivityEvent, EarlierActivity};
 use super::types::{FindingDraft, Verdict};
 use crate::intercom::models::Admin;
 
@@ -73,7 +73,10 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
             recent_joiners += 1;
             continue;
         }
-        let seen_in_events = last_seen.of(admin);
+        // Loaded events, and the aggregate of the stored ones not loaded (same matching).
+        let seen_in_events = last_seen
+            .of(admin)
+            .max(earlier_of(&ctx.prev.earlier_activity, admin));
         let remembered = ctx.prev.admins.get(id).and_then(|h| h.last_active_at);
         let last_active = seen_in_events.max(remembered);
         if last_active.is_some_and(|t| t >= cutoff) {
@@ -149,6 +152,21 @@ impl<'a> LastSeen<'a> {
             .copied();
         by_id.max(by_email)
     }
+}
+
+/// [`LastSeen::of`] over the aggregate of stored events a scan did not load.
+fn earlier_of(earlier: &EarlierActivity, admin: &Admin) -> Option<DateTime<Utc>> {
+    let by_id = admin
+        .id
+        .as_deref()
+        .and_then(|id| earlier.by_id.get(id))
+        .copied();
+    let by_email = admin
+        .email
+        .as_deref()
+        .and_then(|e| earlier.by_email.get(&e.trim().to_ascii_lowercase()))
+        .copied();
+    by_id.max(by_email)
 }
 
 /// Whether the teammate appeared after the baseline scan and after `cutoff`. On a first
@@ -245,6 +263,34 @@ mod tests {
         prev.admins.get_mut("2").unwrap().last_active_at = Some(snap.now - Duration::days(3));
         let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
         assert_eq!(o.status, CheckStatus::Pass);
+    }
+
+    #[test]
+    fn stored_activity_not_loaded_as_events_counts_by_id_or_email() {
+        // A re-scan loads older stored events as an aggregate only: the same matching.
+        let snap = quiet_colleague();
+        let recent = snap.now - Duration::days(10);
+        let mut prev = previous();
+        prev.earlier_activity.add(Some("2".into()), None, recent);
+        let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
+        assert_eq!(o.status, CheckStatus::Pass);
+
+        let mut prev = previous();
+        prev.earlier_activity
+            .add(None, Some(" Bo@ACME.com "), recent);
+        let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
+        assert_eq!(o.status, CheckStatus::Pass);
+
+        // Too old, it still shows as the last activity in the evidence.
+        let old = snap.now - Duration::days(40);
+        let mut prev = previous();
+        prev.earlier_activity.add(Some("2".into()), None, old);
+        let o = run_with("admin_dormant", &snap, &prev, &CheckSettings::default());
+        assert_eq!(resources(&o), ["admin:2"]);
+        assert_eq!(
+            o.findings[0].evidence["last_activity_at"],
+            serde_json::json!(snap.now - Duration::days(40))
+        );
     }
 
     #[test]

@@ -204,6 +204,37 @@ pub struct PreviousState {
     pub previous_admin_ids: HashSet<String>,
     /// Inventory per admin id from earlier scans.
     pub admins: HashMap<String, AdminHistory>,
+    /// Stored events of the look-back window that were not loaded as events, aggregated.
+    pub earlier_activity: EarlierActivity,
+}
+
+/// The latest activity (failed logins excluded) per performer id and per performer email
+/// (trimmed, ASCII lower-cased) among the stored events of the look-back window that a
+/// scan does not load as events: the inactivity checks need no more of them than this.
+/// A re-scan loads only the events the event checks read (`checks.event_window_days`,
+/// reaching back to the start of a failed-login run that crosses it) and this aggregate for
+/// the rest, instead of every event of the look-back window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EarlierActivity {
+    pub by_id: HashMap<String, DateTime<Utc>>,
+    pub by_email: HashMap<String, DateTime<Utc>>,
+}
+
+impl EarlierActivity {
+    /// Adds one stored (performer id, performer email, latest activity) group.
+    pub fn add(&mut self, id: Option<String>, email: Option<&str>, at: DateTime<Utc>) {
+        if let Some(id) = id {
+            let t = self.by_id.entry(id).or_insert(at);
+            *t = (*t).max(at);
+        }
+        if let Some(email) = email {
+            let t = self
+                .by_email
+                .entry(email.trim().to_ascii_lowercase())
+                .or_insert(at);
+            *t = (*t).max(at);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,16 +1,101 @@
-//! Activity-log events: stored de-duplicated by Intercom's event id, read back for the
-//! look-back window the A checks need.
+//! Activity-log events: stored de-duplicated by Intercom's event id, read back as much as
+//! the A checks need: the event window one by one, the rest of the look-back as aggregates.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::checks::{ActivityEvent, EventMetadata};
+use crate::checks::{ActivityEvent, EarlierActivity, EventMetadata};
 
 /// Events per INSERT: large enough to amortise the round trip, small enough that the
 /// encoded arrays of one statement stay a few MB.
 const INSERT_BATCH: usize = 2000;
 
+/// What a scan reads of the stored activity log: the events the checks read one by one,
+/// and an aggregate of the rest of the look-back window for the inactivity checks.
+#[derive(Debug, Default)]
+pub struct StoredActivity {
+    /// Stored events created at or after `events_from`.
+    pub events: Vec<ActivityEvent>,
+    /// Latest activity per performer among stored events in `[lookback_from, events_from)`.
+    pub earlier: EarlierActivity,
+    pub events_from: DateTime<Utc>,
+}
+
+/// Where a scan's bounds come from (see [`for_scan`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ScanBounds {
+    /// The longest look-back any check uses (inactivity): `now - lookback days`.
+    pub lookback_from: DateTime<Utc>,
+    /// The earliest time an event check reads events from: the start of the event window,
+    /// or the start of this scan's fetch when that is earlier (fetched events are merged
+    /// with stored ones from there).
+    pub events_needed_from: DateTime<Utc>,
+    /// `checks.failed_login_window_minutes`: failures further apart than this never belong
+    /// to one burst.
+    pub burst_gap_minutes: u32,
+}
+
+/// Reads what one scan needs of the stored events. Event checks read the event window
+/// one by one; `failed_login_burst` also reads the failures before it that belong to a
+/// run crossing into it (so that the run's first failure, its resource, stays put), which
+/// is found here in SQL: the latest failure at or before `events_needed_from` that follows
+/// the previous stored failure by more than the burst gap starts a run no earlier failure
+/// can join, so events are loaded from there. Everything older in the look-back window is
+/// only needed as "latest activity per teammate" and is read as one aggregate.
+pub async fn for_scan(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+    bounds: ScanBounds,
+) -> Result<StoredActivity, sqlx::Error> {
+    let needed = bounds.events_needed_from.max(bounds.lookback_from);
+    let run_start = sqlx::query_scalar!(
+        r#"SELECT max(created_at) AS "run_start"
+           FROM (SELECT created_at, lag(created_at) OVER (ORDER BY created_at) AS prev
+                 FROM sspm.activity_events
+                 WHERE instance_id = $1 AND activity_type = 'admin_login_failure'
+                   AND created_at >= $2 AND created_at <= $3) f
+           WHERE prev IS NULL OR created_at - prev > $4::bigint * interval '1 minute'"#,
+        instance_id,
+        bounds.lookback_from,
+        needed,
+        i64::from(bounds.burst_gap_minutes)
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let events_from = run_start.map_or(needed, |r| r.min(needed));
+    let events = since(&mut *conn, instance_id, events_from).await?;
+    let mut earlier = EarlierActivity::default();
+    if events_from > bounds.lookback_from {
+        let rows = sqlx::query!(
+            r#"SELECT performed_by_id, performed_by_email, max(created_at) AS "last_at!"
+               FROM sspm.activity_events
+               WHERE instance_id = $1 AND created_at >= $2 AND created_at < $3
+                 AND activity_type <> 'admin_login_failure'
+                 AND (performed_by_id IS NOT NULL OR performed_by_email IS NOT NULL)
+               GROUP BY performed_by_id, performed_by_email"#,
+            instance_id,
+            bounds.lookback_from,
+            events_from
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            earlier.add(
+                r.performed_by_id,
+                r.performed_by_email.as_deref(),
+                r.last_at,
+            );
+        }
+    }
+    Ok(StoredActivity {
+        events,
+        earlier,
+        events_from,
+    })
+}
+
+/// Stored events created at or after `from`.
 pub async fn since(
     conn: &mut PgConnection,
     instance_id: Uuid,
@@ -40,7 +125,10 @@ pub async fn since(
         .collect())
 }
 
-/// Inserts new events; ones already stored (the overlap window) are skipped.
+/// Inserts new events; ones already stored (the overlap window) are skipped by id. The
+/// table is partitioned by `created_at`, so its primary key includes it and cannot do the
+/// de-duplication by id alone: the `NOT EXISTS` does (one index probe per partition, on the
+/// primary key's `(instance_id, event_id)` prefix), `ON CONFLICT` covers a racing insert.
 /// Returns how many were actually new.
 pub async fn insert(
     conn: &mut PgConnection,
@@ -72,7 +160,9 @@ pub async fn insert(
                FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                            $8::timestamptz[], $9::text[], $10::text[])
                     AS u(event_id, activity_type, by_id, by_email, ip, created_at, description, metadata)
-               ON CONFLICT (instance_id, event_id) DO NOTHING"#,
+               WHERE NOT EXISTS (SELECT 1 FROM sspm.activity_events s
+                                 WHERE s.instance_id = $1 AND s.event_id = u.event_id)
+               ON CONFLICT DO NOTHING"#,
             instance_id,
             scan_id,
             &ids as &[&str],

@@ -1,6 +1,6 @@
 //! Collect: read the workspace from the Intercom API into a `Snapshot`. Activity events
 //! are fetched incrementally from the stored cursor (with overlap; duplicates are dropped
-//! by id when stored) and merged with the stored look-back window for the A checks.
+//! by id when stored) and merged with the stored events the A checks read one by one.
 
 use std::collections::HashSet;
 
@@ -25,7 +25,7 @@ pub struct CollectInput<'a> {
     pub attestations: Vec<String>,
     pub activity_cursor_at: Option<DateTime<Utc>>,
     pub activity_covered_from: Option<DateTime<Utc>>,
-    /// Events already stored for the look-back window.
+    /// Stored events the checks read one by one (see `db::activity::for_scan`).
     pub stored_events: Vec<ActivityEvent>,
     pub probe_extra_scopes: bool,
     pub now: DateTime<Utc>,
@@ -75,13 +75,7 @@ pub async fn collect(
     let activity = if !(me_ok && admins.is_ok()) {
         ActivityData::NotFetched
     } else {
-        let fresh_start = now - Duration::days(i64::from(settings.activity_backfill_days));
-        let after = match input.activity_cursor_at {
-            Some(cursor) => (cursor
-                - Duration::minutes(i64::from(settings.activity_overlap_minutes)))
-            .max(fresh_start),
-            None => fresh_start,
-        };
+        let after = fetch_after(input.activity_cursor_at, settings, now);
         match fetch_activity(session, after, now).await {
             Ok(events) => {
                 let covered_from = match (input.activity_cursor_at, input.activity_covered_from) {
@@ -154,6 +148,21 @@ pub async fn collect(
         },
         new_event_count,
         fetched_window,
+    }
+}
+
+/// Where this scan's activity fetch starts: the stored cursor minus the overlap, or the
+/// backfill start on a first fetch (never earlier than the backfill start).
+pub fn fetch_after(
+    cursor: Option<DateTime<Utc>>,
+    settings: &CheckSettings,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let fresh_start = now - Duration::days(i64::from(settings.activity_backfill_days));
+    match cursor {
+        Some(cursor) => (cursor - Duration::minutes(i64::from(settings.activity_overlap_minutes)))
+            .max(fresh_start),
+        None => fresh_start,
     }
 }
 

@@ -265,9 +265,12 @@ impl Scanner {
             .ok_or(ScanError::InstanceGone(instance.id))?;
         let token_source = instances::token_source(&mut *conn, instance.id).await?;
         let check_settings = self.check_settings(&target.check_overrides);
-        let lookback_from = now - chrono::Duration::days(i64::from(lookback_days(&check_settings)));
-        let stored_events =
-            crate::db::activity::since(&mut conn, instance.id, lookback_from).await?;
+        let stored = crate::db::activity::for_scan(
+            &mut conn,
+            instance.id,
+            activity_bounds(&check_settings, target.activity_cursor_at, now),
+        )
+        .await?;
         let admins = crate::db::admins::current(&mut conn, instance.id).await?;
         drop(conn);
         // The inventory holds exactly the admins present at the last completed scan.
@@ -275,7 +278,9 @@ impl Scanner {
             has_completed_scan: target.has_completed_scan,
             previous_admin_ids: admins.keys().cloned().collect(),
             admins,
+            earlier_activity: stored.earlier,
         };
+        let stored_events = stored.events;
         let token = match token_source {
             Some(source) => source
                 .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
@@ -367,12 +372,27 @@ pub(crate) fn classify_failure(snapshot: &Snapshot, instance: &Instance) -> Opti
     }
 }
 
-/// How far back stored events are loaded for evaluation: the longest window a check uses.
+/// How far back stored events are read for evaluation: the longest window a check uses.
 fn lookback_days(s: &CheckSettings) -> u32 {
     s.dormant_days
         .max(s.inbox_inactive_days)
         .max(s.event_window_days)
         + 1
+}
+
+/// What a scan reads of the stored activity log: events one by one from the start of the
+/// event window (or of this scan's fetch, if earlier), aggregates back to the look-back.
+fn activity_bounds(
+    s: &CheckSettings,
+    cursor: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> crate::db::activity::ScanBounds {
+    let window_start = now - chrono::Duration::days(i64::from(s.event_window_days));
+    crate::db::activity::ScanBounds {
+        lookback_from: now - chrono::Duration::days(i64::from(lookback_days(s))),
+        events_needed_from: window_start.min(collect::fetch_after(cursor, s, now)),
+        burst_gap_minutes: s.failed_login_window_minutes,
+    }
 }
 
 /// A short human duration for summaries.

@@ -1,4 +1,5 @@
-//! Process-level housekeeping on tokio-cron-scheduler: retention pruning and exception
+//! Process-level housekeeping on tokio-cron-scheduler: retention pruning (which also
+//! creates the coming months' partitions of `sspm.activity_events`) and exception
 //! expiry. Each job runs once per slot across the whole fleet: the replica that inserts
 //! the (job, slot) row into `sspm.housekeeping_runs` runs it, the others skip.
 
@@ -89,6 +90,9 @@ pub struct Pruned {
     pub scans: u64,
     pub finding_events: u64,
     pub activity_events: u64,
+    /// Monthly partitions of `sspm.activity_events` dropped (their rows are counted in
+    /// `activity_events`).
+    pub activity_partitions_dropped: u64,
     pub housekeeping_runs: u64,
 }
 
@@ -123,13 +127,25 @@ pub async fn prune(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let activity_events = sqlx::query!(
-        "DELETE FROM sspm.activity_events WHERE created_at < $1",
+    // Whole months first (a DROP, however many rows), then the few stray rows of the
+    // DEFAULT partition (times outside every month). Events of the month that straddles
+    // the cutoff stay until all of it is older.
+    let dropped = sqlx::query!(
+        r#"SELECT partition_name AS "partition_name!", row_count AS "row_count!"
+           FROM sspm.activity_events_drop_months_before($1)"#,
+        activity_cutoff
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let stray = sqlx::query!(
+        "DELETE FROM sspm.activity_events_default WHERE created_at < $1",
         activity_cutoff
     )
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    let activity_events = dropped.iter().map(|d| d.row_count as u64).sum::<u64>() + stray;
+    let activity_partitions_dropped = dropped.len() as u64;
     let housekeeping_runs =
         sqlx::query!("DELETE FROM sspm.housekeeping_runs WHERE slot < $1", cutoff)
             .execute(&mut *tx)
@@ -140,8 +156,32 @@ pub async fn prune(
         scans,
         finding_events,
         activity_events,
+        activity_partitions_dropped,
         housekeeping_runs,
     })
+}
+
+/// Months of `sspm.activity_events` kept ready ahead of time: the current one and the next
+/// two, so that inserts land in a month partition rather than the DEFAULT one.
+pub const ACTIVITY_MONTHS_AHEAD: i32 = 2;
+
+/// Creates the monthly partitions of `sspm.activity_events` for the month of `now` and
+/// the next [`ACTIVITY_MONTHS_AHEAD`] (rows of those months already in the DEFAULT
+/// partition move into them). Returns how many were created; idempotent.
+pub async fn ensure_activity_partitions(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let created = sqlx::query_scalar!(
+        r#"SELECT count(*) FILTER (WHERE sspm.activity_events_create_month($1::timestamptz + m * interval '1 month'))
+                  AS "created!"
+           FROM generate_series(0, $2::int) AS m"#,
+        now,
+        ACTIVITY_MONTHS_AHEAD
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(created as u64)
 }
 
 /// The slot a firing at `now` belongs to: `now` truncated to the slot length, so every
@@ -227,8 +267,11 @@ pub async fn run_retention(
             .max(c.inbox_inactive_days)
             .max(c.event_window_days)
             + 1;
+        let partitions_created = ensure_activity_partitions(pool, now).await?;
         let pruned = prune(pool, settings.retention.days, keep, now).await?;
-        Ok(serde_json::to_value(pruned).unwrap_or_default())
+        let mut detail = serde_json::to_value(pruned).unwrap_or_default();
+        detail["activity_partitions_created"] = serde_json::json!(partitions_created);
+        Ok(detail)
     })
     .await
 }
@@ -241,6 +284,11 @@ pub async fn start(
     replica: String,
     plan: Plan,
 ) -> Result<JobScheduler, JobSchedulerError> {
+    // The coming months' partitions exist from start-up, not only after the first daily
+    // run (every replica may do this: creating a month is idempotent).
+    if let Err(e) = ensure_activity_partitions(&pool, Utc::now()).await {
+        warn!(error = %e, "could not create the coming months' activity_events partitions; the daily retention run retries");
+    }
     let sched = JobScheduler::new().await?;
     let (p, r, slot) = (pool.clone(), replica.clone(), plan.expire_exceptions_slot);
     sched

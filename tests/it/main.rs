@@ -4,6 +4,7 @@
 
 mod support;
 
+mod activity_history;
 mod alerts_delivery;
 mod alerts_faults;
 mod alerts_leaks;

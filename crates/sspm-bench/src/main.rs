@@ -6,6 +6,7 @@
 //! object per benchmark goes to stdout; progress goes to stderr.
 
 mod console;
+mod history;
 mod notify;
 
 use std::io::{BufRead, BufReader, Write};
@@ -70,6 +71,7 @@ enum Cmd {
 
 const ALL: &[&str] = &[
     "big_workspace",
+    "big_workspace_rescan",
     "throughput_steady",
     "throughput_backfill",
     "latency_bound",
@@ -77,6 +79,7 @@ const ALL: &[&str] = &[
     "schedule_accuracy",
     "notify_throughput",
     "console_pages",
+    "retention_10m",
 ];
 
 fn log(msg: impl AsRef<str>) {
@@ -511,6 +514,8 @@ async fn run(
             "schedule_accuracy" => schedule_accuracy(&ctx).await,
             "notify_throughput" => notify::notify_throughput(&ctx).await,
             "console_pages" => console::console_pages(&ctx).await,
+            "big_workspace_rescan" => history::big_workspace_rescan(&ctx).await,
+            "retention_10m" => history::retention_10m(&ctx).await,
             _ => unreachable!(),
         };
         let mut line = match result {
