@@ -481,7 +481,9 @@ async fn test(ctx: &Context, name: &str) -> anyhow::Result<ExitCode> {
     let c = channels::get(&pool, name).await?;
     let ring = ctx.keyring_optional()?;
     let secrets = c.secrets(ring.as_ref())?;
-    let sender = Sender::new(&ctx.settings.notify).context("building the HTTP client")?;
+    let sender = Sender::new(&ctx.settings.notify)
+        .context("building the HTTP client")?
+        .with_console_url(ctx.settings.console.public_url.clone());
     let event = AlertEvent::new(EventKind::Test, Utc::now());
     let id = Uuid::new_v4();
     match sender.send(&c, &secrets, &event, id).await {

@@ -33,16 +33,34 @@ pub static STYLESHEET: LazyLock<Asset> = LazyLock::new(|| {
     )
 });
 
+/// The instance page's scan-status poller (progressive enhancement; the page works
+/// without it).
+pub static SCAN_STATUS_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    hashed(
+        "scan-status",
+        "js",
+        include_str!("assets/scan-status.js"),
+        "text/javascript; charset=utf-8",
+    )
+});
+
 /// The stylesheet's URL path, for templates.
 pub fn stylesheet_href() -> String {
     format!("/assets/{}", STYLESHEET.name)
 }
 
+/// The scan-status script's URL path, for templates.
+pub fn scan_status_src() -> String {
+    format!("/assets/{}", SCAN_STATUS_SCRIPT.name)
+}
+
 pub async fn serve(Path(name): Path<String>) -> Response {
-    let asset: &Asset = &STYLESHEET;
-    if name != asset.name {
+    let Some(asset) = [&*STYLESHEET, &*SCAN_STATUS_SCRIPT]
+        .into_iter()
+        .find(|a| a.name == name)
+    else {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
-    }
+    };
     (
         [
             (header::CONTENT_TYPE, asset.content_type),

@@ -342,14 +342,13 @@ pub fn slack_body(event: &AlertEvent, message_id: Uuid, console_url: Option<&str
     }
     // Slack allows 50 blocks per message; keep room for the header and context.
     for f in event.findings.iter().take(40) {
-        let link = match (console_url, &event.instance) {
-            (Some(base), Some(i)) => format!(
-                "\n<{}/instances/{}/findings/{}|Open in the console>",
+        let link = match console_url {
+            Some(base) => format!(
+                "\n<{}/findings/{}|Open in the console>",
                 base.trim_end_matches('/'),
-                i.id,
                 f.finding_id
             ),
-            _ => String::new(),
+            None => String::new(),
         };
         blocks.push(json!({
             "type": "section",
@@ -649,6 +648,21 @@ mod tests {
         let slack = slack_body(&e, Uuid::new_v4(), None).to_string();
         assert!(!slack.contains("<!channel>"), "{slack}");
         assert!(!slack.contains("<script>"));
+    }
+
+    #[test]
+    fn slack_links_each_finding_to_its_console_page_when_the_address_is_known() {
+        let e = scan_event(vec![change(Event::Opened, "critical", "2FA off")]);
+        let id = e.findings[0].finding_id;
+        let with = slack_body(&e, Uuid::new_v4(), Some("https://sspm.example.com/")).to_string();
+        assert!(
+            with.contains(&format!(
+                "<https://sspm.example.com/findings/{id}|Open in the console>"
+            )),
+            "{with}"
+        );
+        let without = slack_body(&e, Uuid::new_v4(), None).to_string();
+        assert!(!without.contains("Open in the console"), "{without}");
     }
 
     #[test]

@@ -141,7 +141,10 @@ pub struct Worker {
 /// it ends at once (scans still enqueue). The sender is built here so a bad `[notify]`
 /// setting stops the daemon at start-up instead of in the background.
 pub fn daemon_worker(settings: &Settings) -> anyhow::Result<crate::daemon::Worker> {
-    let sender = Sender::new(&settings.notify)?;
+    // Slack messages link each finding to its console page when the console's public
+    // address is known.
+    let sender =
+        Sender::new(&settings.notify)?.with_console_url(settings.console.public_url.clone());
     Ok(Box::new(move |ctx: crate::daemon::WorkerContext| {
         Box::pin(async move {
             if !ctx.settings.notify.enabled {

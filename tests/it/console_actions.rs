@@ -177,7 +177,7 @@ async fn onboarding_wrong_region_first_then_right_and_first_scan_results_appear(
     .await;
     if scanned == 0 {
         assert!(
-            first.body.contains("http-equiv=\"refresh\"")
+            first.body.contains("data-scan-state=")
                 && (first.body.contains("A scan is queued")
                     || first.body.contains("A scan is running"))
                 && first.body.contains("refresh now"),
@@ -202,7 +202,7 @@ async fn onboarding_wrong_region_first_then_right_and_first_scan_results_appear(
         "the first scan's check results are on the page"
     );
     assert!(
-        !done.body.contains("http-equiv=\"refresh\""),
+        !done.body.contains("data-scan-state="),
         "no reload once idle"
     );
     seen.push(done);
@@ -568,7 +568,11 @@ async fn operator_scans_now_but_gets_403_on_admin_actions_and_no_form_passes_wit
     );
     let page = otto.get(p.location()).await;
     assert!(page.body.contains("Scan queued") && page.body.contains("A scan is queued"));
-    assert!(page.body.contains("http-equiv=\"refresh\""));
+    assert!(page.body.contains("data-scan-state=\"queued\""));
+    assert!(
+        page.body.contains("/assets/scan-status."),
+        "the poller is loaded while a scan is queued"
+    );
     // The scanner runs it; the page then shows the results.
     w.scanner(&[])
         .scan(

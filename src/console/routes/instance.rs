@@ -86,6 +86,8 @@ struct InstancePage {
     notice: &'static str,
     /// "running" or "queued" while a scan is under way: the page then reloads itself.
     busy: &'static str,
+    /// The scan-status poller, loaded only while `busy`.
+    scan_status_src: String,
     can_scan: bool,
     is_admin: bool,
     next_runs: Vec<String>,
@@ -305,6 +307,7 @@ async fn render(
         scans,
         notice,
         busy,
+        scan_status_src: crate::console::assets::scan_status_src(),
         can_scan: signed.role.allows(Role::Operator),
         is_admin: signed.role.allows(Role::Admin),
         next_runs,

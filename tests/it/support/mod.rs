@@ -228,3 +228,15 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free local port")
 }
+
+/// A console page without the console's own scan-status script tag (its only script), so
+/// that tests can assert no other script, injected or inline, is on the page.
+pub fn without_own_script(body: &str) -> String {
+    body.replace(
+        &format!(
+            "<script src=\"{}\" defer></script>",
+            intercom_sspm::console::assets::scan_status_src()
+        ),
+        "",
+    )
+}
