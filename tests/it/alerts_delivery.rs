@@ -128,21 +128,33 @@ async fn a_scan_reaches_webhook_slack_email_and_pagerduty(pool: PgPool) {
     );
     assert!(mail.contains("secops@example.com") && mail.contains("ciso@example.com"));
 
-    let pd = recv
-        .wait_hits("/pd/v2/enqueue", 1, Duration::from_secs(10))
-        .await;
-    assert!(!pd.is_empty());
     let iv_id: Uuid = sqlx::query_scalar(
         "SELECT id FROM sspm.findings WHERE check_id = 'identity_verification_enabled'",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    let triggered = pd
-        .iter()
-        .map(|h| h.json())
-        .find(|e| e["dedup_key"] == iv_id.to_string())
-        .expect("a trigger for the identity verification finding");
+    // PagerDuty gets one event per finding, sent one after another: wait for this one
+    // rather than for the first event to arrive.
+    let trigger_for_iv = || {
+        recv.hits_on("/pd/v2/enqueue")
+            .iter()
+            .map(|h| h.json())
+            .find(|e| e["dedup_key"] == iv_id.to_string())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while trigger_for_iv().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let triggered = trigger_for_iv().unwrap_or_else(|| {
+        panic!(
+            "a trigger for the identity verification finding: {:?}",
+            recv.hits_on("/pd/v2/enqueue")
+                .iter()
+                .map(|h| h.json()["dedup_key"].clone())
+                .collect::<Vec<_>>()
+        )
+    });
     assert_eq!(triggered["event_action"], "trigger");
     assert_eq!(triggered["routing_key"], "R0UTINGKEY0123456789abcdef012345");
 
