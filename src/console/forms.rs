@@ -37,6 +37,49 @@ impl FieldErrors {
     }
 }
 
+/// The token fields of a form (a pasted token or a `file:`/`env:` reference, exactly one),
+/// validated with the CLI's rules; None with the reason added to `errors` otherwise.
+/// `missing` is what to say when both are empty.
+pub fn token_input(
+    token: Option<secrecy::SecretString>,
+    token_ref: &str,
+    token_key_file: Option<&std::path::Path>,
+    missing: &str,
+    errors: &mut FieldErrors,
+) -> Option<onboard::TokenInput> {
+    use secrecy::ExposeSecret;
+    let token = token.filter(|t| !t.expose_secret().trim().is_empty());
+    let result = match (token, token_ref.is_empty()) {
+        (Some(_), false) => {
+            errors.add(
+                "token",
+                "give either the access token or a token reference, not both",
+            );
+            return None;
+        }
+        (Some(t), true) => crate::token::normalize_token(t.expose_secret())
+            .map(onboard::TokenInput::Plain)
+            .map_err(OnboardError::from),
+        (None, false) => {
+            onboard::token_reference(token_ref, token_key_file).map(onboard::TokenInput::Reference)
+        }
+        (None, true) => {
+            errors.add("token", missing);
+            return None;
+        }
+    };
+    match result {
+        Ok(input) => Some(input),
+        Err(e) => {
+            match field_of(&e) {
+                Ok((field, msg)) => errors.add(field, msg),
+                Err(_) => errors.add("general", "the database could not be reached: try again"),
+            }
+            None
+        }
+    }
+}
+
 /// Where a validation or connection error is shown on a form. `Err` is a storage
 /// failure, answered with the 500 page.
 pub fn field_of(e: &OnboardError) -> Result<(&'static str, String), String> {

@@ -24,8 +24,7 @@ use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
 use crate::db::instances::{self, Instance};
 use crate::manage::{self, RemovalImpact};
-use crate::onboard::{self, TokenInput};
-use crate::token::normalize_token;
+use crate::onboard;
 
 async fn load(state: &ConsoleState, signed: &Signed, id: Uuid) -> Result<Instance, Response> {
     match instances::find(&state.pool, &id.to_string()).await {
@@ -182,43 +181,19 @@ pub async fn set_token(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let token = form.token.filter(|t| !t.expose_secret().trim().is_empty());
-    let dropped = token.is_some();
+    let dropped = form
+        .token
+        .as_ref()
+        .is_some_and(|t| !t.expose_secret().trim().is_empty());
     let token_ref = form.token_ref.trim().to_string();
     let mut errors = FieldErrors::default();
-    let input = match (token, token_ref.is_empty()) {
-        (Some(_), false) => {
-            errors.add(
-                "token",
-                "give either the new access token or a token reference, not both",
-            );
-            None
-        }
-        (Some(t), true) => match normalize_token(t.expose_secret()) {
-            Ok(t) => Some(TokenInput::Plain(t)),
-            Err(e) => {
-                errors.add("token", e.to_string());
-                None
-            }
-        },
-        (None, false) => {
-            match onboard::token_reference(&token_ref, ops.token_key_file.as_deref()) {
-                Ok(r) => Some(TokenInput::Reference(r)),
-                Err(e) => {
-                    let (f, m) = forms::field_of(&e).unwrap_or(("token_ref", e.to_string()));
-                    errors.add(f, m);
-                    None
-                }
-            }
-        }
-        (None, true) => {
-            errors.add(
-                "token",
-                "paste the new access token (or give a token reference)",
-            );
-            None
-        }
-    };
+    let input = forms::token_input(
+        form.token,
+        &token_ref,
+        ops.token_key_file.as_deref(),
+        "paste the new access token (or give a token reference)",
+        &mut errors,
+    );
     let mut typed = Typed {
         token_ref: token_ref.clone(),
         ..Default::default()

@@ -19,9 +19,8 @@ use crate::console::forms::{self, FieldErrors};
 use crate::console::role::Role;
 use crate::console::state::{ConsoleState, Ops};
 use crate::console::views::{self, Chrome};
-use crate::onboard::{self, OnboardError, OnboardRequest, TokenInput};
+use crate::onboard::{self, OnboardError, OnboardRequest};
 use crate::region::Region;
-use crate::token::normalize_token;
 
 /// What the user typed, minus the token.
 #[derive(Debug, Default, Clone)]
@@ -187,35 +186,13 @@ pub async fn submit(
             None
         }
     };
-    let input = match (token, f.token_ref.is_empty()) {
-        (Some(_), false) => {
-            errors.add(
-                "token",
-                "give either the access token or a token reference, not both",
-            );
-            None
-        }
-        (Some(t), true) => match normalize_token(t.expose_secret()) {
-            Ok(t) => Some(TokenInput::Plain(t)),
-            Err(e) => {
-                note(&mut errors, e.into());
-                None
-            }
-        },
-        (None, false) => {
-            match onboard::token_reference(&f.token_ref, ops.token_key_file.as_deref()) {
-                Ok(r) => Some(TokenInput::Reference(r)),
-                Err(e) => {
-                    note(&mut errors, e);
-                    None
-                }
-            }
-        }
-        (None, true) => {
-            errors.add("token", "paste the access token (or give a token reference): it is on the app's Authentication page in the Developer Hub");
-            None
-        }
-    };
+    let input = forms::token_input(
+        token,
+        &f.token_ref,
+        ops.token_key_file.as_deref(),
+        "paste the access token (or give a token reference): it is on the app's Authentication page in the Developer Hub",
+        &mut errors,
+    );
     let (Some(region), Some(input), true) = (region, input, errors.is_empty()) else {
         return render(&signed, ops, f, errors, None, token_dropped);
     };
