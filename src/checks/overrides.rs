@@ -303,7 +303,7 @@ mod tests {
                 "\"nope\"",
             ),
         ] {
-            let err = apply(&base, &none, &[e.clone()]).unwrap_err();
+            let err = apply(&base, &none, std::slice::from_ref(&e)).unwrap_err();
             assert_eq!(err.key(), Some(key), "{e:?}");
             assert!(err.to_string().contains(text), "{e:?}: {err}");
         }
