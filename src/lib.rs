@@ -6,6 +6,7 @@
 //! its own crate, `intercom-sim` (crates/intercom-sim).
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod audit;
 pub mod checks;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod console;
 pub mod crypto;
 pub mod daemon;
 pub mod db;
+pub mod expiry;
 pub mod export;
 pub mod intercom;
 pub mod lifecycle;

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::audit::{self, Actor};
+use crate::checks::overrides::{self, Edit, OverrideError};
+use crate::checks::CheckSettings;
 use crate::crypto::{CryptoError, Keyring};
 use crate::db::instances::{self, Instance};
 use crate::intercom::IntercomClient;
@@ -279,4 +281,59 @@ pub async fn replace_token(
     instances::notify_wakeup(&mut *tx).await?;
     tx.commit().await?;
     Ok(workspace_id)
+}
+
+/// Why check overrides were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum OverridesError {
+    #[error(transparent)]
+    Invalid(#[from] OverrideError),
+    #[error("instance {0:?} was removed meanwhile")]
+    Gone(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The overrides after a change, and whether anything changed.
+#[derive(Debug, Clone)]
+pub struct OverridesChange {
+    pub overrides: serde_json::Value,
+    pub changed: bool,
+}
+
+/// Applies `edits` to the instance's check overrides, validated against `base` (the
+/// deployment's `[checks]`) as the next scan will apply them. A change writes one audit
+/// row with the previous and the new overrides; no change writes nothing.
+pub async fn set_check_overrides(
+    pool: &PgPool,
+    instance: &Instance,
+    base: &CheckSettings,
+    edits: &[Edit],
+    actor: &Actor,
+) -> Result<OverridesChange, OverridesError> {
+    let mut tx = pool.begin().await?;
+    let current = instances::check_overrides_for_update(&mut *tx, instance.id)
+        .await?
+        .ok_or_else(|| OverridesError::Gone(instance.name.clone()))?;
+    let new = serde_json::Value::Object(overrides::apply(base, &current, edits)?);
+    if new == current {
+        return Ok(OverridesChange {
+            overrides: new,
+            changed: false,
+        });
+    }
+    instances::set_check_overrides(&mut *tx, instance.id, &new).await?;
+    audit_instance(
+        &mut tx,
+        actor,
+        "instance.set_check_overrides",
+        instance,
+        serde_json::json!({ "check_overrides": new, "previous": current }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(OverridesChange {
+        overrides: new,
+        changed: true,
+    })
 }

@@ -13,6 +13,7 @@ mod health;
 mod inactivity;
 mod manual;
 mod objects;
+pub mod overrides;
 mod score;
 mod settings;
 mod snapshot;

@@ -4,21 +4,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use clap::Subcommand;
-use serde_json::json;
 
-use super::expiry::parse_expiry;
 use super::output;
 use super::{Context, ListFormat};
-use crate::audit::{self, Actor};
-use crate::checks::{self, Source};
+use crate::attest;
+use crate::audit::Actor;
 use crate::db::id_prefix::IdPrefix;
 use crate::db::{attestations, instances};
-
-/// How long an attestation counts when no --expires is given (CHECKS.md).
-const DEFAULT_VALIDITY_DAYS: i64 = 90;
 
 #[derive(Debug, Subcommand)]
 pub enum AttestCommand {
@@ -75,48 +69,17 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
             expires,
             author,
         } => {
-            let manual: Vec<&str> = checks::catalog()
-                .iter()
-                .filter(|m| m.source == Source::Manual)
-                .map(|m| m.id)
-                .collect();
-            if !manual.contains(&control.as_str()) {
-                bail!(
-                    "{control:?} is not a manual control: use one of {}",
-                    manual.join(", ")
-                );
-            }
-            if evidence.trim().is_empty() {
-                bail!("--evidence must say what proves the control is in place");
-            }
-            let now = Utc::now();
-            let expires_at = match expires {
-                Some(s) => parse_expiry(&s, now)?,
-                None => now + Duration::days(DEFAULT_VALIDITY_DAYS),
-            };
+            let attestation =
+                attest::validate(&control, &evidence, expires.as_deref(), Utc::now())?;
             let author = output::author_or_user(author)?;
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
-            let mut tx = pool.begin().await?;
-            let id = attestations::add(
-                &mut *tx,
-                found.id,
-                &control,
-                evidence.trim(),
-                &author,
-                expires_at,
-            )
-            .await?;
-            let details = json!({
-                "attestation_id": id, "instance_id": found.id, "control": control,
-                "evidence": evidence.trim(), "expires_at": expires_at,
-            });
-            audit::record(&mut tx, &Actor::cli(), "attest.add", &found.name, details).await?;
-            tx.commit().await?;
+            let id = attest::add(&pool, &found, &attestation, &author, &Actor::cli()).await?;
             outln!(
-                "attestation {id}: {control} on {} counts until {}; the next scan reports it",
+                "attestation {id}: {} on {} counts until {}; the next scan reports it",
+                attestation.control,
                 found.name,
-                expires_at.format("%Y-%m-%d")
+                attestation.expires_at.format("%Y-%m-%d")
             );
         }
         AttestCommand::List { instance, format } => {
@@ -146,7 +109,7 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
             let pool = ctx.db().await?;
             let mut tx = pool.begin().await?;
             let id = attestations::resolve_id(&mut *tx, &id).await?;
-            let Some(removed) = attestations::remove(&mut *tx, id).await? else {
+            let Some(removed) = attest::remove(&mut tx, id, &Actor::cli()).await? else {
                 return Err(super::exit::NotFound {
                     message: format!(
                         "no attestation with id {id}: see `intercom-sspm attest list`"
@@ -154,15 +117,6 @@ pub async fn run(ctx: &Context, cmd: AttestCommand) -> anyhow::Result<ExitCode> 
                 }
                 .into());
             };
-            let details = json!({ "attestation_id": id, "control": removed.control_id });
-            audit::record(
-                &mut tx,
-                &Actor::cli(),
-                "attest.remove",
-                &removed.instance_name,
-                details,
-            )
-            .await?;
             tx.commit().await?;
             outln!(
                 "attestation {id} removed; {} on {} is not_evaluated from the next scan",

@@ -7,13 +7,13 @@ use chrono::Utc;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::expiry::parse_expiry;
 use super::output;
 use super::{Context, ListFormat};
 use crate::audit::{self, Actor};
 use crate::db::exceptions::{self, NewException};
 use crate::db::id_prefix::IdPrefix;
 use crate::db::instances;
+use crate::expiry::parse_expiry;
 
 #[derive(Debug, Subcommand)]
 pub enum ExceptionCommand {

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::output::{self, opt};
 use super::{Context, ListFormat};
 use crate::audit::Actor;
+use crate::checks::overrides::{self, Edit};
 use crate::db::instances::{self, Instance};
 use crate::manage;
 use crate::onboard::{self, OnboardRequest, TokenInput};
@@ -83,6 +84,20 @@ pub enum InstanceCommand {
         after_help = "Example:\n  intercom-sspm instance set-domains acme acme.com,acme.co.uk"
     )]
     SetDomains { instance: String, domains: String },
+    /// Override check thresholds and lists for one instance (the keys of `[checks]`;
+    /// numbers, or comma-separated lists). The next scan uses them.
+    #[command(
+        after_help = "Examples:\n  intercom-sspm instance set-overrides acme dormant_days=45 failed_login_threshold=3\n  intercom-sspm instance set-overrides acme shared_account_local_parts=support,ops --clear dormant_days\n\nKeys: activity_backfill_days, event_window_days, activity_overlap_minutes, dormant_days,\nlong_away_days, inbox_inactive_days, failed_login_threshold, failed_login_window_minutes,\nfailed_login_success_window_minutes, impersonation_max_hours, personal_email_domains,\npersonal_email_domains_ignore, shared_account_local_parts, disabled (check ids).\nKEY= (empty) is the same as --clear KEY."
+    )]
+    SetOverrides {
+        instance: String,
+        /// KEY=VALUE: a whole number, or a comma-separated list.
+        #[arg(value_name = "KEY=VALUE", required_unless_present = "clear")]
+        set: Vec<Edit>,
+        /// Back to the configured default (repeatable).
+        #[arg(long, value_name = "KEY")]
+        clear: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +179,11 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<ExitCode
             schedule,
             timezone,
         } => set_schedule(ctx, &instance, &schedule, timezone.as_deref()).await,
+        InstanceCommand::SetOverrides {
+            instance,
+            set,
+            clear,
+        } => set_overrides(ctx, &instance, set, clear).await,
         InstanceCommand::SetDomains { instance, domains } => {
             let domains = [domains];
             for w in onboard::allowed_domain_warnings(&domains) {
@@ -307,6 +327,38 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
                 ))
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_overrides(
+    ctx: &Context,
+    name: &str,
+    set: Vec<Edit>,
+    clear: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut edits = set;
+    edits.extend(clear.into_iter().map(|key| Edit { key, value: None }));
+    let pool = ctx.db().await?;
+    let found = instances::get(&pool, name).await?;
+    let change =
+        manage::set_check_overrides(&pool, &found, &ctx.settings.checks, &edits, &Actor::cli())
+            .await?;
+    let shown = match change.overrides.as_object() {
+        Some(o) if !o.is_empty() => o
+            .iter()
+            .map(|(k, v)| format!("{k}={}", overrides::display(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "none (the configured [checks] apply)".into(),
+    };
+    if change.changed {
+        outln!(
+            "check overrides of {}: {shown}; the next scan uses them",
+            found.name
+        );
+    } else {
+        outln!("check overrides of {} unchanged: {shown}", found.name);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,7 +28,6 @@ mod console;
 mod context;
 mod exception;
 mod exit;
-mod expiry;
 mod findings;
 mod instance;
 mod keygen;

@@ -71,6 +71,15 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
             "/instances/{id}/remove",
             get(manage::remove_form).post(manage::remove),
         )
+        .route(
+            "/instances/{id}/attestations",
+            get(attestations::page).post(attestations::record),
+        )
+        .route(
+            "/instances/{id}/attestations/{aid}/remove",
+            get(attestations::remove_form).post(attestations::remove),
+        )
+        .route("/instances/{id}/overrides", post(manage::set_overrides))
         .route("/findings", get(findings::page))
         .route("/findings/export", get(findings::export))
         .route("/findings/{id}", get(finding::page))

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use sqlx::PgPool;
 
 use super::settings::{AuthMode, ConsoleSettings};
+use crate::checks::CheckSettings;
 use crate::config::Settings;
 use crate::crypto::{CryptoError, Keyring};
 use crate::intercom::IntercomClient;
@@ -30,6 +31,8 @@ pub struct Ops {
     pub token_key_file: Option<PathBuf>,
     pub default_schedule: String,
     pub jitter: Jitter,
+    /// The deployment's `[checks]`: what per-instance overrides start from.
+    pub checks: CheckSettings,
 }
 
 impl Ops {
@@ -46,6 +49,7 @@ impl Ops {
             token_key_file: settings.security.token_key_file.clone(),
             default_schedule: settings.scheduler.default_schedule.clone(),
             jitter: settings.scheduler.jitter_policy(),
+            checks: settings.checks.clone(),
         })
     }
 }

@@ -140,3 +140,22 @@ pub async fn list(
     .fetch_all(pool)
     .await
 }
+
+/// Attestation `id` when it is one of instance `instance_id`'s (the console's removal
+/// confirmation reads it through the instance in its address).
+pub async fn find(
+    executor: impl sqlx::PgExecutor<'_>,
+    instance_id: Uuid,
+    id: Uuid,
+) -> Result<Option<AttestationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AttestationRow,
+        r#"SELECT a.id, i.name AS instance_name, a.control_id, a.evidence, a.author, a.attested_at, a.expires_at
+           FROM sspm.attestations a JOIN sspm.instances i ON i.id = a.instance_id
+           WHERE a.id = $1 AND a.instance_id = $2"#,
+        id,
+        instance_id
+    )
+    .fetch_optional(executor)
+    .await
+}

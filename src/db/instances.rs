@@ -505,3 +505,45 @@ pub async fn queue_now(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     tx.commit().await?;
     Ok(())
 }
+
+/// The instance's stored check overrides (None when it does not exist).
+pub async fn check_overrides(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT check_overrides FROM sspm.instances WHERE id = $1",
+        id
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+/// [`check_overrides`], locking the row until the transaction ends, so concurrent edits
+/// of different keys both land.
+pub async fn check_overrides_for_update(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT check_overrides FROM sspm.instances WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(executor)
+    .await
+}
+
+pub async fn set_check_overrides(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    overrides: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE sspm.instances SET check_overrides = $2 WHERE id = $1",
+        id,
+        overrides
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}

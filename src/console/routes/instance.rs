@@ -34,6 +34,8 @@ pub struct CheckRow {
     pub status_words: &'static str,
     pub failed_count: i32,
     pub reason: String,
+    /// A manual control: its row links to the attestation page.
+    pub manual: bool,
 }
 
 pub struct FindingRow {
@@ -185,8 +187,10 @@ async fn render(
                 "sspm.check_results",
                 format_args!("(scan {}, check {})", l.id, c.check_id),
             )?;
+            let meta = crate::checks::meta(&c.check_id);
             Ok(CheckRow {
-                title: crate::checks::meta(&c.check_id)
+                manual: meta.is_some_and(|m| m.source == crate::checks::Source::Manual),
+                title: meta
                     .map(|m| m.title.to_string())
                     .unwrap_or_else(|| "(check no longer in the catalog)".into()),
                 status_words: result_words(status),

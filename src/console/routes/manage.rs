@@ -1,6 +1,7 @@
 //! Day-2 actions on one instance: scan now (operator), and on the settings page (admin)
 //! replace the token, change the schedule or the allowed domains, enable / disable, and
-//! remove after typing the instance's name. Each runs the `crate::manage` function the
+//! remove after typing the instance's name; and the check overrides (thresholds and
+//! lists) on the settings page too. Each runs the `crate::manage` function the
 //! CLI runs (one audit row by the signed-in user in the change's transaction); the CSRF
 //! middleware has already refused any POST without this browser's token.
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Actor;
+use crate::checks::overrides::{self, Edit, Kind};
 use crate::console::auth::Signed;
 use crate::console::forms::{self, FieldErrors};
 use crate::console::role::Role;
@@ -23,7 +25,7 @@ use crate::console::routes::onboard::ops;
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
 use crate::db::instances::{self, Instance};
-use crate::manage::{self, RemovalImpact};
+use crate::manage::{self, OverridesError, RemovalImpact};
 use crate::onboard;
 
 async fn load(state: &ConsoleState, signed: &Signed, id: Uuid) -> Result<Instance, Response> {
@@ -86,9 +88,10 @@ struct SettingsPage {
     preview: Vec<String>,
     token_dropped: bool,
     has_key: bool,
+    overrides: OverridesForm,
 }
 
-fn settings_page(
+async fn settings_page(
     state: &ConsoleState,
     signed: &Signed,
     i: Instance,
@@ -96,9 +99,29 @@ fn settings_page(
     errors: FieldErrors,
     token_dropped: bool,
 ) -> Response {
+    settings_page_with(state, signed, i, f, errors, token_dropped, None).await
+}
+
+/// The settings page; `overrides` is the overrides form as submitted (None: as stored).
+async fn settings_page_with(
+    state: &ConsoleState,
+    signed: &Signed,
+    i: Instance,
+    f: Option<Typed>,
+    errors: FieldErrors,
+    token_dropped: bool,
+    overrides: Option<OverridesForm>,
+) -> Response {
     let ops = match ops(state, signed) {
         Ok(o) => o,
         Err(r) => return *r,
+    };
+    let overrides = match overrides {
+        Some(o) => o,
+        None => match instances::check_overrides(&state.pool, i.id).await {
+            Ok(current) => OverridesForm::stored(&ops.checks, &current.unwrap_or_default()),
+            Err(e) => return views::internal(e),
+        },
     };
     let f = f.unwrap_or_else(|| {
         let (schedule, timezone) = split_schedule(i.schedule.as_deref());
@@ -109,7 +132,7 @@ fn settings_page(
             allowed_domains: i.allowed_domains.join(", "),
         }
     });
-    let status = if errors.is_empty() {
+    let status = if errors.is_empty() && !overrides.refused {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -125,6 +148,7 @@ fn settings_page(
             f,
             errors,
             token_dropped,
+            overrides,
         },
     )
 }
@@ -152,7 +176,7 @@ pub async fn settings(
         return r;
     }
     match load(&state, &signed, id).await {
-        Ok(i) => settings_page(&state, &signed, i, None, FieldErrors::default(), false),
+        Ok(i) => settings_page(&state, &signed, i, None, FieldErrors::default(), false).await,
         Err(r) => r,
     }
 }
@@ -203,7 +227,7 @@ pub async fn set_token(
     typed.timezone = timezone;
     typed.allowed_domains = i.allowed_domains.join(", ");
     let Some(input) = input else {
-        return settings_page(&state, &signed, i, Some(typed), errors, dropped);
+        return settings_page(&state, &signed, i, Some(typed), errors, dropped).await;
     };
     let actor = Actor::console(&signed.name);
     match manage::replace_token(
@@ -220,7 +244,7 @@ pub async fn set_token(
         Err(e) => match forms::manage_field_of(&e) {
             Ok((field, msg)) => {
                 errors.add(field, msg);
-                settings_page(&state, &signed, i, Some(typed), errors, dropped)
+                settings_page(&state, &signed, i, Some(typed), errors, dropped).await
             }
             Err(internal) => views::internal(internal),
         },
@@ -268,7 +292,8 @@ pub async fn set_schedule(
             Some(typed),
             FieldErrors::default(),
             false,
-        );
+        )
+        .await;
     }
     // An empty schedule field means the default, as "default" does on the CLI.
     let given = if typed.schedule.is_empty() {
@@ -282,7 +307,7 @@ pub async fn set_schedule(
         Err(e) => {
             let (f, m) = forms::field_of(&e).unwrap_or(("schedule", e.to_string()));
             errors.add(f, m);
-            return settings_page(&state, &signed, i, Some(typed), errors, false);
+            return settings_page(&state, &signed, i, Some(typed), errors, false).await;
         }
     };
     let actor = Actor::console(&signed.name);
@@ -300,7 +325,7 @@ pub async fn set_schedule(
         Err(e) => match forms::manage_field_of(&e) {
             Ok((field, msg)) => {
                 errors.add(field, msg);
-                settings_page(&state, &signed, i, Some(typed), errors, false)
+                settings_page(&state, &signed, i, Some(typed), errors, false).await
             }
             Err(internal) => views::internal(internal),
         },
@@ -341,7 +366,7 @@ pub async fn set_domains(
                     timezone,
                     allowed_domains: form.allowed_domains,
                 };
-                settings_page(&state, &signed, i, Some(typed), errors, false)
+                settings_page(&state, &signed, i, Some(typed), errors, false).await
             }
             Err(internal) => views::internal(internal),
         },
@@ -468,6 +493,134 @@ pub async fn remove(
     }
 }
 
+/// One tunable key on the settings page: the deployment's value, the instance's (or what
+/// was typed) and what is wrong with it.
+pub struct OverrideRow {
+    pub key: String,
+    pub list: bool,
+    pub default: String,
+    pub value: String,
+    pub error: String,
+}
+
+/// The check-overrides section of the settings page.
+#[derive(Default)]
+pub struct OverridesForm {
+    pub rows: Vec<OverrideRow>,
+    /// A problem not about one key (or the stored overrides being unusable), or empty.
+    pub general: String,
+    /// True when this is a refused submission (the page answers 422).
+    pub refused: bool,
+}
+
+impl OverridesForm {
+    fn stored(base: &crate::checks::CheckSettings, current: &serde_json::Value) -> Self {
+        let rows = overrides::rows(base, current)
+            .into_iter()
+            .map(|(t, default, value)| OverrideRow {
+                list: t.kind == Kind::List,
+                key: t.key,
+                default,
+                value: value.unwrap_or_default(),
+                error: String::new(),
+            })
+            .collect();
+        // Scans ignore stored overrides that do not apply (written by SQL, say): say so.
+        let general = match overrides::apply(base, current, &[]) {
+            Ok(_) => String::new(),
+            Err(e) => format!(
+                "The stored overrides are not valid ({e}), so scans use the configured defaults: correct or clear that key."
+            ),
+        };
+        Self {
+            rows,
+            general,
+            refused: false,
+        }
+    }
+}
+
+/// Form field of a tunable key.
+fn override_field(key: &str) -> String {
+    format!("ov_{key}")
+}
+
+/// Admin: saves the check overrides; an empty field is the configured default.
+pub async fn set_overrides(
+    State(state): State<Arc<ConsoleState>>,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = signed.refuse_unless(Role::Admin) {
+        return r;
+    }
+    let ops = match ops(&state, &signed) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let i = match load(&state, &signed, id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    // Only the keys the form sent: a key it left out keeps its stored value.
+    let edits: Vec<Edit> = overrides::tunables()
+        .into_iter()
+        .filter_map(|t| {
+            let name = override_field(&t.key);
+            let value = fields.iter().find(|(k, _)| *k == name)?.1.clone();
+            Some(Edit {
+                key: t.key,
+                value: Some(value),
+            })
+        })
+        .collect();
+    let actor = Actor::console(&signed.name);
+    let err = match manage::set_check_overrides(&state.pool, &i, &ops.checks, &edits, &actor).await
+    {
+        Ok(c) if c.changed => return done(id, "overrides"),
+        Ok(_) => return done(id, "overrides_unchanged"),
+        Err(OverridesError::Invalid(e)) => e,
+        Err(OverridesError::Gone(_)) => return views::not_found(&signed, "instance"),
+        Err(OverridesError::Db(e)) => return views::internal(e),
+    };
+    let current = match instances::check_overrides(&state.pool, i.id).await {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => return views::internal(e),
+    };
+    let mut form = OverridesForm::stored(&ops.checks, &current);
+    form.refused = true;
+    form.general = String::new();
+    for row in &mut form.rows {
+        if let Some(e) = edits.iter().find(|e| e.key == row.key) {
+            row.value = e.value.clone().unwrap_or_default();
+        }
+        if err.key() == Some(row.key.as_str()) {
+            row.error = err.reason();
+        }
+    }
+    if !form.rows.iter().any(|r| !r.error.is_empty()) {
+        form.general = err.to_string();
+    }
+    let (schedule, timezone) = split_schedule(i.schedule.as_deref());
+    let typed = Typed {
+        token_ref: String::new(),
+        schedule,
+        timezone,
+        allowed_domains: i.allowed_domains.join(", "),
+    };
+    settings_page_with(
+        &state,
+        &signed,
+        i,
+        Some(typed),
+        FieldErrors::default(),
+        false,
+        Some(form),
+    )
+    .await
+}
+
 /// `?done=` on the instance page: which action just succeeded (a fixed word, never data).
 #[derive(Deserialize, Default)]
 pub struct Done {
@@ -483,6 +636,8 @@ pub fn done_notice(q: &Query<Done>) -> &'static str {
         Some("domains") => "Allowed domains changed; the next scan applies them.",
         Some("enabled") => "Enabled: a scan is queued.",
         Some("disabled") => "Disabled: no scheduled scans until it is enabled again; findings are kept.",
+        Some("overrides") => "Check overrides saved; the next scan uses them.",
+        Some("overrides_unchanged") => "No check override changed.",
         _ => "",
     }
 }

@@ -1,5 +1,6 @@
 //! One module per console page.
 
+pub mod attestations;
 pub mod audit;
 pub mod checks;
 pub mod compliance;

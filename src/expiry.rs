@@ -1,6 +1,8 @@
-//! `--expires` for exceptions and attestations: one parser for both. It takes a
-//! duration from now (`12h`, `30d`, `2w`), a date (the end of that day, UTC) or an
-//! RFC 3339 time, and refuses times that have already passed.
+//! Expiry times of exceptions and attestations (`--expires` on the CLI, the "Expires"
+//! field in the console): one parser for every door. It takes a duration from now (`12h`,
+//! `30d`, `2w`), a date (the end of that day, UTC) or an RFC 3339 time, and refuses times
+//! that have already passed. The messages name the CLI flag; [`ExpiryError::reason`] is
+//! the same rule without it, for a form field.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
@@ -17,6 +19,17 @@ pub enum ExpiryError {
     Past { at: String },
 }
 
+impl ExpiryError {
+    /// What is wrong, without the CLI flag: shown under a form's expiry field.
+    pub fn reason(&self) -> String {
+        match self {
+            ExpiryError::Unreadable { .. } => "use a duration from now (12h, 30d, 2w), a date (YYYY-MM-DD, end of day UTC) or an RFC 3339 time (2027-03-31T12:00:00Z)".into(),
+            ExpiryError::TooFar { .. } => format!("more than {MAX_RELATIVE_DAYS} days away: give a date instead"),
+            ExpiryError::Past { at } => format!("that is in the past ({at}): give a later time"),
+        }
+    }
+}
+
 /// The moment `--expires <input>` names, seen from `now`; it must lie after `now`.
 pub fn parse_expiry(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ExpiryError> {
     let s = input.trim();
@@ -29,7 +42,7 @@ pub fn parse_expiry(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Ex
     };
     if at <= now {
         return Err(ExpiryError::Past {
-            at: super::output::utc(at),
+            at: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         });
     }
     Ok(at)
