@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use sqlx::PgPool;
 
 use super::settings::{AuthMode, ConsoleSettings};
-use crate::config::Settings;
+use crate::config::{NotifySettings, Settings};
 use crate::crypto::{CryptoError, Keyring};
 use crate::intercom::IntercomClient;
 use crate::scheduler::timing::Jitter;
@@ -30,6 +30,9 @@ pub struct Ops {
     pub token_key_file: Option<PathBuf>,
     pub default_schedule: String,
     pub jitter: Jitter,
+    /// For "send test" on a channel: the same sender settings `channel test` uses.
+    pub notify: NotifySettings,
+    pub public_url: Option<String>,
 }
 
 impl Ops {
@@ -46,6 +49,8 @@ impl Ops {
             token_key_file: settings.security.token_key_file.clone(),
             default_schedule: settings.scheduler.default_schedule.clone(),
             jitter: settings.scheduler.jitter_policy(),
+            notify: settings.notify.clone(),
+            public_url: settings.console.public_url.clone(),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! One module per console page.
 
 pub mod audit;
+pub mod channels;
 pub mod checks;
 pub mod compliance;
 pub mod finding;
