@@ -5,23 +5,16 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use chrono::Utc;
 use clap::{Args, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::output::{self, opt};
 use super::{Context, ListFormat};
-use crate::notify::channels::{
-    self, generate_signing_secret, Channel, ChannelKind, ChannelView, NewChannel, Secrets,
-    WebhookFormat,
-};
-use crate::notify::digest;
-use crate::notify::render::{AlertEvent, EventKind};
-use crate::notify::rules::{self, Rules};
-use crate::notify::send::{self, Outcome, Sender};
-use crate::token::TokenRef;
+use crate::audit::{self, Actor};
+use crate::notify::channel_input::{self, InputError, RuleFields, TargetFields};
+use crate::notify::channels::{self, Channel, ChannelKind, ChannelView, WebhookFormat};
+use crate::notify::send::{Outcome, Sender};
 
 const ADD_EXAMPLES: &str = "Examples:
   intercom-sspm channel add --name siem --kind webhook --url https://siem.example.com/hooks/sspm --format ocsf
@@ -174,10 +167,7 @@ pub async fn run(ctx: &Context, cmd: ChannelCommand) -> anyhow::Result<ExitCode>
             if !yes {
                 bail!("removing channel {channel:?} deletes its queued and past messages: add --yes to confirm");
             }
-            let pool = ctx.db().await?;
-            let c = channels::get(&pool, &channel).await?;
-            channels::remove(&pool, c.id).await?;
-            outln!("channel {} removed", c.name);
+            remove(ctx, &channel).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -196,50 +186,48 @@ fn read_stdin(what: &str) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(trimmed.to_string()))
 }
 
-/// Applies rule flags onto `rules`.
-fn apply_rules(rules: &mut Rules, args: &RuleArgs, kind: ChannelKind) -> anyhow::Result<()> {
-    if let Some(s) = &args.min_severity {
-        rules.min_severity = rules::parse_severity(s).map_err(anyhow::Error::msg)?;
+/// The rule flags as the shared channel input (`None` = flag not given).
+fn rule_fields(args: &RuleArgs) -> RuleFields {
+    RuleFields {
+        min_severity: args.min_severity.clone(),
+        on: args.on.clone(),
+        checks: args.checks.clone(),
+        exclude_checks: args.exclude_checks.clone(),
+        instances: args.instances.clone(),
+        digest: args.digest.clone(),
     }
-    if let Some(on) = &args.on {
-        rules.events = rules::parse_events(on).map_err(anyhow::Error::msg)?;
-    }
-    let clean = |v: &Vec<String>| -> Vec<String> {
-        v.iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    if let Some(c) = &args.checks {
-        rules.checks = clean(c);
-        for id in &rules.checks {
-            if crate::checks::meta(id).is_none() {
-                bail!("--checks: unknown check id {id:?}: see `intercom-sspm checks`");
-            }
-        }
-    }
-    if let Some(c) = &args.exclude_checks {
-        rules.exclude_checks = clean(c);
-    }
-    if let Some(i) = &args.instances {
-        rules.instances = clean(i);
-    }
-    if let Some(d) = &args.digest {
-        if d.trim() == "off" {
-            rules.digest = None;
-        } else {
-            if kind == ChannelKind::Pagerduty {
-                bail!("--digest: PagerDuty incidents follow findings; send digests to a webhook, Slack or email channel");
-            }
-            digest::parse(d).map_err(anyhow::Error::msg)?;
-            rules.digest = Some(d.trim().to_string());
-        }
-    }
-    Ok(())
 }
 
-/// The URL (or SMTP URL) given on the command line or stdin, checked for its kind.
-fn given_url(kind: ChannelKind, t: &TargetArgs) -> anyhow::Result<Option<SecretString>> {
+/// The flag a shared-input field comes from, to name it in errors.
+fn flag(field: &str) -> &'static str {
+    match field {
+        "name" => "--name",
+        "format" => "--format",
+        "url" => "--url",
+        "url_ref" => "--url-ref",
+        "email_from" => "--from",
+        "email_to" => "--to",
+        "routing_key" => "--routing-key-stdin",
+        "rotate_secret" => "--rotate-secret",
+        "min_severity" => "--min-severity",
+        "on" => "--on",
+        "checks" => "--checks",
+        "digest" => "--digest",
+        _ => "input",
+    }
+}
+
+fn input_errors(errors: Vec<InputError>) -> anyhow::Error {
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {e}", flag(e.field())))
+        .collect();
+    anyhow::anyhow!(text.join("\n"))
+}
+
+/// The target flags as the shared channel input. The flag-only rules (the target given
+/// once; `--smtp-url` for email, `--url` otherwise) stay here, the field rules are shared.
+fn target_fields(kind: ChannelKind, t: &TargetArgs, rotate: bool) -> anyhow::Result<TargetFields> {
     let given = [
         t.url.is_some(),
         t.url_stdin,
@@ -252,135 +240,78 @@ fn given_url(kind: ChannelKind, t: &TargetArgs) -> anyhow::Result<Option<SecretS
     if given > 1 {
         bail!("give the target once: --url, --url-stdin, --url-ref or --smtp-url");
     }
+    if kind == ChannelKind::Email && t.url.is_some() {
+        bail!("an email channel takes --smtp-url, not --url");
+    }
+    if kind != ChannelKind::Email && t.smtp_url.is_some() {
+        bail!("--smtp-url is for email channels; use --url");
+    }
+    if t.routing_key_stdin && kind != ChannelKind::Pagerduty {
+        return Err(input_errors(vec![InputError::NotForKind(
+            "routing_key",
+            "PagerDuty",
+        )]));
+    }
     let url = match (&t.url, &t.smtp_url) {
         (Some(u), _) | (_, Some(u)) => Some(SecretString::from(u.trim().to_string())),
         _ if t.url_stdin => Some(read_stdin("URL")?),
         _ => None,
     };
-    if let Some(u) = &url {
-        match kind {
-            ChannelKind::Email => {
-                if t.url.is_some() {
-                    bail!("an email channel takes --smtp-url, not --url");
-                }
-                send::validate_smtp_url(u.expose_secret()).map_err(anyhow::Error::msg)?
-            }
-            _ => {
-                if t.smtp_url.is_some() {
-                    bail!("--smtp-url is for email channels; use --url");
-                }
-                send::validate_http_url(u.expose_secret(), "--url").map_err(anyhow::Error::msg)?
-            }
-        }
-    }
-    Ok(url)
-}
-
-fn parse_ref(raw: &str) -> anyhow::Result<String> {
-    let r: TokenRef = raw.parse().map_err(|_| {
-        anyhow::anyhow!("--url-ref {raw:?} must be file:/absolute/path or env:VARIABLE_NAME")
-    })?;
-    Ok(r.to_string())
+    let routing_key = if t.routing_key_stdin {
+        Some(read_stdin("routing key")?)
+    } else {
+        None
+    };
+    Ok(TargetFields {
+        format: t.format.map(|f| f.as_str().to_string()),
+        url,
+        url_ref: t.url_ref.clone(),
+        email_from: t.from.clone(),
+        email_to: t.to.clone(),
+        routing_key,
+        rotate_secret: rotate,
+    })
 }
 
 async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
-    channels::validate_name(&args.name)?;
     let kind = args.kind;
-    let t = &args.target;
-    let mut rules = Rules::default();
-    apply_rules(&mut rules, &args.rules, kind)?;
-    if t.format.is_some() && kind != ChannelKind::Webhook {
-        bail!("--format is for webhook channels");
-    }
-    if (t.from.is_some() || t.to.is_some()) && kind != ChannelKind::Email {
-        bail!("--from and --to are for email channels");
-    }
-    if t.routing_key_stdin && kind != ChannelKind::Pagerduty {
-        bail!("--routing-key-stdin is for PagerDuty channels");
-    }
-    let url = given_url(kind, t)?;
-    let url_ref = t.url_ref.as_deref().map(parse_ref).transpose()?;
-    let mut secrets = Secrets {
-        url,
-        ..Secrets::default()
-    };
-    let email_to: Vec<String> =
-        t.to.clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-    match kind {
-        ChannelKind::Webhook | ChannelKind::Slack => {
-            if secrets.url.is_none() && url_ref.is_none() {
-                bail!("a {kind} channel needs --url, --url-stdin or --url-ref");
-            }
-        }
-        ChannelKind::Email => {
-            if secrets.url.is_none() && url_ref.is_none() {
-                bail!("an email channel needs --smtp-url (or --url-stdin / --url-ref holding it)");
-            }
-            let from = t.from.as_deref().unwrap_or("");
-            if from.parse::<lettre::message::Mailbox>().is_err() {
-                bail!("an email channel needs --from ADDR (a valid address)");
-            }
-            if email_to.is_empty() {
-                bail!("an email channel needs --to ADDR[,ADDR]");
-            }
-            for to in &email_to {
-                if to.parse::<lettre::message::Mailbox>().is_err() {
-                    bail!("--to: {to:?} is not an email address");
-                }
-            }
-        }
-        ChannelKind::Pagerduty => {
-            if !t.routing_key_stdin {
-                bail!("a PagerDuty channel needs --routing-key-stdin (the integration key of an Events API v2 integration)");
-            }
-            secrets.routing_key = Some(read_stdin("routing key")?);
-        }
-    }
-    let signing_secret = (kind == ChannelKind::Webhook).then(generate_signing_secret);
-    secrets.signing_secret = signing_secret.clone();
-
-    let id = Uuid::new_v4();
-    let sealed = if secrets.is_empty() {
-        None
-    } else {
-        let ring = ctx.keyring().context(
-            "channel secrets are sealed with the token key; configure it, or give the URL with --url-ref",
-        )?;
-        Some(secrets.seal(&ring, id))
-    };
+    let fields = target_fields(kind, &args.target, false)?;
+    let ring = ctx.keyring_optional()?;
+    let valid = channel_input::validate_new(
+        &args.name,
+        kind,
+        &fields,
+        &rule_fields(&args.rules),
+        ring.as_ref(),
+    )
+    .map_err(input_errors)?;
+    drop(fields);
     let pool = ctx.db().await?;
-    channels::insert(
-        &pool,
-        &NewChannel {
-            id,
-            name: &args.name,
-            kind,
-            format: (kind == ChannelKind::Webhook).then(|| t.format.unwrap_or(WebhookFormat::Json)),
-            email_from: t.from.as_deref().map(str::trim),
-            email_to: &email_to,
-            sealed: sealed.as_ref(),
-            url_ref: url_ref.as_deref(),
-            rules: &rules,
-        },
+    let mut tx = pool.begin().await?;
+    channels::insert(&mut tx, &valid.as_new()).await?;
+    let stored = channels::get(&mut *tx, &valid.id.to_string()).await?;
+    audit::record(
+        &mut tx,
+        &Actor::cli(),
+        "channel.add",
+        &stored.name,
+        channel_input::audit_details(&stored),
     )
     .await?;
+    tx.commit().await?;
+    let (id, signing_secret) = (valid.id, valid.signing_secret);
     match args.output {
         ListFormat::Json => outln!(
             "{}",
             output::json(&serde_json::json!({
                 "id": id,
-                "name": args.name,
+                "name": stored.name,
                 "kind": kind.as_str(),
                 "signing_secret": signing_secret.as_ref().map(|s| s.expose_secret().to_string()),
             }))?
         ),
         ListFormat::Table => {
-            outln!("channel {} added ({kind}, id {id})", args.name);
+            outln!("channel {} added ({kind}, id {id})", stored.name);
             if let Some(s) = &signing_secret {
                 outln!("signing secret (shown once; verify webhook-signature with it):");
                 outln!("{}", s.expose_secret());
@@ -393,70 +324,20 @@ async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
 async fn set(ctx: &Context, args: SetArgs) -> anyhow::Result<ExitCode> {
     let pool = ctx.db().await?;
     let mut c = channels::get(&pool, &args.channel).await?;
-    apply_rules(&mut c.rules, &args.rules, c.kind)?;
-    let t = &args.target;
-    if let Some(f) = t.format {
-        if c.kind != ChannelKind::Webhook {
-            bail!("--format is for webhook channels");
-        }
-        c.format = Some(f);
-    }
-    if let Some(from) = &t.from {
-        c.email_from = Some(from.trim().to_string());
-    }
-    if let Some(to) = &t.to {
-        c.email_to = to
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-    }
-    let new_url = given_url(c.kind, t)?;
-    let new_ref = t.url_ref.as_deref().map(parse_ref).transpose()?;
-    let mut printed_secret = None;
-    if new_url.is_some() || args.rotate_secret || t.routing_key_stdin || new_ref.is_some() {
-        if args.rotate_secret && c.kind != ChannelKind::Webhook {
-            bail!("--rotate-secret is for webhook channels");
-        }
-        let ring = ctx.keyring_optional()?;
-        let mut secrets = match &c.sealed {
-            Some(_) => {
-                let ring = ring
-                    .as_ref()
-                    .context("channel secrets are sealed with the token key; configure it")?;
-                Secrets::open(ring, c.sealed.as_ref().expect("checked"), c.id)
-                    .with_context(|| format!("opening the secrets of channel {:?}", c.name))?
-            }
-            None => Secrets::default(),
-        };
-        if let Some(u) = new_url {
-            secrets.url = Some(u);
-            c.url_ref = None;
-        }
-        if let Some(r) = new_ref {
-            secrets.url = None;
-            c.url_ref = Some(r);
-        }
-        if t.routing_key_stdin {
-            secrets.routing_key = Some(read_stdin("routing key")?);
-        }
-        if args.rotate_secret {
-            let s = generate_signing_secret();
-            secrets.signing_secret = Some(s.clone());
-            printed_secret = Some(s);
-        }
-        c.sealed = if secrets.is_empty() {
-            None
-        } else {
-            let ring = ring
-                .as_ref()
-                .context("channel secrets are sealed with the token key; configure it")?;
-            Some(secrets.seal(ring, c.id))
-        };
-    }
-    channels::update(&pool, &c).await?;
+    let fields = target_fields(c.kind, &args.target, args.rotate_secret)?;
+    let ring = ctx.keyring_optional()?;
+    let changed =
+        channel_input::apply_change(&mut c, &fields, &rule_fields(&args.rules), ring.as_ref())
+            .map_err(input_errors)?;
+    drop(fields);
+    let mut tx = pool.begin().await?;
+    channels::update(&mut tx, &c).await?;
+    let mut details = channel_input::audit_details(&c);
+    details["changed"] = serde_json::json!(changed.fields);
+    audit::record(&mut tx, &Actor::cli(), "channel.set", &c.name, details).await?;
+    tx.commit().await?;
     outln!("channel {} updated", c.name);
-    if let Some(s) = printed_secret {
+    if let Some(s) = changed.signing_secret {
         outln!("new signing secret (shown once):");
         outln!("{}", s.expose_secret());
     }
@@ -465,9 +346,16 @@ async fn set(ctx: &Context, args: SetArgs) -> anyhow::Result<ExitCode> {
 
 async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result<ExitCode> {
     let pool = ctx.db().await?;
-    let mut c = channels::get(&pool, name).await?;
-    c.enabled = enabled;
-    channels::update(&pool, &c).await?;
+    let mut tx = pool.begin().await?;
+    let c = channels::set_enabled(&mut tx, name, enabled).await?;
+    let action = if enabled {
+        "channel.enable"
+    } else {
+        "channel.disable"
+    };
+    let details = channel_input::audit_details(&c);
+    audit::record(&mut tx, &Actor::cli(), action, &c.name, details).await?;
+    tx.commit().await?;
     outln!(
         "channel {} {}",
         c.name,
@@ -476,17 +364,36 @@ async fn set_enabled(ctx: &Context, name: &str, enabled: bool) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+async fn remove(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let pool = ctx.db().await?;
+    let mut tx = pool.begin().await?;
+    let c = channels::get(&mut *tx, name).await?;
+    channels::remove(&mut tx, c.id).await?;
+    let details = channel_input::audit_details(&c);
+    audit::record(&mut tx, &Actor::cli(), "channel.remove", &c.name, details).await?;
+    tx.commit().await?;
+    outln!("channel {} removed", c.name);
+    Ok(())
+}
+
 async fn test(ctx: &Context, name: &str) -> anyhow::Result<ExitCode> {
     let pool = ctx.db().await?;
     let c = channels::get(&pool, name).await?;
     let ring = ctx.keyring_optional()?;
-    let secrets = c.secrets(ring.as_ref())?;
     let sender = Sender::new(&ctx.settings.notify)
         .context("building the HTTP client")?
         .with_console_url(ctx.settings.console.public_url.clone());
-    let event = AlertEvent::new(EventKind::Test, Utc::now());
-    let id = Uuid::new_v4();
-    match sender.send(&c, &secrets, &event, id).await {
+    let (id, outcome) = sender.send_test(&c, ring.as_ref()).await?;
+    let mut conn = pool.acquire().await?;
+    audit::record(
+        &mut conn,
+        &Actor::cli(),
+        "channel.test",
+        &c.name,
+        channel_input::test_details(&c, id, &outcome),
+    )
+    .await?;
+    match outcome {
         Outcome::Delivered { code } => {
             outln!(
                 "test message {id} accepted by channel {} ({})",

@@ -87,7 +87,29 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/compliance", get(compliance::index))
         .route("/compliance/{framework}", get(compliance::page))
         .route("/audit", get(audit::page))
-        .route("/users", get(users::page))
+        .route("/channels", get(channels::list))
+        .route(
+            "/channels/new",
+            get(channels::new_form).post(channels::create),
+        )
+        .route(
+            "/channels/{id}",
+            get(channels::edit_form).post(channels::save),
+        )
+        .route("/channels/{id}/test", post(channels::test))
+        .route("/channels/{id}/enabled", post(channels::set_enabled))
+        .route(
+            "/channels/{id}/remove",
+            get(channels::remove_form).post(channels::remove),
+        )
+        .route("/users", get(users::page).post(users::add))
+        .route("/users/{id}/role", post(users::set_role))
+        .route("/users/{id}/enabled", post(users::set_enabled))
+        .route("/users/{id}/password", post(users::reset_password))
+        .route(
+            "/users/{id}/remove",
+            get(users::remove_form).post(users::remove),
+        )
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/assets/{name}", get(assets::serve))

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use super::settings::{AuthMode, ConsoleSettings};
 use crate::checks::CheckSettings;
-use crate::config::Settings;
+use crate::config::{NotifySettings, Settings};
 use crate::crypto::{CryptoError, Keyring};
 use crate::intercom::IntercomClient;
 use crate::scheduler::timing::Jitter;
@@ -33,6 +33,9 @@ pub struct Ops {
     pub jitter: Jitter,
     /// The deployment's `[checks]`: what per-instance overrides start from.
     pub checks: CheckSettings,
+    /// For "send test" on a channel: the same sender settings `channel test` uses.
+    pub notify: NotifySettings,
+    pub public_url: Option<String>,
 }
 
 impl Ops {
@@ -50,6 +53,8 @@ impl Ops {
             default_schedule: settings.scheduler.default_schedule.clone(),
             jitter: settings.scheduler.jitter_policy(),
             checks: settings.checks.clone(),
+            notify: settings.notify.clone(),
+            public_url: settings.console.public_url.clone(),
         })
     }
 }

@@ -31,6 +31,10 @@ pub enum UserError {
     Duplicate(String),
     #[error("no console user named {0:?}: see `intercom-sspm user list`")]
     NotFound(String),
+    #[error("you cannot {0} yourself: ask another admin to do it")]
+    SelfChange(&'static str),
+    #[error("{0} is the last active admin: make another user admin first, or nobody could manage the console")]
+    LastAdmin(String),
     #[error("hashing the password failed: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -74,6 +78,67 @@ pub fn validate_password(password: &SecretString) -> Result<(), UserError> {
     }
     if n > MAX_PASSWORD_LEN {
         return Err(UserError::PasswordTooLong);
+    }
+    Ok(())
+}
+
+/// Characters of generated passwords: no look-alikes (0/O, 1/l/I), so one read aloud or
+/// copied by hand arrives intact.
+const GENERATED_ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// 20 characters of a 57-letter alphabet: about 116 bits.
+pub const GENERATED_LEN: usize = 20;
+
+/// A random password for "generate" (console) resets, shown once to the admin.
+pub fn generate_password() -> SecretString {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    let pw: String = (0..GENERATED_LEN)
+        .map(|_| GENERATED_ALPHABET[rng.gen_range(0..GENERATED_ALPHABET.len())] as char)
+        .collect();
+    SecretString::from(pw)
+}
+
+/// What an admin does to another user that could leave the console without an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminChange {
+    Demote,
+    Disable,
+    Remove,
+}
+
+impl AdminChange {
+    fn verb(self) -> &'static str {
+        match self {
+            AdminChange::Demote => "demote",
+            AdminChange::Disable => "disable",
+            AdminChange::Remove => "remove",
+        }
+    }
+}
+
+/// Refuses `change` on `target` when `actor` is the target, or when the target is the
+/// last active admin. Call it on the change's transaction: it locks the active admins'
+/// rows, so two admins demoting each other at once cannot both succeed.
+pub async fn guard_admin_change(
+    conn: &mut PgConnection,
+    actor: &str,
+    target: &User,
+    change: AdminChange,
+) -> Result<(), UserError> {
+    if target.name.eq_ignore_ascii_case(actor) {
+        return Err(UserError::SelfChange(change.verb()));
+    }
+    if target.role() != Role::Admin || target.disabled {
+        return Ok(());
+    }
+    let admins = sqlx::query_scalar!(
+        "SELECT id FROM sspm.console_users WHERE role = 'admin' AND NOT disabled
+         ORDER BY id FOR UPDATE"
+    )
+    .fetch_all(conn)
+    .await?;
+    if admins.len() <= 1 && admins.contains(&target.id) {
+        return Err(UserError::LastAdmin(target.name.clone()));
     }
     Ok(())
 }
@@ -159,6 +224,20 @@ pub async fn get(executor: impl PgExecutor<'_>, name: &str) -> Result<User, User
     .fetch_optional(executor)
     .await?
     .ok_or_else(|| UserError::NotFound(name.to_string()))
+}
+
+pub async fn get_by_id(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as!(
+        User,
+        "SELECT id, name, role, disabled, created_at, updated_at
+         FROM sspm.console_users WHERE id = $1",
+        id
+    )
+    .fetch_optional(executor)
+    .await
 }
 
 /// The user and stored hash for sign-in; None for an unknown name.
@@ -279,6 +358,19 @@ mod tests {
             Err(UserError::PasswordTooLong)
         ));
         assert!(validate_password(&SecretString::from("twelve chars".to_string())).is_ok());
+    }
+
+    #[test]
+    fn generated_passwords_are_long_fresh_and_valid() {
+        let a = generate_password();
+        let b = generate_password();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert_eq!(a.expose_secret().chars().count(), GENERATED_LEN);
+        assert!(validate_password(&a).is_ok());
+        assert!(a
+            .expose_secret()
+            .bytes()
+            .all(|c| GENERATED_ALPHABET.contains(&c)));
     }
 
     #[test]

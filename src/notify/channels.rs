@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -408,7 +408,8 @@ fn events_text(rules: &Rules) -> Vec<String> {
         .collect()
 }
 
-pub async fn insert(pool: &PgPool, c: &NewChannel<'_>) -> Result<(), ChannelError> {
+/// On the caller's connection or transaction, so the audit row of the change commits with it.
+pub async fn insert(conn: &mut PgConnection, c: &NewChannel<'_>) -> Result<(), ChannelError> {
     let events = events_text(c.rules);
     let res = sqlx::query!(
         r#"INSERT INTO sspm.notification_channels
@@ -432,7 +433,7 @@ pub async fn insert(pool: &PgPool, c: &NewChannel<'_>) -> Result<(), ChannelErro
         &c.rules.instances,
         c.rules.digest.as_deref(),
     )
-    .execute(pool)
+    .execute(conn)
     .await;
     match res {
         Ok(_) => Ok(()),
@@ -444,7 +445,7 @@ pub async fn insert(pool: &PgPool, c: &NewChannel<'_>) -> Result<(), ChannelErro
 }
 
 /// Updates the non-secret settings and rules of a channel (secrets via `reseal`).
-pub async fn update(pool: &PgPool, c: &Channel) -> Result<(), ChannelError> {
+pub async fn update(conn: &mut PgConnection, c: &Channel) -> Result<(), ChannelError> {
     let events = events_text(&c.rules);
     sqlx::query!(
         r#"UPDATE sspm.notification_channels
@@ -470,9 +471,21 @@ pub async fn update(pool: &PgPool, c: &Channel) -> Result<(), ChannelError> {
         c.sealed.as_ref().map(|s| s.nonce.clone()),
         c.sealed.as_ref().map(|s| s.key_id.clone()),
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Enables or disables a channel on the caller's transaction; returns it as it now is.
+pub async fn set_enabled(
+    conn: &mut PgConnection,
+    name_or_id: &str,
+    enabled: bool,
+) -> Result<Channel, ChannelError> {
+    let mut c = get(&mut *conn, name_or_id).await?;
+    c.enabled = enabled;
+    update(conn, &c).await?;
+    Ok(c)
 }
 
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Channel>, sqlx::Error> {
@@ -511,7 +524,7 @@ pub async fn get_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Channel>, sqlx:
 }
 
 /// By name (case-insensitive) or id.
-pub async fn get(pool: &PgPool, name_or_id: &str) -> Result<Channel, ChannelError> {
+pub async fn get(executor: impl PgExecutor<'_>, name_or_id: &str) -> Result<Channel, ChannelError> {
     let id = Uuid::parse_str(name_or_id).ok();
     let row = sqlx::query_as!(
         Row,
@@ -522,15 +535,15 @@ pub async fn get(pool: &PgPool, name_or_id: &str) -> Result<Channel, ChannelErro
         name_or_id,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     row.map(Row::into_channel)
         .ok_or_else(|| ChannelError::NotFound(name_or_id.to_string()))
 }
 
-pub async fn remove(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn remove(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!("DELETE FROM sspm.notification_channels WHERE id = $1", id)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
 }

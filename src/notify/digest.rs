@@ -21,15 +21,15 @@ use crate::db::Checked;
 use crate::schedule::Schedule;
 use crate::status::FindingStatus;
 
-/// Parses a `--digest` value: a cron expression (5 fields, or 6 with seconds), optionally
+/// Parses a digest (`--digest`, the console's digest field): a cron expression (5 fields, or 6 with seconds), optionally
 /// `CRON_TZ=Zone ...`. Intervals are refused: a digest belongs to a time of day.
 pub fn parse(digest: &str) -> Result<Schedule, String> {
     match Schedule::parse(digest) {
         Ok(s @ Schedule::Cron { .. }) => Ok(s),
         Ok(Schedule::Interval(_)) => Err(format!(
-            "--digest {digest:?}: use a cron expression such as \"CRON_TZ=Europe/Berlin 0 8 * * 1-5\", not an interval"
+            "the digest {digest:?} is an interval: use a cron expression such as \"CRON_TZ=Europe/Berlin 0 8 * * 1-5\", not an interval"
         )),
-        Err(e) => Err(format!("--digest: {e}")),
+        Err(e) => Err(format!("the digest schedule: {e}")),
     }
 }
 

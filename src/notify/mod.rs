@@ -1,11 +1,13 @@
 //! Alerts: findings that reach people (docs/ALERTS.md).
 //!
-//! One module per job: `channels` (the model, secret sealing, SQL), `rules` (which
+//! One module per job: `channels` (the model, secret sealing, SQL), `channel_input`
+//! (what the CLI and the console accept for a channel, validated once), `rules` (which
 //! transitions a channel wants), `outbox` (enqueue inside the scan's transaction, claim,
 //! settle), `render` (bodies per channel kind), `sign` (Standard Webhooks), `send` (HTTP
 //! and SMTP), `worker` (the delivery loop in every replica), `digest` (scheduled
 //! summaries, once per slot across the fleet), `metrics`.
 
+pub mod channel_input;
 pub mod channels;
 pub mod digest;
 pub mod metrics;

@@ -269,6 +269,48 @@ pub struct OutboxRow {
     pub digest_slot: Option<DateTime<Utc>>,
 }
 
+/// The newest message of one channel, for the channel list.
+#[derive(Debug, Clone)]
+pub struct LastMessage {
+    pub channel_id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Each channel's newest message: one backward step on the (channel_id, created_at) index
+/// per channel, however long the history is.
+pub async fn last_per_channel(pool: &PgPool) -> Result<Vec<LastMessage>, sqlx::Error> {
+    sqlx::query_as!(
+        LastMessage,
+        r#"SELECT c.id AS channel_id, o.kind AS "kind!", o.status AS "status!",
+                  o.last_status_code AS "last_status_code?", o.last_error AS "last_error?",
+                  o.updated_at AS "at!"
+           FROM sspm.notification_channels c
+           CROSS JOIN LATERAL (
+               SELECT kind, status, last_status_code, last_error, updated_at
+               FROM sspm.notification_outbox
+               WHERE channel_id = c.id
+               ORDER BY created_at DESC
+               LIMIT 1
+           ) o"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How many messages (queued and past) removing the channel deletes with it.
+pub async fn count_for_channel(pool: &PgPool, channel_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM sspm.notification_outbox WHERE channel_id = $1"#,
+        channel_id
+    )
+    .fetch_one(pool)
+    .await
+}
+
 pub async fn list(
     pool: &PgPool,
     status: Option<&str>,

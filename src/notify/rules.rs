@@ -62,14 +62,14 @@ pub fn parse_events(list: &str) -> Result<Vec<Event>, String> {
     let mut out = Vec::new();
     for part in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let e = Event::parse(part).ok_or_else(|| {
-            format!("--on: unknown event {part:?}: use opened, reopened, resolved, health")
+            format!("unknown event {part:?}: use opened, reopened, resolved, health")
         })?;
         if !out.contains(&e) {
             out.push(e);
         }
     }
     if out.is_empty() {
-        return Err("--on needs at least one of opened, reopened, resolved, health".into());
+        return Err("choose at least one event: opened, reopened, resolved, health".into());
     }
     Ok(out)
 }

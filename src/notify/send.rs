@@ -16,10 +16,11 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 use uuid::Uuid;
 
-use super::channels::{Channel, ChannelKind, Secrets, WebhookFormat};
+use super::channels::{Channel, ChannelError, ChannelKind, Secrets, WebhookFormat};
 use super::render::{self, AlertEvent};
 use super::sign;
 use crate::config::NotifySettings;
+use crate::crypto::Keyring;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -44,6 +45,23 @@ impl Outcome {
             Outcome::Delivered { code }
             | Outcome::Retry { code, .. }
             | Outcome::Permanent { code, .. } => *code,
+        }
+    }
+
+    /// The outcome in plain words, for `channel test` and the console (no secret: the
+    /// error texts never carry one).
+    pub fn describe(&self) -> String {
+        let code = |c: &Option<u16>| c.map(|c| format!(" (code {c})")).unwrap_or_default();
+        match self {
+            Outcome::Delivered { code: c } => {
+                format!("the receiver accepted the test message{}", code(c))
+            }
+            Outcome::Retry { error, .. } => format!(
+                "the test message was not accepted: {error}; the receiver may be down or busy, try again later"
+            ),
+            Outcome::Permanent { error, .. } => {
+                format!("the test message was not accepted: {error}")
+            }
         }
     }
 
@@ -118,6 +136,20 @@ impl Sender {
     pub fn with_console_url(mut self, url: Option<String>) -> Self {
         self.console_url = url;
         self
+    }
+
+    /// `channel test` and the console's "Send test": one test event straight to the
+    /// channel (not through the outbox, so it works while the channel is disabled and no
+    /// worker runs), with a fresh message id.
+    pub async fn send_test(
+        &self,
+        channel: &Channel,
+        keyring: Option<&Keyring>,
+    ) -> Result<(Uuid, Outcome), ChannelError> {
+        let secrets = channel.secrets(keyring)?;
+        let event = AlertEvent::new(render::EventKind::Test, Utc::now());
+        let id = Uuid::new_v4();
+        Ok((id, self.send(channel, &secrets, &event, id).await))
     }
 
     /// Sends `event` as message `message_id` (the outbox row id) to `channel`.

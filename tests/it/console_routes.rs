@@ -576,7 +576,7 @@ async fn sign_in_is_throttled_per_user_and_per_address_with_one_answer(pool: PgP
         .contains("wrong password"));
 }
 
-fn proxy_settings(trusted: &str) -> ConsoleSettings {
+pub fn proxy_settings(trusted: &str) -> ConsoleSettings {
     ConsoleSettings {
         listen: Some("127.0.0.1:0".into()),
         auth: Some(AuthMode::Proxy),

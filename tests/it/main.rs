@@ -16,6 +16,7 @@ mod cli_schedule;
 mod cli_schema;
 mod config_errors;
 mod console_actions;
+mod console_admin_pages;
 mod console_attest_overrides;
 mod console_e2e;
 mod console_hostile;

@@ -2,6 +2,7 @@
 
 pub mod attestations;
 pub mod audit;
+pub mod channels;
 pub mod checks;
 pub mod compliance;
 pub mod finding;
