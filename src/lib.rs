@@ -14,6 +14,7 @@ pub mod console;
 pub mod crypto;
 pub mod daemon;
 pub mod db;
+pub mod exceptions;
 pub mod export;
 pub mod intercom;
 pub mod lifecycle;

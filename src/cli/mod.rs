@@ -28,7 +28,7 @@ mod console;
 mod context;
 mod exception;
 mod exit;
-mod expiry;
+pub mod expiry;
 mod findings;
 mod instance;
 mod keygen;

@@ -74,6 +74,8 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/findings", get(findings::page))
         .route("/findings/export", get(findings::export))
         .route("/findings/{id}", get(finding::page))
+        .route("/findings/{id}/exception", post(exception::add))
+        .route("/exceptions/{id}/remove", post(exception::remove))
         .route("/checks", get(checks::page))
         .route("/compliance", get(compliance::index))
         .route("/compliance/{framework}", get(compliance::page))

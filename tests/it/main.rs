@@ -17,6 +17,7 @@ mod cli_schema;
 mod config_errors;
 mod console_actions;
 mod console_e2e;
+mod console_exceptions;
 mod console_hostile;
 mod console_routes;
 mod console_tls;

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod checks;
 pub mod compliance;
+pub mod exception;
 pub mod finding;
 pub mod findings;
 pub mod fleet;
