@@ -19,6 +19,7 @@ mod console_actions;
 mod console_e2e;
 mod console_exceptions;
 mod console_hostile;
+mod console_onboard_check;
 mod console_routes;
 mod console_tls;
 mod console_users_audit;
