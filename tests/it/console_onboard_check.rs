@@ -45,7 +45,7 @@ async fn check_token_prefills_the_owners_domain_and_stores_nothing(pool: PgPool)
     };
 
     // The wrong region: named, and its one-click retry checks again (step kept).
-    let f = (form("us", ""));
+    let f = form("us", "");
     let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let p = b.post("/instances/new", &refs).await;
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -59,7 +59,7 @@ async fn check_token_prefills_the_owners_domain_and_stores_nothing(pool: PgPool)
     assert!(!p.body.contains(&token));
 
     // The right region: workspace named, domains filled with the owner's, token not back.
-    let f = (form("eu", ""));
+    let f = form("eu", "");
     let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let p = b.post("/instances/new", &refs).await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
@@ -83,7 +83,7 @@ async fn check_token_prefills_the_owners_domain_and_stores_nothing(pool: PgPool)
     assert!(!p.body.contains(&token), "the token is not sent back");
 
     // Domains already typed are kept, the owner's domain only mentioned.
-    let f = (form("eu", "globex.com"));
+    let f = form("eu", "globex.com");
     let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let p = b.post("/instances/new", &refs).await;
     assert!(p
@@ -92,7 +92,7 @@ async fn check_token_prefills_the_owners_domain_and_stores_nothing(pool: PgPool)
     assert!(p.body.contains("domain is globex.example"));
 
     // A rejected token is named at its field, like Connect does.
-    let mut f = (form("eu", ""));
+    let mut f = form("eu", "");
     f[3].1 = "tok_not_a_real_token_123".into();
     let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let p = b.post("/instances/new", &refs).await;
