@@ -75,6 +75,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/findings/export", get(findings::export))
         .route("/findings/{id}", get(finding::page))
         .route("/findings/{id}/exception", post(exception::add))
+        .route("/exceptions", get(exception::list))
         .route("/exceptions/{id}/remove", post(exception::remove))
         .route("/checks", get(checks::page))
         .route("/compliance", get(compliance::index))

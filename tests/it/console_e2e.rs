@@ -752,9 +752,13 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
     t.visit(Some(&finding_href), "23-finding-muted-after-scan")
         .await;
     assert!(main_text(c).await.contains(" · muted · "));
+    t.visit(Some("/exceptions"), "24-exceptions").await;
+    assert!(main_text(c)
+        .await
+        .contains("accepted until the SSO migration"));
 
     // Settings: a token of another workspace (globex) is refused, initech's accepted.
-    t.visit(Some(&format!("/instances/{id}/settings")), "24-settings")
+    t.visit(Some(&format!("/instances/{id}/settings")), "25-settings")
         .await;
     type_into(c, "form[action$='/token'] input[name=token]", GLOBEX).await;
     click(c, "form[action$='/token'] button[type=submit]").await;
@@ -763,7 +767,7 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
         .for_element(Locator::Css("form[action$='/token'] .error"))
         .await
         .expect("the refusal at the token field");
-    t.visit(None, "25-settings-token-of-another-workspace")
+    t.visit(None, "26-settings-token-of-another-workspace")
         .await;
     let text = main_text(c).await;
     assert!(
@@ -785,7 +789,7 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
     type_into(c, "form[action$='/token'] input[name=token]", INITECH).await;
     click(c, "form[action$='/token'] button[type=submit]").await;
     wait_url(c, "token replaced", |u| u.query() == Some("done=token")).await;
-    t.visit(None, "26-instance-token-replaced").await;
+    t.visit(None, "27-instance-token-replaced").await;
     assert!(main_text(c).await.contains("Token replaced"));
     assert_ne!(ciphertext(pool).await, sealed_before, "sealed anew");
 
@@ -795,7 +799,7 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
         .unwrap();
     click(c, "form[action$='/enabled'] button[value=false]").await;
     wait_url(c, "disabled", |u| u.query() == Some("done=disabled")).await;
-    t.visit(None, "27-instance-disabled").await;
+    t.visit(None, "28-instance-disabled").await;
     let enabled: bool = sqlx::query_scalar("SELECT enabled FROM sspm.instances WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -806,7 +810,7 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
     // Remove: the page says what goes; a wrong name is refused; the name removes it.
     t.visit(
         Some(&format!("/instances/{id}/remove")),
-        "28-remove-confirm",
+        "29-remove-confirm",
     )
     .await;
     assert!(main_text(c).await.contains("cannot be undone"));
@@ -817,7 +821,7 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
         .for_element(Locator::Css("#e-confirm"))
         .await
         .expect("the wrong name is refused");
-    t.visit(None, "29-remove-wrong-name").await;
+    t.visit(None, "30-remove-wrong-name").await;
     assert_eq!(
         count(
             pool,
@@ -832,7 +836,7 @@ async fn admin_journey(t: &Tour, pool: &PgPool) {
         u.path() == "/" && u.query() == Some("done=removed")
     })
     .await;
-    t.visit(None, "30-fleet-after-remove").await;
+    t.visit(None, "31-fleet-after-remove").await;
     assert!(main_text(c).await.contains("The instance was removed"));
     assert_eq!(
         count(

@@ -347,4 +347,36 @@ async fn an_operator_mutes_a_finding_and_removes_the_exception_after_confirming(
     let page = otto.get(&path).await;
     assert!(page.body.contains("no expiry"));
     assert_eq!(audit_rows(&pool).await.len(), 3);
+
+    // The list: everyone sees it, only an operator gets the removal, which comes back
+    // to the list.
+    let (exc,): (Uuid,) = sqlx::query_as("SELECT id FROM sspm.exceptions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let remove = format!("action=\"/exceptions/{exc}/remove\"");
+    let listed = vera.get("/exceptions").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(listed.body.contains("personal addresses accepted"));
+    assert!(listed.body.contains("(every resource)") && listed.body.contains("never"));
+    assert!(!listed.body.contains(&remove), "no removal for a viewer");
+    let listed = otto.get("/exceptions").await;
+    assert!(listed.body.contains(&remove));
+    let ask = otto
+        .post(&format!("/exceptions/{exc}/remove"), &[("csrf", &csrf)])
+        .await;
+    assert!(
+        ask.body.contains("href=\"/exceptions\""),
+        "cancel goes back to the list"
+    );
+    let p = otto
+        .post(
+            &format!("/exceptions/{exc}/remove"),
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(p.location(), "/exceptions?done=unmuted");
+    let listed = otto.get(p.location()).await;
+    assert!(listed.body.contains("Exception removed") && listed.body.contains("No exceptions."));
+    assert_eq!(audit_rows(&pool).await.len(), 4);
 }

@@ -3,12 +3,13 @@
 //! once more, then removes it and the findings reopen. Both run `crate::exceptions`, the
 //! code behind `intercom-sspm exception add|remove` (same rules, one audit row by the
 //! signed-in user in the change's transaction); the CSRF middleware has already refused
-//! any POST without this browser's token.
+//! any POST without this browser's token. `/exceptions` lists them all (viewer), with
+//! the same removal for operators.
 
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -175,7 +176,7 @@ pub async fn remove(
     match exceptions::remove(&state.pool, id, &Actor::console(&signed.name)).await {
         Ok(Some(_)) => match form.back {
             Some(f) => Redirect::to(&format!("/findings/{f}?done=unmuted")).into_response(),
-            None => Redirect::to("/findings?status=open").into_response(),
+            None => Redirect::to("/exceptions?done=unmuted").into_response(),
         },
         Ok(None) => views::message(
             &signed,
@@ -185,6 +186,78 @@ pub async fn remove(
         ),
         Err(e) => views::internal(e),
     }
+}
+
+/// Exceptions are added by people, so there are few; the page still stops somewhere.
+const MAX_LISTED: usize = 1000;
+
+pub struct ListedException {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub instance_name: String,
+    pub check_id: String,
+    pub resource: String,
+    pub reason: String,
+    pub author: String,
+    pub created: String,
+    pub expires: String,
+    pub muted: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console/exceptions.html")]
+struct ListPage {
+    chrome: Chrome,
+    notice: &'static str,
+    rows: Vec<ListedException>,
+    cut: bool,
+    can_remove: bool,
+}
+
+pub async fn list(
+    State(state): State<Arc<ConsoleState>>,
+    signed: Signed,
+    done: Query<finding::Done>,
+) -> Response {
+    if let Some(r) = signed.refuse_unless(Role::Viewer) {
+        return r;
+    }
+    let mut rows = match crate::db::exceptions::list(&state.pool, None).await {
+        Ok(r) => r,
+        Err(e) => return views::internal(e),
+    };
+    let cut = rows.len() > MAX_LISTED;
+    rows.truncate(MAX_LISTED);
+    let now = Utc::now();
+    let rows = rows
+        .into_iter()
+        .map(|e| ListedException {
+            id: e.id,
+            instance_id: e.instance_id,
+            instance_name: e.instance_name,
+            check_id: e.check_id,
+            resource: e.resource.unwrap_or_else(|| "(every resource)".into()),
+            reason: e.reason,
+            author: e.author,
+            created: views::when(&Some(e.created_at)),
+            expires: match e.expires_at {
+                None => "never".into(),
+                Some(t) if t <= now => format!("{} (expired)", views::when(&Some(t))),
+                Some(t) => views::when(&Some(t)),
+            },
+            muted: e.muted_findings,
+        })
+        .collect();
+    views::page(&ListPage {
+        chrome: Chrome::for_user(&signed),
+        notice: match done.done.as_deref() {
+            Some("unmuted") => "Exception removed: the findings it muted are open again.",
+            _ => "",
+        },
+        rows,
+        cut,
+        can_remove: signed.role.allows(Role::Operator),
+    })
 }
 
 #[cfg(test)]
