@@ -15,6 +15,7 @@ pub mod console;
 pub mod crypto;
 pub mod daemon;
 pub mod db;
+pub mod exceptions;
 pub mod expiry;
 pub mod export;
 pub mod intercom;

@@ -191,9 +191,32 @@ pub async fn verify_token(
     region: Region,
     token: &SecretString,
 ) -> Result<(String, Option<String>), OnboardError> {
+    let c = check_token(client, region, token).await?;
+    Ok((c.workspace_id, c.workspace_name))
+}
+
+/// What `GET /me` says about a valid token.
+#[derive(Debug, Clone)]
+pub struct CheckedToken {
+    pub workspace_id: String,
+    pub workspace_name: Option<String>,
+    /// The registrable domain of the token owner's address (`eu.acme.co.uk` → `acme.co.uk`,
+    /// Public Suffix List), what an empty allowed-domains list stands for; None when the
+    /// address is missing or has no registrable domain.
+    pub owner_domain: Option<String>,
+}
+
+/// [`verify_token`], keeping the owner's registrable domain (the console's "Check token"
+/// prefills the allowed domains with it).
+pub async fn check_token(
+    client: &IntercomClient,
+    region: Region,
+    token: &SecretString,
+) -> Result<CheckedToken, OnboardError> {
     let url = client.settings().base_url.get(region).to_string();
     match client.session(region, token.clone()).me().await {
         Ok(me) => {
+            let owner_domain = me.email.as_deref().and_then(owner_domain);
             let app = me.app.unwrap_or_default();
             let id = app
                 .id_code
@@ -202,7 +225,11 @@ pub async fn verify_token(
                     region,
                     detail: "the response has no app.id_code".into(),
                 })?;
-            Ok((id, app.name))
+            Ok(CheckedToken {
+                workspace_id: id,
+                workspace_name: app.name,
+                owner_domain,
+            })
         }
         Err(IntercomError::Unauthorized { .. }) => {
             for other in Region::ALL.into_iter().filter(|r| *r != region) {
@@ -228,6 +255,13 @@ pub async fn verify_token(
             reason: other.to_string(),
         }),
     }
+}
+
+/// The registrable domain of an address (`Ada@EU.Acme.co.uk` → `acme.co.uk`).
+fn owner_domain(email: &str) -> Option<String> {
+    let (_, host) = email.rsplit_once('@')?;
+    let host = crate::checks::domains::normalize_domain(host)?;
+    crate::checks::domains::registrable(&host).map(str::to_string)
 }
 
 /// The whole `instance add`: validate input, verify the token, then store. Nothing is
@@ -311,6 +345,20 @@ pub async fn onboard(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_domain_is_the_registrable_domain_of_the_address() {
+        assert_eq!(
+            owner_domain("Ada@EU.Acme.co.uk").as_deref(),
+            Some("acme.co.uk")
+        );
+        assert_eq!(
+            owner_domain("ada@acme.example").as_deref(),
+            Some("acme.example")
+        );
+        assert_eq!(owner_domain("ada@co.uk"), None, "a bare public suffix");
+        assert_eq!(owner_domain("no-at-sign"), None);
+    }
 
     #[test]
     fn names_are_validated() {

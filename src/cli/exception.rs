@@ -2,18 +2,16 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use chrono::Utc;
 use clap::Subcommand;
-use serde_json::json;
 
 use super::output;
 use super::{Context, ListFormat};
-use crate::audit::{self, Actor};
-use crate::db::exceptions::{self, NewException};
+use crate::audit::Actor;
+use crate::db::exceptions as store;
 use crate::db::id_prefix::IdPrefix;
 use crate::db::instances;
-use crate::expiry::parse_expiry;
+use crate::exceptions::{self, ExceptionInput};
 
 #[derive(Debug, Subcommand)]
 pub enum ExceptionCommand {
@@ -82,53 +80,41 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
             force,
             author,
         } => {
-            if crate::checks::meta(&check).is_none() {
-                bail!("unknown check {check:?}: see `intercom-sspm checks`");
-            }
-            if reason.trim().is_empty() {
-                bail!("--reason must say why the risk is accepted");
-            }
-            let resource = resource.map(|r| r.trim().to_string());
-            if resource.as_deref() == Some("") {
-                bail!("--resource is empty: name one resource (e.g. admin:123), or omit it to cover every resource of the check");
-            }
-            let expires_at = match (expires, permanent) {
-                (Some(s), _) => Some(parse_expiry(&s, Utc::now())?),
-                (None, true) => None,
-                (None, false) => bail!(
-                    "--expires is required: say when the exception ends (--expires 30d, --expires 2027-03-31), or pass --permanent for one that never expires"
-                ),
-            };
+            let valid = exceptions::validate(
+                &ExceptionInput {
+                    check: &check,
+                    resource: resource.as_deref(),
+                    reason: &reason,
+                    expires: expires.as_deref(),
+                    permanent,
+                },
+                Utc::now(),
+            )?;
             let author = output::author_or_user(author)?;
             let pool = ctx.db().await?;
             let found = instances::get(&pool, &instance).await?;
-            let mut tx = pool.begin().await?;
-            let (id, muted) = exceptions::add(
-                &mut *tx,
-                &NewException {
-                    instance_id: found.id,
-                    check_id: &check,
-                    resource: resource.as_deref(),
-                    reason: reason.trim(),
-                    author: &author,
-                    expires_at,
-                    force,
-                },
+            let added = exceptions::add(
+                &pool,
+                found.id,
+                &found.name,
+                &valid,
+                &author,
+                force,
+                &Actor::cli(),
             )
             .await?;
-            let details = json!({
-                "exception_id": id, "instance_id": found.id, "check": check,
-                "resource": resource, "reason": reason.trim(), "expires_at": expires_at,
-                "muted_findings": muted,
-            });
-            let actor = Actor::cli();
-            audit::record(&mut tx, &actor, "exception.add", &found.name, details).await?;
-            tx.commit().await?;
             outln!(
-                "exception {id} added for {} / {check}{}; {muted} finding(s) muted{}",
+                "exception {} added for {} / {}{}; {} finding(s) muted{}",
+                added.id,
                 found.name,
-                resource.map(|r| format!(" / {r}")).unwrap_or_default(),
-                expires_at
+                valid.check,
+                valid
+                    .resource
+                    .map(|r| format!(" / {r}"))
+                    .unwrap_or_default(),
+                added.muted,
+                valid
+                    .expires_at
                     .map(|t| format!(" until {}", output::utc(t)))
                     .unwrap_or_else(|| ", permanently".into())
             );
@@ -136,7 +122,7 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
         ExceptionCommand::List { instance, format } => {
             let pool = ctx.db().await?;
             let instance_id = super::context::instance_filter(&pool, instance.as_deref()).await?;
-            let rows = exceptions::list(&pool, instance_id).await?;
+            let rows = store::list(&pool, instance_id).await?;
             output::print_id_list(
                 format,
                 &rows,
@@ -159,18 +145,9 @@ pub async fn run(ctx: &Context, cmd: ExceptionCommand) -> anyhow::Result<ExitCod
         }
         ExceptionCommand::Remove { id } => {
             let pool = ctx.db().await?;
-            let mut tx = pool.begin().await?;
-            let id = exceptions::resolve_id(&mut *tx, &id).await?;
-            let target = exceptions::instance_name_of(&mut *tx, id).await?;
-            match exceptions::remove(&mut *tx, id).await? {
-                Some(n) => {
-                    let details = json!({ "exception_id": id, "reopened_findings": n });
-                    let target = target.unwrap_or_default();
-                    audit::record(&mut tx, &Actor::cli(), "exception.remove", &target, details)
-                        .await?;
-                    tx.commit().await?;
-                    outln!("exception {id} removed; {n} finding(s) reopened")
-                }
+            let id = store::resolve_id(&pool, &id).await?;
+            match exceptions::remove(&pool, id, &Actor::cli()).await? {
+                Some(n) => outln!("exception {id} removed; {n} finding(s) reopened"),
                 None => {
                     return Err(super::exit::NotFound {
                         message: format!(

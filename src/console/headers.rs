@@ -11,8 +11,10 @@ use axum::response::Response;
 
 use super::state::ConsoleState;
 
+/// `connect-src 'self'` lets the instance page's scan-status poller fetch the page itself
+/// (without it `default-src 'none'` blocks that fetch and the page never updates).
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub async fn apply(State(state): State<Arc<ConsoleState>>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;

@@ -255,12 +255,18 @@ async fn every_cli_write_command_leaves_one_audit_row_without_secrets(pool: PgPo
         .fetch_one(&pool)
         .await
         .unwrap();
+    let before = count(&pool, "SELECT count(*) FROM sspm.audit_log").await;
     ok(
         &["exception", "remove", &exception_id.to_string()],
         &env,
         None,
     )
     .await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.audit_log").await,
+        before + 1,
+        "exception remove leaves exactly one audit row"
+    );
     ok(&["instance", "remove", "acme", "--yes"], &env, None).await;
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM sspm.audit_log ORDER BY id DESC LIMIT 2")

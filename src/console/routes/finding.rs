@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::console::auth::Signed;
+use crate::console::forms::FieldErrors;
 use crate::console::role::Role;
 use crate::console::state::ConsoleState;
 use crate::console::views::{self, Chrome};
@@ -18,6 +21,7 @@ const MAX_HISTORY: i64 = 500;
 const MAX_VALUE_CHARS: usize = 2000;
 
 pub struct ExceptionView {
+    pub id: Uuid,
     pub reason: String,
     pub author: String,
     pub created: String,
@@ -28,6 +32,12 @@ pub struct ExceptionView {
 #[template(path = "console/finding.html")]
 struct FindingPage {
     chrome: Chrome,
+    id: Uuid,
+    notice: &'static str,
+    /// The signed-in user may add or remove exceptions (operator or admin).
+    can_mute: bool,
+    mute: MuteTyped,
+    errors: FieldErrors,
     title: String,
     severity: String,
     status: String,
@@ -44,6 +54,50 @@ struct FindingPage {
     remediation: String,
     compliance: Vec<(String, String)>,
     history: Vec<(String, String, String, String)>,
+}
+
+/// What was typed in the "Mute with an exception" form, shown again after an error.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MuteTyped {
+    #[serde(default)]
+    pub reason: String,
+    /// "resource" (this finding's resource) or "check" (every resource of the check).
+    #[serde(default = "resource_scope")]
+    pub scope: String,
+    #[serde(default)]
+    pub expires: String,
+    /// The checkbox: present ("true") when ticked.
+    #[serde(default)]
+    pub permanent: Option<String>,
+}
+
+fn resource_scope() -> String {
+    "resource".into()
+}
+
+impl Default for MuteTyped {
+    fn default() -> Self {
+        Self {
+            reason: String::new(),
+            scope: resource_scope(),
+            expires: String::new(),
+            permanent: None,
+        }
+    }
+}
+
+/// `?done=` on the finding page: which action just succeeded (a fixed word, never data).
+#[derive(Deserialize, Default)]
+pub struct Done {
+    pub done: Option<String>,
+}
+
+fn done_notice(done: Option<&str>) -> &'static str {
+    match done {
+        Some("muted") => "Exception added: the matching open findings are muted.",
+        Some("unmuted") => "Exception removed: the findings it muted are open again.",
+        _ => "",
+    }
 }
 
 /// A JSON value as text for a person: strings bare, lists joined, objects as compact JSON.
@@ -79,16 +133,38 @@ pub async fn page(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
     Path(id): Path<Uuid>,
+    done: Query<Done>,
 ) -> Response {
     if let Some(r) = signed.refuse_unless(Role::Viewer) {
         return r;
     }
+    let notice = done_notice(done.done.as_deref());
+    render(
+        &state,
+        &signed,
+        id,
+        notice,
+        MuteTyped::default(),
+        FieldErrors::default(),
+    )
+    .await
+}
+
+/// The finding page, with the mute form as typed and its errors (422 when there are any).
+pub async fn render(
+    state: &ConsoleState,
+    signed: &Signed,
+    id: Uuid,
+    notice: &'static str,
+    mute: MuteTyped,
+    errors: FieldErrors,
+) -> Response {
     let pool = &state.pool;
     let f = match sqlx::query!(
         r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.check_id, f.resource, f.status,
                   f.severity, f.title, f.evidence, f.remediation, f.compliance, f.first_seen_at,
                   f.last_seen_at, f.reopen_count,
-                  e.reason AS "exc_reason?", e.author AS "exc_author?",
+                  e.id AS "exc_id?", e.reason AS "exc_reason?", e.author AS "exc_author?",
                   e.created_at AS "exc_created?", e.expires_at AS exc_expires
            FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
            LEFT JOIN sspm.exceptions e ON e.id = f.exception_id
@@ -99,7 +175,7 @@ pub async fn page(
     .await
     {
         Ok(Some(f)) => f,
-        Ok(None) => return views::not_found(&signed, "finding"),
+        Ok(None) => return views::not_found(signed, "finding"),
         Err(e) => return views::internal(e),
     };
     let history = match sqlx::query!(
@@ -125,8 +201,9 @@ pub async fn page(
         Err(e) => return views::internal(e),
     };
     let meta = crate::checks::meta(&f.check_id);
-    let exception = match (f.exc_reason, f.exc_author, f.exc_created) {
-        (Some(reason), Some(author), Some(created)) => Some(ExceptionView {
+    let exception = match (f.exc_id, f.exc_reason, f.exc_author, f.exc_created) {
+        (Some(exc_id), Some(reason), Some(author), Some(created)) => Some(ExceptionView {
+            id: exc_id,
             reason,
             author,
             created: views::when(&Some(created)),
@@ -134,25 +211,38 @@ pub async fn page(
         }),
         _ => None,
     };
-    views::page(&FindingPage {
-        chrome: Chrome::for_user(&signed),
-        title: f.title,
-        severity: f.severity,
-        status: f.status,
-        instance_id: f.instance_id,
-        instance_name: f.instance_name,
-        resource: f.resource,
-        check_id: f.check_id,
-        first_seen: views::when(&Some(f.first_seen_at)),
-        last_seen: views::when(&Some(f.last_seen_at)),
-        reopen_count: f.reopen_count,
-        exception,
-        evidence: entries(&f.evidence),
-        risk: meta.map(|m| m.risk.to_string()).unwrap_or_default(),
-        remediation: f.remediation,
-        compliance: entries(&f.compliance),
-        history,
-    })
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    views::with_status(
+        status,
+        &FindingPage {
+            chrome: Chrome::for_user(signed),
+            id,
+            notice,
+            can_mute: signed.role.allows(Role::Operator),
+            mute,
+            errors,
+            title: f.title,
+            severity: f.severity,
+            status: f.status,
+            instance_id: f.instance_id,
+            instance_name: f.instance_name,
+            resource: f.resource,
+            check_id: f.check_id,
+            first_seen: views::when(&Some(f.first_seen_at)),
+            last_seen: views::when(&Some(f.last_seen_at)),
+            reopen_count: f.reopen_count,
+            exception,
+            evidence: entries(&f.evidence),
+            risk: meta.map(|m| m.risk.to_string()).unwrap_or_default(),
+            remediation: f.remediation,
+            compliance: entries(&f.compliance),
+            history,
+        },
+    )
 }
 
 #[cfg(test)]

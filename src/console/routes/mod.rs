@@ -5,6 +5,7 @@ pub mod audit;
 pub mod channels;
 pub mod checks;
 pub mod compliance;
+pub mod exception;
 pub mod finding;
 pub mod findings;
 pub mod fleet;

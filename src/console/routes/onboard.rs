@@ -31,6 +31,9 @@ pub struct Typed {
     pub allowed_domains: String,
     pub schedule: String,
     pub timezone: String,
+    /// The button pressed: "check", "preview" or "connect" (the wrong-region retry
+    /// repeats it, so a retried check checks again instead of connecting).
+    pub step: &'static str,
 }
 
 #[derive(Template)]
@@ -46,6 +49,8 @@ struct OnboardPage {
     other_region: Option<String>,
     /// A token was typed but this page cannot show it again.
     token_dropped: bool,
+    /// After "Check token": what /me said (workspace, owner's domain).
+    checked: Option<String>,
     has_key: bool,
 }
 
@@ -64,7 +69,8 @@ pub struct OnboardForm {
     schedule: String,
     #[serde(default)]
     timezone: String,
-    /// "preview" re-renders with the schedule preview; anything else connects.
+    /// "preview" re-renders with the schedule preview, "check" validates the token and
+    /// prefills the allowed domains; anything else connects.
     #[serde(default)]
     step: String,
 }
@@ -98,6 +104,18 @@ fn render(
     other_region: Option<Region>,
     token_dropped: bool,
 ) -> Response {
+    render_checked(signed, ops, f, errors, other_region, token_dropped, None)
+}
+
+fn render_checked(
+    signed: &Signed,
+    ops: &Ops,
+    f: Typed,
+    errors: FieldErrors,
+    other_region: Option<Region>,
+    token_dropped: bool,
+    checked: Option<String>,
+) -> Response {
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -113,6 +131,7 @@ fn render(
             preview,
             other_region: other_region.map(|r| r.as_str().to_string()),
             token_dropped,
+            checked,
             has_key: ops.keyring.is_some(),
             f,
             errors,
@@ -156,6 +175,11 @@ pub async fn submit(
         allowed_domains: form.allowed_domains,
         schedule: form.schedule.trim().to_string(),
         timezone: form.timezone.trim().to_string(),
+        step: match form.step.as_str() {
+            "check" => "check",
+            "preview" => "preview",
+            _ => "connect",
+        },
     };
     if form.step == "preview" {
         return render(&signed, ops, f, FieldErrors::default(), None, token_dropped);
@@ -193,6 +217,9 @@ pub async fn submit(
         "paste the access token (or give a token reference): it is on the app's Authentication page in the Developer Hub",
         &mut errors,
     );
+    if form.step == "check" {
+        return check(&signed, ops, f, region, input, errors, token_dropped).await;
+    }
     let (Some(region), Some(input), true) = (region, input, errors.is_empty()) else {
         return render(&signed, ops, f, errors, None, token_dropped);
     };
@@ -217,25 +244,105 @@ pub async fn submit(
             tracing::info!(user = %signed.name, instance = %instance.name, "onboarded an instance in the console");
             Redirect::to(&format!("/instances/{}?done=onboarded", instance.id)).into_response()
         }
-        Err(e) => {
-            let other = match &e {
-                OnboardError::WrongRegion { actual, .. } => Some(*actual),
-                _ => None,
-            };
-            let mut errors = FieldErrors::default();
-            match forms::field_of(&e) {
-                Ok((field, msg)) => {
-                    let msg = match &e {
+        Err(e) => connect_error(&signed, ops, f, e, token_dropped),
+    }
+}
+
+/// "Check token": `GET /me` through the code Connect uses, storing nothing, and the form
+/// again with the allowed domains prefilled with the owner's registrable domain (when
+/// empty). The token is not carried over: echoing it into the page (a hidden field) or
+/// keeping it in the session would break the rule that it is never rendered back nor
+/// kept, so the page says "token checked, paste it again to connect". Only the field
+/// errors of the token and region count here; the rest is for Connect.
+async fn check(
+    signed: &Signed,
+    ops: &Ops,
+    mut f: Typed,
+    region: Option<Region>,
+    input: Option<onboard::TokenInput>,
+    errors: FieldErrors,
+    token_dropped: bool,
+) -> Response {
+    let mut token_errors = FieldErrors::default();
+    for (field, msg) in errors.0 {
+        if matches!(field, "token" | "token_ref" | "region" | "general") {
+            token_errors.add(field, msg);
+        }
+    }
+    let (Some(region), Some(input), true) = (region, input, token_errors.is_empty()) else {
+        return render(signed, ops, f, token_errors, None, token_dropped);
+    };
+    let plaintext = match input {
+        onboard::TokenInput::Plain(t) => t,
+        onboard::TokenInput::Reference(r) => match r.resolve() {
+            Ok(t) => t,
+            Err(e) => return connect_error(signed, ops, f, e.into(), token_dropped),
+        },
+    };
+    match onboard::check_token(&ops.client, region, &plaintext).await {
+        Ok(c) => {
+            let mut said = format!(
+                "Token checked: it reads workspace {} ({}) in region {}.",
+                c.workspace_name.as_deref().unwrap_or("(unnamed)"),
+                c.workspace_id,
+                region.as_str().to_ascii_uppercase()
+            );
+            match (&c.owner_domain, f.allowed_domains.trim().is_empty()) {
+                (Some(d), true) => {
+                    f.allowed_domains = d.clone();
+                    said.push_str(&format!(
+                        " Allowed domains are set to the token owner's domain, {d}: add others if your teammates use them."
+                    ));
+                }
+                (Some(d), false) => said.push_str(&format!(
+                    " The token owner's domain is {d}; your allowed domains are kept."
+                )),
+                (None, _) => said.push_str(
+                    " The token owner's address has no registrable domain: enter the allowed domains yourself.",
+                ),
+            }
+            if f.token_ref.is_empty() {
+                said.push_str(" Paste the token again to connect: the console never keeps it.");
+            }
+            render_checked(
+                signed,
+                ops,
+                f,
+                FieldErrors::default(),
+                None,
+                false,
+                Some(said),
+            )
+        }
+        Err(e) => connect_error(signed, ops, f, e, token_dropped),
+    }
+}
+
+/// The form again after a failed check or connect, the error at its field; a wrong
+/// region gets the one-click retry in the region that accepts the token.
+fn connect_error(
+    signed: &Signed,
+    ops: &Ops,
+    f: Typed,
+    e: OnboardError,
+    token_dropped: bool,
+) -> Response {
+    let other = match &e {
+        OnboardError::WrongRegion { actual, .. } => Some(*actual),
+        _ => None,
+    };
+    let mut errors = FieldErrors::default();
+    match forms::field_of(&e) {
+        Ok((field, msg)) => {
+            let msg = match &e {
                         OnboardError::WrongRegion { given, actual, .. } => format!(
                             "the token is not valid for region {given} but is accepted by region {actual}: the workspace is hosted in {actual}"
                         ),
                         _ => msg,
                     };
-                    errors.add(field, msg)
-                }
-                Err(internal) => return views::internal(internal),
-            }
-            render(&signed, ops, f, errors, other, token_dropped)
+            errors.add(field, msg)
         }
+        Err(internal) => return views::internal(internal),
     }
+    render(signed, ops, f, errors, other, token_dropped)
 }
