@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::audit::{self, Actor};
-use crate::expiry::{parse_expiry, ExpiryError};
 use crate::db::exceptions::{self as store, ExceptionError, NewException};
+use crate::expiry::{parse_expiry, ExpiryError};
 
 /// What was asked for, as typed (flags on the CLI, form fields in the console).
 pub struct ExceptionInput<'a> {
