@@ -1,0 +1,11 @@
+-- Issue 17: a steady scan writes only the findings whose content changed.
+--
+-- content_digest: a 64-bit digest (SHA-256, first 8 bytes, big-endian) of what the scanner
+-- writes into a finding from the check's draft and the catalog: severity, title, evidence,
+-- remediation, compliance. The scanner compares it (with status and exception_id, which
+-- other writers change) against the draft's digest and, when they match, moves only
+-- last_seen_at/last_scan_id in one statement instead of rewriting the row with its
+-- evidence. NULL means "not known": the next scan writes the row in full and fills it in,
+-- which is what every existing row gets once. Anything else that rewrites those five
+-- columns (a data migration) must set content_digest to NULL.
+ALTER TABLE sspm.findings ADD COLUMN content_digest bigint;
