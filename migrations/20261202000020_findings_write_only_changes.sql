@@ -9,3 +9,11 @@
 -- which is what every existing row gets once. Anything else that rewrites those five
 -- columns (a data migration) must set content_digest to NULL.
 ALTER TABLE sspm.findings ADD COLUMN content_digest bigint;
+
+-- last_scan_id moves on every open finding at every scan, and a foreign key checks the
+-- referenced scan row once per moved row (an index probe through the RI trigger, ~80 per
+-- steady scan). The one writer of a dangling reference is retention deleting old scans:
+-- housekeeping::prune now clears them itself in the same transaction (one anti-join over
+-- findings per prune, instead of the constraint's unindexed search per deleted scan).
+-- Consumers see what they saw: a scan id that exists, or NULL once the scan is pruned.
+ALTER TABLE sspm.findings DROP CONSTRAINT findings_last_scan_id_fkey;
