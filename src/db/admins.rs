@@ -96,12 +96,7 @@ fn stored_team_ids(teams: &str) -> Vec<&str> {
 /// Whether the upsert would leave a stored, not removed, row as it is apart from
 /// `last_seen_at`: every listed field equal, away time continuing (or still none), and
 /// the activity times not moved forward.
-fn unchanged(
-    stored: &StoredAdmin,
-    a: &Admin,
-    teams: &str,
-    act: &AdminActivity,
-) -> bool {
+fn unchanged(stored: &StoredAdmin, a: &Admin, teams: &str, act: &AdminActivity) -> bool {
     let away = a.away_mode_enabled == Some(true);
     stored.name == a.name
         && stored.email == a.email
@@ -111,7 +106,11 @@ fn unchanged(
         && stored.has_inbox_seat == a.has_inbox_seat
         && stored.away_mode_enabled == a.away_mode_enabled
         && stored.history.away_since.is_some() == away
-        && stored.team_ids.iter().map(String::as_str).eq(stored_team_ids(teams))
+        && stored
+            .team_ids
+            .iter()
+            .map(String::as_str)
+            .eq(stored_team_ids(teams))
         && keeps(stored.history.last_active_at, act.last_active_at)
         && keeps(stored.last_login_at, act.last_login_at)
 }

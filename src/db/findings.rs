@@ -433,13 +433,22 @@ mod tests {
         let ev = json!({"email_domain": "gmail.com", "n": 2});
         let base = content_digest("high", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev);
         // A digest stored by one build is compared by the next: pinned.
-        assert_eq!(base, content_digest("high", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev));
+        assert_eq!(
+            base,
+            content_digest("high", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev)
+        );
         let variants = [
             content_digest("low", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev),
             content_digest("high", "t2", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev),
             content_digest("high", "t", "fix", r#"{"soc2":["CC6.1"]}"#, &ev),
             content_digest("high", "t", "fix it", r#"{}"#, &ev),
-            content_digest("high", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &json!({"n": 2})),
+            content_digest(
+                "high",
+                "t",
+                "fix it",
+                r#"{"soc2":["CC6.1"]}"#,
+                &json!({"n": 2}),
+            ),
             // Moving text between fields is a change (fields are length-prefixed).
             content_digest("high", "tf", "ix it", r#"{"soc2":["CC6.1"]}"#, &ev),
         ];

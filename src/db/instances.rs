@@ -281,7 +281,12 @@ pub async fn token_source(
     .fetch_optional(executor)
     .await?;
     Ok(row.and_then(|r| {
-        token_source_of(r.token_ref, r.token_ciphertext, r.token_nonce, r.token_key_id)
+        token_source_of(
+            r.token_ref,
+            r.token_ciphertext,
+            r.token_nonce,
+            r.token_key_id,
+        )
     }))
 }
 
@@ -453,7 +458,12 @@ pub async fn scan_target(
         attestations: r.attestations,
         now: r.now,
         last_scan_id: r.last_scan_id,
-        token: token_source_of(r.token_ref, r.token_ciphertext, r.token_nonce, r.token_key_id),
+        token: token_source_of(
+            r.token_ref,
+            r.token_ciphertext,
+            r.token_nonce,
+            r.token_key_id,
+        ),
     }))
 }
 
