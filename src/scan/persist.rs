@@ -294,6 +294,8 @@ struct ScanEnd<'a> {
     update: InstanceScanUpdate<'a>,
     fence: Option<&'a Fence>,
     next_scan_at: Option<DateTime<Utc>>,
+    /// The `sspm_findings` payload of a scan that evaluated checks.
+    notify_findings: Option<String>,
 }
 
 /// The end of every scan, in its transaction: finish the scan row (false when it was
@@ -301,7 +303,8 @@ struct ScanEnd<'a> {
 /// the outcome on the instance, and give the lease back, fenced.
 async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), ScanError> {
     let id = end.instance.id;
-    if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals).await? {
+    let notify = end.notify_findings.as_deref();
+    if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals, notify).await? {
         return Err(ScanError::LeaseLost(id));
     }
     if !instances::record_scan(tx, id, &end.update).await? {
@@ -380,12 +383,24 @@ pub(super) async fn persist(
         None => Some(InstanceStatus::Ok),
         Some(f) => f.instance_status(),
     };
+    // Sent by the scan row's update; delivered to listeners only when the transaction
+    // commits.
+    let payload = serde_json::json!({
+        "instance_id": instance.id,
+        "instance": instance.name,
+        "scan_id": scan_id,
+        "status": status.as_str(),
+        "new": summary.new_count,
+        "resolved": summary.resolved_count,
+        "open": summary.open_total,
+    });
     finish_scan(
         &mut tx,
         ScanEnd {
             instance,
             scan_id,
             finished_at,
+            notify_findings: Some(payload.to_string()),
             totals: scans::ScanTotals {
                 status: status.stored(),
                 error: error.clone(),
@@ -431,19 +446,6 @@ pub(super) async fn persist(
         },
     )
     .await?;
-    // Delivered to listeners only when the transaction commits.
-    let payload = serde_json::json!({
-        "instance_id": instance.id,
-        "instance": instance.name,
-        "scan_id": scan_id,
-        "status": status.as_str(),
-        "new": summary.new_count,
-        "resolved": summary.resolved_count,
-        "open": summary.open_total,
-    });
-    sqlx::query!("SELECT pg_notify('sspm_findings', $1)", payload.to_string())
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
 
     Ok(ScanReport {
@@ -516,6 +518,7 @@ pub(super) async fn fail_without_results(
             instance,
             scan_id,
             finished_at,
+            notify_findings: None,
             totals: scans::ScanTotals {
                 status: ScanStatus::Failed,
                 error: Some(message.clone()),
