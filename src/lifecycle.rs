@@ -21,6 +21,10 @@ pub struct ExistingFinding {
     pub check_id: String,
     pub resource: String,
     pub status: FindingStatus,
+    pub severity: String,
+    pub exception_id: Option<Uuid>,
+    /// Digest of the stored content (`db::findings::content_digest`); None when unknown.
+    pub content_digest: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +84,41 @@ impl Plan<'_> {
 
     pub fn resolved_count(&self) -> usize {
         self.resolve.len()
+    }
+
+    /// Open findings by severity once the plan is applied to `existing` (the instance's
+    /// findings, read locked in the same transaction): what a `GROUP BY severity` over the
+    /// open rows would count after the writes, without asking the database again.
+    pub fn open_by_severity(&self, existing: &[ExistingFinding]) -> Vec<(String, i64)> {
+        let mut state: HashMap<Uuid, (FindingStatus, &str)> = existing
+            .iter()
+            .map(|f| (f.id, (f.status, f.severity.as_str())))
+            .collect();
+        for w in &self.writes {
+            state.insert(w.id, (w.status, w.draft.severity.as_str()));
+        }
+        for id in &self.resolve {
+            if let Some(s) = state.get_mut(id) {
+                s.0 = FindingStatus::Resolved;
+            }
+        }
+        for id in &self.unmute {
+            if let Some(s) = state.get_mut(id) {
+                if s.0 == FindingStatus::Muted {
+                    s.0 = FindingStatus::Open;
+                }
+            }
+        }
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (status, severity) in state.values() {
+            if *status == FindingStatus::Open {
+                *counts.entry(severity).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(s, n)| (s.to_string(), n))
+            .collect()
     }
 }
 
@@ -228,6 +267,9 @@ mod tests {
             check_id: check.into(),
             resource: resource.into(),
             status,
+            severity: "high".into(),
+            exception_id: None,
+            content_digest: None,
         }
     }
 
@@ -356,5 +398,28 @@ mod tests {
             no_health,
         );
         assert_eq!(p.unmute, vec![muted.id]);
+    }
+
+    #[test]
+    fn open_counts_follow_the_plan() {
+        let mut kept_low = existing("k", "admin:9", FindingStatus::Open);
+        kept_low.severity = "low".into();
+        let fixed = existing("a", "admin:1", FindingStatus::Open);
+        let muted = existing("m", "admin:3", FindingStatus::Muted);
+        let old = existing("a", "admin:4", FindingStatus::Resolved);
+        let rows = [kept_low, fixed, muted.clone(), old];
+        // a: admin:1 passes now (resolved), admin:2 new (high), admin:4 fails again (high);
+        // m errored and its exception is gone: unmuted, counted open with its severity;
+        // k not evaluated: stays open (low).
+        let outcomes = [
+            outcome("a", CheckStatus::Fail, &["admin:2", "admin:4"]),
+            outcome("m", CheckStatus::Error, &[]),
+        ];
+        let p = plan(&outcomes, &rows, &[], Mode::Complete, no_health);
+        assert_eq!(p.unmute, vec![muted.id]);
+        assert_eq!(
+            p.open_by_severity(&rows),
+            vec![("high".to_string(), 3), ("low".to_string(), 1)]
+        );
     }
 }

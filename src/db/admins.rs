@@ -10,13 +10,39 @@ use uuid::Uuid;
 use crate::checks::AdminHistory;
 use crate::intercom::models::Admin;
 
+/// One inventory row as stored: what the checks read (`history`) and what `sync` compares
+/// to decide whether the row needs writing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAdmin {
+    pub history: AdminHistory,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub job_title: Option<String>,
+    pub role: Option<String>,
+    pub role_id: Option<String>,
+    pub has_inbox_seat: Option<bool>,
+    pub away_mode_enabled: Option<bool>,
+    pub team_ids: Vec<String>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+/// The inventory as read before a scan, and which scan had last finished on the instance
+/// then: `sync` trusts the comparison only if no other scan committed in between.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub admins: HashMap<String, StoredAdmin>,
+    pub after_scan: Option<Uuid>,
+}
+
 /// Inventory of admins not removed, keyed by admin id.
 pub async fn current(
     conn: &mut PgConnection,
     instance_id: Uuid,
-) -> Result<HashMap<String, AdminHistory>, sqlx::Error> {
+) -> Result<HashMap<String, StoredAdmin>, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT admin_id, first_seen_at, away_since, last_active_at FROM sspm.admins
+        "SELECT admin_id, first_seen_at, away_since, last_active_at, name, email, job_title, role,
+                role_id, has_inbox_seat, away_mode_enabled, team_ids, last_login_at
+         FROM sspm.admins
          WHERE instance_id = $1 AND removed_at IS NULL",
         instance_id
     )
@@ -27,14 +53,66 @@ pub async fn current(
         .map(|r| {
             (
                 r.admin_id,
-                AdminHistory {
-                    first_seen_at: r.first_seen_at,
-                    away_since: r.away_since,
-                    last_active_at: r.last_active_at,
+                StoredAdmin {
+                    history: AdminHistory {
+                        first_seen_at: r.first_seen_at,
+                        away_since: r.away_since,
+                        last_active_at: r.last_active_at,
+                    },
+                    name: r.name,
+                    email: r.email,
+                    job_title: r.job_title,
+                    role: r.role,
+                    role_id: r.role_id,
+                    has_inbox_seat: r.has_inbox_seat,
+                    away_mode_enabled: r.away_mode_enabled,
+                    team_ids: r.team_ids,
+                    last_login_at: r.last_login_at,
                 },
             )
         })
         .collect())
+}
+
+/// `GREATEST(stored, seen)` as Postgres computes it (NULLs ignored) leaves `stored` as is.
+fn keeps(stored: Option<DateTime<Utc>>, seen: Option<DateTime<Utc>>) -> bool {
+    match (stored, seen) {
+        (_, None) => true,
+        (Some(s), Some(n)) => s >= n,
+        (None, Some(_)) => false,
+    }
+}
+
+/// The team ids as the upsert stores them: joined with ',' and split again in SQL (empty
+/// means none), so an id containing a comma is stored split, as it always was.
+fn stored_team_ids(teams: &str) -> Vec<&str> {
+    if teams.is_empty() {
+        Vec::new()
+    } else {
+        teams.split(',').collect()
+    }
+}
+
+/// Whether the upsert would leave a stored, not removed, row as it is apart from
+/// `last_seen_at`: every listed field equal, away time continuing (or still none), and
+/// the activity times not moved forward.
+fn unchanged(stored: &StoredAdmin, a: &Admin, teams: &str, act: &AdminActivity) -> bool {
+    let away = a.away_mode_enabled == Some(true);
+    stored.name == a.name
+        && stored.email == a.email
+        && stored.job_title == a.job_title
+        && stored.role.as_deref() == a.role.as_ref().and_then(|r| r.name.as_deref())
+        && stored.role_id.as_deref() == a.role.as_ref().and_then(|r| r.id.as_deref())
+        && stored.has_inbox_seat == a.has_inbox_seat
+        && stored.away_mode_enabled == a.away_mode_enabled
+        && stored.history.away_since.is_some() == away
+        && stored
+            .team_ids
+            .iter()
+            .map(String::as_str)
+            .eq(stored_team_ids(teams))
+        && keeps(stored.history.last_active_at, act.last_active_at)
+        && keeps(stored.last_login_at, act.last_login_at)
 }
 
 /// Per-admin activity seen in this scan's new events.
@@ -44,22 +122,29 @@ pub struct AdminActivity {
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
-/// Upserts every admin seen now and marks the ones no longer listed as removed.
+/// Brings the inventory to what `/admins` lists now: rows that change are upserted,
+/// rows that only were seen again get `last_seen_at` in one statement, and the ones no
+/// longer listed are marked removed. `before` is the inventory read before collection;
+/// when `current_scan` (the instance's last scan, read under the scan's lock) is not the
+/// one it was read after, another scan committed meanwhile and every row is upserted.
 pub async fn sync(
     conn: &mut PgConnection,
     instance_id: Uuid,
     now: DateTime<Utc>,
     admins: &[Admin],
     activity: &HashMap<String, AdminActivity>,
+    before: &Inventory,
+    current_scan: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    let admins: Vec<&Admin> = {
-        let mut seen = HashSet::new();
-        admins
-            .iter()
-            .filter(|a| a.id.as_ref().is_some_and(|id| seen.insert(id.clone())))
-            .collect()
-    };
+    let trusted = before.after_scan == current_scan;
+    // The first listing of each id counts (Intercom should not repeat one).
+    let mut listed: HashSet<&str> = HashSet::with_capacity(admins.len());
+    let admins: Vec<&Admin> = admins
+        .iter()
+        .filter(|a| a.id.as_deref().is_some_and(|id| listed.insert(id)))
+        .collect();
     let n = admins.len();
+    let mut seen_again: Vec<&str> = Vec::new();
     let mut ids = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
     let mut emails = Vec::with_capacity(n);
@@ -72,8 +157,18 @@ pub async fn sync(
     let mut last_active = Vec::with_capacity(n);
     let mut last_login = Vec::with_capacity(n);
     for a in &admins {
-        let id = a.id.clone().unwrap_or_default();
-        let act = activity.get(&id).copied().unwrap_or_default();
+        let id = a.id.as_deref().unwrap_or_default();
+        let act = activity.get(id).copied().unwrap_or_default();
+        let joined = a.team_ids.as_deref().unwrap_or_default().join(",");
+        if trusted
+            && before
+                .admins
+                .get(id)
+                .is_some_and(|stored| unchanged(stored, a, &joined, &act))
+        {
+            seen_again.push(id);
+            continue;
+        }
         names.push(a.name.clone());
         emails.push(a.email.clone());
         titles.push(a.job_title.clone());
@@ -81,11 +176,12 @@ pub async fn sync(
         role_ids.push(a.role.as_ref().and_then(|r| r.id.clone()));
         seats.push(a.has_inbox_seat);
         away.push(a.away_mode_enabled);
-        teams.push(a.team_ids.clone().unwrap_or_default().join(","));
+        teams.push(joined);
         last_active.push(act.last_active_at);
         last_login.push(act.last_login_at);
         ids.push(id);
     }
+    let n = ids.len();
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
         let (lo, hi) = (chunk[0], chunk[chunk.len() - 1] + 1);
         sqlx::query!(
@@ -118,7 +214,7 @@ pub async fn sync(
                    last_login_at = GREATEST(sspm.admins.last_login_at, EXCLUDED.last_login_at)"#,
             instance_id,
             now,
-            &ids[lo..hi],
+            &ids[lo..hi] as &[&str],
             &names[lo..hi] as &[Option<String>],
             &emails[lo..hi] as &[Option<String>],
             &titles[lo..hi] as &[Option<String>],
@@ -133,14 +229,110 @@ pub async fn sync(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query!(
-        "UPDATE sspm.admins SET removed_at = $2
-         WHERE instance_id = $1 AND removed_at IS NULL AND NOT (admin_id = ANY($3))",
-        instance_id,
-        now,
-        &ids
-    )
-    .execute(conn)
-    .await?;
+    if !seen_again.is_empty() {
+        sqlx::query!(
+            "UPDATE sspm.admins SET last_seen_at = $2 WHERE instance_id = $1 AND admin_id = ANY($3)",
+            instance_id,
+            now,
+            &seen_again as &[&str]
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    // Someone left only if a row read before is not listed now (or the read is stale).
+    let removals = !trusted || before.admins.keys().any(|id| !listed.contains(id.as_str()));
+    if removals {
+        let listed: Vec<&str> = ids.iter().chain(seen_again.iter()).copied().collect();
+        sqlx::query!(
+            "UPDATE sspm.admins SET removed_at = $2
+             WHERE instance_id = $1 AND removed_at IS NULL AND NOT (admin_id = ANY($3))",
+            instance_id,
+            now,
+            &listed as &[&str]
+        )
+        .execute(conn)
+        .await?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::testutil;
+
+    fn stored(a: &Admin, at: DateTime<Utc>) -> StoredAdmin {
+        StoredAdmin {
+            history: AdminHistory {
+                first_seen_at: at,
+                away_since: None,
+                last_active_at: Some(at),
+            },
+            name: a.name.clone(),
+            email: a.email.clone(),
+            job_title: a.job_title.clone(),
+            role: a.role.as_ref().and_then(|r| r.name.clone()),
+            role_id: a.role.as_ref().and_then(|r| r.id.clone()),
+            has_inbox_seat: a.has_inbox_seat,
+            away_mode_enabled: a.away_mode_enabled,
+            team_ids: a.team_ids.clone().unwrap_or_default(),
+            last_login_at: Some(at),
+        }
+    }
+
+    #[test]
+    fn an_admin_listed_as_stored_is_unchanged_and_any_difference_is_a_write() {
+        let at = testutil::now();
+        let mut a = testutil::admin("7", "seven@acme.example");
+        a.team_ids = Some(vec!["t1".into(), "t2".into()]);
+        let row = stored(&a, at);
+        let teams = "t1,t2";
+        let quiet = AdminActivity::default();
+        assert!(unchanged(&row, &a, teams, &quiet));
+        // Activity no newer than stored moves nothing (GREATEST keeps the stored time).
+        let older = AdminActivity {
+            last_active_at: Some(at - chrono::Duration::hours(1)),
+            last_login_at: Some(at),
+        };
+        assert!(unchanged(&row, &a, teams, &older));
+        let newer = AdminActivity {
+            last_active_at: Some(at + chrono::Duration::minutes(1)),
+            last_login_at: None,
+        };
+        assert!(!unchanged(&row, &a, teams, &newer));
+        let login = AdminActivity {
+            last_active_at: None,
+            last_login_at: Some(at + chrono::Duration::minutes(1)),
+        };
+        assert!(!unchanged(&row, &a, teams, &login));
+
+        let mut renamed = a.clone();
+        renamed.name = Some("Someone else".into());
+        assert!(!unchanged(&row, &renamed, teams, &quiet));
+        let mut no_role = a.clone();
+        no_role.role = None;
+        assert!(!unchanged(&row, &no_role, teams, &quiet));
+        assert!(!unchanged(&row, &a, "t1", &quiet), "a team left");
+        // Going away starts away time: the row changes.
+        let mut away = a.clone();
+        away.away_mode_enabled = Some(true);
+        assert!(!unchanged(&row, &away, teams, &quiet));
+        // Still away with the period already started: unchanged.
+        let mut away_row = stored(&away, at);
+        away_row.history.away_since = Some(at);
+        assert!(unchanged(&away_row, &away, teams, &quiet));
+        // Back from away: away_since ends.
+        assert!(!unchanged(&away_row, &a, teams, &quiet));
+    }
+
+    #[test]
+    fn team_ids_compare_as_the_upsert_stores_them() {
+        assert!(stored_team_ids("").is_empty());
+        assert_eq!(stored_team_ids("a,b"), vec!["a", "b"]);
+        // NULL stored activity is replaced by any seen time; no seen time keeps anything.
+        let t = testutil::now();
+        assert!(keeps(None, None));
+        assert!(!keeps(None, Some(t)));
+        assert!(keeps(Some(t), Some(t)));
+    }
 }

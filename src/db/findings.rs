@@ -1,6 +1,8 @@
 //! Findings, their history, exceptions and per-scan check results. Writes are batched
 //! with UNNEST so a scan costs a handful of statements whatever its size.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -20,7 +22,8 @@ pub async fn existing_for_instance(
     instance_id: Uuid,
 ) -> Result<Vec<ExistingFinding>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT id, check_id, resource, status AS "status: Checked<FindingStatus>"
+        r#"SELECT id, check_id, resource, status AS "status: Checked<FindingStatus>", severity,
+                  exception_id, content_digest
            FROM sspm.findings WHERE instance_id = $1 FOR UPDATE"#,
         instance_id
     )
@@ -35,6 +38,9 @@ pub async fn existing_for_instance(
                 id: r.id,
                 check_id: r.check_id,
                 resource: r.resource,
+                severity: r.severity,
+                exception_id: r.exception_id,
+                content_digest: r.content_digest,
             })
         })
         .collect()
@@ -102,18 +108,103 @@ pub struct FindingCatalogData {
     pub compliance: serde_json::Value,
 }
 
+/// Digest of what the scanner writes into a finding's content columns (stored as
+/// `sspm.findings.content_digest`): SHA-256 over severity, title, remediation and
+/// compliance (each length-prefixed) and the evidence's JSON text, first 8 bytes. Stable
+/// across builds (no per-process hash keys), so a digest stored by one build is compared
+/// by the next; the evidence is streamed into the hasher, not made into a `String`.
+pub fn content_digest(
+    severity: &str,
+    title: &str,
+    remediation: &str,
+    compliance_json: &str,
+    evidence: &serde_json::Value,
+) -> i64 {
+    use sha2::{Digest, Sha256};
+    struct Feed<'a>(&'a mut Sha256);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Sha256::new();
+    for field in [severity, title, remediation, compliance_json] {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field.as_bytes());
+    }
+    // Serialising a `Value` into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(Feed(&mut h), evidence);
+    let out = h.finalize();
+    i64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
+}
+
+/// How many findings a scan wrote in full and how many it only saw again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertCounts {
+    pub written: usize,
+    pub seen_again: usize,
+}
+
+/// Writes the plan's findings: new ones and those whose status, exception or content
+/// (by digest) changed are upserted in full; every other one is an open or muted finding
+/// found again unchanged, whose `last_seen_at`/`last_scan_id` move in one statement. The
+/// rows end exactly as the full upsert would leave them (for an unchanged row it only
+/// changes those two columns), without sending or re-parsing their evidence.
 pub async fn upsert(
     conn: &mut PgConnection,
     instance_id: Uuid,
     scan_id: Uuid,
     now: DateTime<Utc>,
     writes: &[FindingWrite<'_>],
+    existing: &[ExistingFinding],
     catalog: impl Fn(&str) -> FindingCatalogData,
-) -> Result<(), sqlx::Error> {
+) -> Result<UpsertCounts, sqlx::Error> {
+    let prior: HashMap<Uuid, &ExistingFinding> = existing.iter().map(|f| (f.id, f)).collect();
+    // Catalog data is per check: made (and its compliance serialised) once per scan.
+    let mut catalog_of: HashMap<&str, (String, String)> = HashMap::new();
+    let mut seen_again: Vec<Uuid> = Vec::new();
+    let mut full: Vec<(&FindingWrite<'_>, i64)> = Vec::new();
+    for w in writes {
+        let (remediation, compliance) = catalog_of.entry(w.check_id).or_insert_with(|| {
+            let data = catalog(w.check_id);
+            (data.remediation, data.compliance.to_string())
+        });
+        let digest = content_digest(
+            w.draft.severity.as_str(),
+            &w.draft.title,
+            remediation,
+            compliance,
+            &w.draft.evidence,
+        );
+        match prior.get(&w.id) {
+            Some(p)
+                if p.status == w.status
+                    && p.exception_id == w.exception_id
+                    && p.content_digest == Some(digest) =>
+            {
+                seen_again.push(w.id)
+            }
+            _ => full.push((w, digest)),
+        }
+    }
+    if !seen_again.is_empty() {
+        sqlx::query!(
+            "UPDATE sspm.findings SET last_seen_at = $2, last_scan_id = $3 WHERE id = ANY($1)",
+            &seen_again,
+            now,
+            scan_id
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     // Chunked, with evidence and compliance sent as JSON text (cast in SQL): the arrays of
     // one statement stay small however many findings a large workspace has, and no second
     // parsed copy of every evidence object is made.
-    for chunk in writes.chunks(UPSERT_BATCH) {
+    for chunk in full.chunks(UPSERT_BATCH) {
         let n = chunk.len();
         let mut ids = Vec::with_capacity(n);
         let mut check_ids = Vec::with_capacity(n);
@@ -122,11 +213,12 @@ pub async fn upsert(
         let mut severities = Vec::with_capacity(n);
         let mut titles = Vec::with_capacity(n);
         let mut evidence = Vec::with_capacity(n);
-        let mut remediations = Vec::with_capacity(n);
-        let mut compliance = Vec::with_capacity(n);
+        let mut remediations: Vec<&str> = Vec::with_capacity(n);
+        let mut compliance: Vec<&str> = Vec::with_capacity(n);
         let mut exception_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
-        for w in chunk {
-            let data = catalog(w.check_id);
+        let mut digests: Vec<i64> = Vec::with_capacity(n);
+        for (w, digest) in chunk {
+            let (rem, comp) = &catalog_of[w.check_id];
             ids.push(w.id);
             check_ids.push(w.check_id);
             resources.push(w.draft.resource.as_str());
@@ -134,19 +226,22 @@ pub async fn upsert(
             severities.push(w.draft.severity.as_str());
             titles.push(w.draft.title.as_str());
             evidence.push(w.draft.evidence.to_string());
-            remediations.push(data.remediation);
-            compliance.push(data.compliance.to_string());
+            remediations.push(rem);
+            compliance.push(comp);
             exception_ids.push(w.exception_id);
+            digests.push(*digest);
         }
         sqlx::query!(
             r#"INSERT INTO sspm.findings
                    (id, instance_id, check_id, resource, status, severity, title, evidence, remediation,
-                    compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id, exception_id)
+                    compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id, exception_id,
+                    content_digest)
                SELECT u.id, $1, u.check_id, u.resource, u.status, u.severity, u.title, u.evidence::jsonb,
-                      u.remediation, u.compliance::jsonb, $2, $2, $3, $3, u.exception_id
+                      u.remediation, u.compliance::jsonb, $2, $2, $3, $3, u.exception_id, u.digest
                FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                           $10::text[], $11::text[], $12::text[], $13::uuid[])
-                    AS u(id, check_id, resource, status, severity, title, evidence, remediation, compliance, exception_id)
+                           $10::text[], $11::text[], $12::text[], $13::uuid[], $14::int8[])
+                    AS u(id, check_id, resource, status, severity, title, evidence, remediation, compliance,
+                         exception_id, digest)
                ON CONFLICT (instance_id, check_id, resource) DO UPDATE SET
                    status = EXCLUDED.status,
                    severity = EXCLUDED.severity,
@@ -157,6 +252,7 @@ pub async fn upsert(
                    last_seen_at = EXCLUDED.last_seen_at,
                    last_scan_id = EXCLUDED.last_scan_id,
                    exception_id = EXCLUDED.exception_id,
+                   content_digest = EXCLUDED.content_digest,
                    resolved_at = NULL,
                    reopen_count = sspm.findings.reopen_count
                        + CASE WHEN sspm.findings.status = 'resolved' THEN 1 ELSE 0 END"#,
@@ -170,14 +266,18 @@ pub async fn upsert(
             &severities as &[&str],
             &titles as &[&str],
             &evidence,
-            &remediations,
-            &compliance,
+            &remediations as &[&str],
+            &compliance as &[&str],
             &exception_ids as &[Option<Uuid>],
+            &digests,
         )
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(UpsertCounts {
+        written: full.len(),
+        seen_again: seen_again.len(),
+    })
 }
 
 pub async fn resolve(
@@ -243,21 +343,6 @@ pub async fn record_transitions(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Open findings by severity after the scan, for the summary.
-pub async fn open_counts(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"SELECT severity, count(*) AS "n!" FROM sspm.findings
-           WHERE instance_id = $1 AND status = 'open' GROUP BY severity"#,
-        instance_id
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.severity, r.n)).collect())
 }
 
 /// A finding as listed to operators and exported.
@@ -336,4 +421,38 @@ pub async fn list(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_content_digest_is_stable_and_covers_every_content_column() {
+        let ev = json!({"email_domain": "gmail.com", "n": 2});
+        let base = content_digest("high", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev);
+        // A digest stored by one build is compared by the next: pinned (computed
+        // independently: SHA-256 over the u64-LE-length-prefixed fields, then the compact
+        // evidence JSON, first 8 bytes big-endian).
+        assert_eq!(base, -4_983_380_831_271_507_824);
+        let variants = [
+            content_digest("low", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev),
+            content_digest("high", "t2", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev),
+            content_digest("high", "t", "fix", r#"{"soc2":["CC6.1"]}"#, &ev),
+            content_digest("high", "t", "fix it", r#"{}"#, &ev),
+            content_digest(
+                "high",
+                "t",
+                "fix it",
+                r#"{"soc2":["CC6.1"]}"#,
+                &json!({"n": 2}),
+            ),
+            // Moving text between fields is a change (fields are length-prefixed).
+            content_digest("high", "tf", "ix it", r#"{"soc2":["CC6.1"]}"#, &ev),
+        ];
+        for v in variants {
+            assert_ne!(v, base);
+        }
+    }
 }

@@ -281,26 +281,34 @@ pub async fn token_source(
     .fetch_optional(executor)
     .await?;
     Ok(row.and_then(|r| {
-        match (
+        token_source_of(
             r.token_ref,
             r.token_ciphertext,
             r.token_nonce,
             r.token_key_id,
-        ) {
-            (Some(reference), _, _, _) => reference
-                .parse::<TokenRef>()
-                .ok()
-                .map(TokenSource::Reference),
-            (None, Some(ciphertext), Some(nonce), Some(key_id)) => {
-                Some(TokenSource::Sealed(Sealed {
-                    key_id,
-                    nonce,
-                    ciphertext,
-                }))
-            }
-            _ => None,
-        }
+        )
     }))
+}
+
+/// The token columns as a source: a reference wins; a sealed token needs all three parts.
+fn token_source_of(
+    token_ref: Option<String>,
+    ciphertext: Option<Vec<u8>>,
+    nonce: Option<Vec<u8>>,
+    key_id: Option<String>,
+) -> Option<TokenSource> {
+    match (token_ref, ciphertext, nonce, key_id) {
+        (Some(reference), _, _, _) => reference
+            .parse::<TokenRef>()
+            .ok()
+            .map(TokenSource::Reference),
+        (None, Some(ciphertext), Some(nonce), Some(key_id)) => Some(TokenSource::Sealed(Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        })),
+        _ => None,
+    }
 }
 
 pub async fn set_enabled(
@@ -417,21 +425,28 @@ pub struct ScanTarget {
     pub activity_covered_from: Option<DateTime<Utc>>,
     pub has_completed_scan: bool,
     pub attestations: Vec<String>,
+    /// The database's clock when this was read: the scan's "now".
+    pub now: DateTime<Utc>,
+    /// The instance's last scan as of this read (see `db::admins::Inventory`).
+    pub last_scan_id: Option<Uuid>,
+    /// The token's columns (None when the instance has no usable token).
+    pub token: Option<TokenSource>,
 }
 
+/// One statement for what a scan reads of its instance row before calling Intercom:
+/// the database's time, settings, cursors, live attestations and the token's columns.
 pub async fn scan_target(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
-    now: DateTime<Utc>,
 ) -> Result<Option<ScanTarget>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT check_overrides, activity_cursor_at, activity_covered_from,
-                  last_success_at IS NOT NULL AS "has_completed_scan!",
+        r#"SELECT now() AS "now!", check_overrides, activity_cursor_at, activity_covered_from,
+                  last_success_at IS NOT NULL AS "has_completed_scan!", last_scan_id,
                   ARRAY(SELECT DISTINCT control_id FROM sspm.attestations a
-                        WHERE a.instance_id = i.id AND a.expires_at > $2) AS "attestations!"
+                        WHERE a.instance_id = i.id AND a.expires_at > now()) AS "attestations!",
+                  token_ciphertext, token_nonce, token_key_id, token_ref
            FROM sspm.instances i WHERE id = $1"#,
         id,
-        now
     )
     .fetch_optional(conn)
     .await?;
@@ -441,6 +456,14 @@ pub async fn scan_target(
         activity_covered_from: r.activity_covered_from,
         has_completed_scan: r.has_completed_scan,
         attestations: r.attestations,
+        now: r.now,
+        last_scan_id: r.last_scan_id,
+        token: token_source_of(
+            r.token_ref,
+            r.token_ciphertext,
+            r.token_nonce,
+            r.token_key_id,
+        ),
     }))
 }
 

@@ -348,8 +348,13 @@ pub async fn release_fenced(
 /// What [`lock_for_write`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteLock {
-    /// The row is locked for the rest of the transaction and may be written.
-    Locked,
+    /// The row is locked for the rest of the transaction and may be written. `now` is the
+    /// transaction's `now()` (the same value any later `now()` in it returns), read here
+    /// to save the scan a round trip; `last_scan_id` is the instance's, under the lock.
+    Locked {
+        now: DateTime<Utc>,
+        last_scan_id: Option<Uuid>,
+    },
     /// The instance no longer exists (removed while the scan ran).
     Gone,
     /// The expected token no longer holds the lease.
@@ -363,16 +368,19 @@ pub async fn lock_for_write(
     id: Uuid,
     fence: Option<Uuid>,
 ) -> Result<WriteLock, sqlx::Error> {
-    let held = sqlx::query_scalar!(
-        "SELECT lease_token FROM sspm.instances WHERE id = $1 FOR UPDATE",
+    let held = sqlx::query!(
+        r#"SELECT lease_token, last_scan_id, now() AS "now!" FROM sspm.instances WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(conn)
     .await?;
     Ok(match (held, fence) {
         (None, _) => WriteLock::Gone,
-        (Some(token), Some(expected)) if token != Some(expected) => WriteLock::LeaseLost,
-        _ => WriteLock::Locked,
+        (Some(row), Some(expected)) if row.lease_token != Some(expected) => WriteLock::LeaseLost,
+        (Some(row), _) => WriteLock::Locked {
+            now: row.now,
+            last_scan_id: row.last_scan_id,
+        },
     })
 }
 

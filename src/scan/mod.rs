@@ -233,6 +233,7 @@ impl Scanner {
                 fence,
                 outcomes,
                 collected: &collected,
+                inventory: &inputs.inventory,
                 failure,
                 api_calls,
                 started,
@@ -259,11 +260,10 @@ impl Scanner {
     /// revealed.
     async fn load_inputs(&self, instance: &Instance) -> Result<ScanInputs, ScanError> {
         let mut conn = self.pool.acquire().await?;
-        let now = crate::db::now(&mut *conn).await?;
-        let target = instances::scan_target(&mut conn, instance.id, now)
+        let mut target = instances::scan_target(&mut conn, instance.id)
             .await?
             .ok_or(ScanError::InstanceGone(instance.id))?;
-        let token_source = instances::token_source(&mut *conn, instance.id).await?;
+        let now = target.now;
         let check_settings = self.check_settings(&target.check_overrides);
         let stored = crate::db::activity::for_scan(
             &mut conn,
@@ -271,17 +271,24 @@ impl Scanner {
             activity_bounds(&check_settings, target.activity_cursor_at, now),
         )
         .await?;
-        let admins = crate::db::admins::current(&mut conn, instance.id).await?;
+        let stored_admins = crate::db::admins::current(&mut conn, instance.id).await?;
         drop(conn);
         // The inventory holds exactly the admins present at the last completed scan.
         let previous = PreviousState {
             has_completed_scan: target.has_completed_scan,
-            previous_admin_ids: admins.keys().cloned().collect(),
-            admins,
+            previous_admin_ids: stored_admins.keys().cloned().collect(),
+            admins: stored_admins
+                .iter()
+                .map(|(id, a)| (id.clone(), a.history.clone()))
+                .collect(),
             earlier_activity: stored.earlier,
         };
+        let inventory = crate::db::admins::Inventory {
+            admins: stored_admins,
+            after_scan: target.last_scan_id,
+        };
         let stored_events = stored.events;
-        let token = match token_source {
+        let token = match target.token.take() {
             Some(source) => source
                 .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
                 .and_then(|()| source.reveal(self.keyring.as_deref(), instance.id.as_bytes())),
@@ -293,6 +300,7 @@ impl Scanner {
             check_settings,
             stored_events,
             previous,
+            inventory,
             token,
         })
     }
@@ -343,6 +351,7 @@ struct ScanInputs {
     check_settings: CheckSettings,
     stored_events: Vec<checks::ActivityEvent>,
     previous: PreviousState,
+    inventory: crate::db::admins::Inventory,
     token: Result<secrecy::SecretString, TokenError>,
 }
 

@@ -77,13 +77,17 @@ impl Fence {
 /// in flight; its scan row went with it by cascade), and a scheduled scan still holds the
 /// lease. Manual scans need the existence check as much as fenced ones: without it their
 /// writes fail on a foreign key instead of ending as `InstanceGone`.
+///
+/// Returns the transaction's `now()` (the database's clock for the scan's end: the scan
+/// row, the instance's last_scan_at and the next due time all count from it) and the
+/// instance's last scan under the lock.
 async fn lock_instance(
     conn: &mut PgConnection,
     instance: &Instance,
     fence: Option<&Fence>,
-) -> Result<(), ScanError> {
+) -> Result<(DateTime<Utc>, Option<Uuid>), ScanError> {
     match leases::lock_for_write(conn, instance.id, fence.map(|f| f.lease_token)).await? {
-        WriteLock::Locked => Ok(()),
+        WriteLock::Locked { now, last_scan_id } => Ok((now, last_scan_id)),
         WriteLock::Gone => Err(ScanError::InstanceGone(instance.id)),
         WriteLock::LeaseLost => Err(ScanError::LeaseLost(instance.id)),
     }
@@ -96,6 +100,9 @@ pub(super) struct PersistInput<'a> {
     pub fence: Option<Fence>,
     pub outcomes: Vec<CheckOutcome>,
     pub collected: &'a Collected,
+    /// The inventory read before collection (compared, not trusted blindly: see
+    /// `admins::sync`).
+    pub inventory: &'a admins::Inventory,
     pub failure: Option<Failure>,
     pub api_calls: u32,
     pub started: Instant,
@@ -170,7 +177,21 @@ async fn write_findings(
     let existing = findings::existing_for_instance(tx, instance.id).await?;
     let exceptions = findings::active_exceptions(tx, instance.id, now).await?;
     let plan = lifecycle::plan(outcomes, &existing, &exceptions, mode, is_health_check);
-    findings::upsert(tx, instance.id, scan_id, now, &plan.writes, catalog_data).await?;
+    let counts = findings::upsert(
+        tx,
+        instance.id,
+        scan_id,
+        now,
+        &plan.writes,
+        &existing,
+        catalog_data,
+    )
+    .await?;
+    tracing::debug!(
+        written = counts.written,
+        seen_again = counts.seen_again,
+        "findings upserted"
+    );
     findings::resolve(tx, &plan.resolve, scan_id, now).await?;
     findings::unmute(tx, &plan.unmute).await?;
     findings::record_transitions(tx, instance.id, Some(scan_id), now, &plan.transitions).await?;
@@ -184,7 +205,8 @@ async fn write_findings(
     let posture = checks::posture(outcomes, |check, resource| {
         muted.contains(&(check, resource))
     });
-    let open = findings::open_counts(tx, instance.id).await?;
+    // Counted from the locked rows and the plan: one round trip fewer than asking again.
+    let open = plan.open_by_severity(&existing);
     let open_total: i64 = open.iter().map(|(_, n)| n).sum();
     let mut new_by_severity: BTreeMap<String, usize> = BTreeMap::new();
     for t in &plan.transitions {
@@ -217,13 +239,21 @@ struct WorkspaceWrites {
     covered_from: Option<DateTime<Utc>>,
 }
 
+struct WorkspaceInput<'a> {
+    collected: &'a Collected,
+    inventory: &'a admins::Inventory,
+    /// The instance's last scan, read under this scan's lock.
+    last_scan_id: Option<Uuid>,
+}
+
 async fn write_workspace(
     tx: &mut PgConnection,
     instance: &Instance,
     scan_id: Uuid,
     now: DateTime<Utc>,
-    collected: &Collected,
+    input: WorkspaceInput<'_>,
 ) -> Result<WorkspaceWrites, ScanError> {
+    let collected = input.collected;
     let mut out = WorkspaceWrites {
         admins_seen: None,
         events_ingested: None,
@@ -231,7 +261,16 @@ async fn write_workspace(
         covered_from: None,
     };
     if let Ok(list) = &collected.snapshot.admins {
-        admins::sync(tx, instance.id, now, list, &admin_activity(collected)).await?;
+        admins::sync(
+            tx,
+            instance.id,
+            now,
+            list,
+            &admin_activity(collected),
+            input.inventory,
+            input.last_scan_id,
+        )
+        .await?;
         out.admins_seen = Some(list.len() as i32);
     }
     if let (ActivityData::Available { .. }, Some(window)) =
@@ -255,6 +294,8 @@ struct ScanEnd<'a> {
     update: InstanceScanUpdate<'a>,
     fence: Option<&'a Fence>,
     next_scan_at: Option<DateTime<Utc>>,
+    /// The `sspm_findings` payload of a scan that evaluated checks.
+    notify_findings: Option<String>,
 }
 
 /// The end of every scan, in its transaction: finish the scan row (false when it was
@@ -262,7 +303,8 @@ struct ScanEnd<'a> {
 /// the outcome on the instance, and give the lease back, fenced.
 async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), ScanError> {
     let id = end.instance.id;
-    if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals).await? {
+    let notify = end.notify_findings.as_deref();
+    if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals, notify).await? {
         return Err(ScanError::LeaseLost(id));
     }
     if !instances::record_scan(tx, id, &end.update).await? {
@@ -287,6 +329,7 @@ pub(super) async fn persist(
         fence,
         outcomes,
         collected,
+        inventory,
         failure,
         api_calls,
         started,
@@ -297,7 +340,7 @@ pub(super) async fn persist(
         Mode::HealthOnly
     };
     let mut tx = scanner.pool.begin().await?;
-    lock_instance(&mut tx, instance, fence.as_ref()).await?;
+    let (finished_at, last_scan_id) = lock_instance(&mut tx, instance, fence.as_ref()).await?;
 
     let summary = write_findings(&mut tx, instance, scan_id, now, &outcomes, mode).await?;
     // The scan's finding transitions are known here (summary.transitions), inside the
@@ -306,7 +349,18 @@ pub(super) async fn persist(
     tracing::debug!(transitions = summary.transitions.len(), "findings written");
 
     let workspace = if mode == Mode::Complete {
-        write_workspace(&mut tx, instance, scan_id, now, collected).await?
+        write_workspace(
+            &mut tx,
+            instance,
+            scan_id,
+            now,
+            WorkspaceInput {
+                collected,
+                inventory,
+                last_scan_id,
+            },
+        )
+        .await?
     } else {
         WorkspaceWrites {
             admins_seen: None,
@@ -329,15 +383,24 @@ pub(super) async fn persist(
         None => Some(InstanceStatus::Ok),
         Some(f) => f.instance_status(),
     };
-    // The database's clock, in this transaction: the scan row, the instance's
-    // last_scan_at and the next due time all count from this one instant.
-    let finished_at = crate::db::now(&mut *tx).await?;
+    // Sent by the scan row's update; delivered to listeners only when the transaction
+    // commits.
+    let payload = serde_json::json!({
+        "instance_id": instance.id,
+        "instance": instance.name,
+        "scan_id": scan_id,
+        "status": status.as_str(),
+        "new": summary.new_count,
+        "resolved": summary.resolved_count,
+        "open": summary.open_total,
+    });
     finish_scan(
         &mut tx,
         ScanEnd {
             instance,
             scan_id,
             finished_at,
+            notify_findings: Some(payload.to_string()),
             totals: scans::ScanTotals {
                 status: status.stored(),
                 error: error.clone(),
@@ -383,19 +446,6 @@ pub(super) async fn persist(
         },
     )
     .await?;
-    // Delivered to listeners only when the transaction commits.
-    let payload = serde_json::json!({
-        "instance_id": instance.id,
-        "instance": instance.name,
-        "scan_id": scan_id,
-        "status": status.as_str(),
-        "new": summary.new_count,
-        "resolved": summary.resolved_count,
-        "open": summary.open_total,
-    });
-    sqlx::query!("SELECT pg_notify('sspm_findings', $1)", payload.to_string())
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
 
     Ok(ScanReport {
@@ -461,16 +511,14 @@ pub(super) async fn fail_without_results(
     let kind = failure.kind();
     let instance_status = failure.instance_status();
     let mut tx = scanner.pool.begin().await?;
-    lock_instance(&mut tx, instance, fence.as_ref()).await?;
-    // The database's clock, in this transaction: the scan row, the instance's
-    // last_scan_at and the next due time all count from this one instant.
-    let finished_at = crate::db::now(&mut *tx).await?;
+    let (finished_at, _) = lock_instance(&mut tx, instance, fence.as_ref()).await?;
     finish_scan(
         &mut tx,
         ScanEnd {
             instance,
             scan_id,
             finished_at,
+            notify_findings: None,
             totals: scans::ScanTotals {
                 status: ScanStatus::Failed,
                 error: Some(message.clone()),

@@ -123,6 +123,18 @@ pub async fn prune(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if scans > 0 {
+        // `findings.last_scan_id` has no foreign key (it moves on every scan; see migration
+        // 20261202000020): references to the scans just deleted are cleared here, as the
+        // constraint's ON DELETE SET NULL did.
+        sqlx::query!(
+            "UPDATE sspm.findings f SET last_scan_id = NULL
+             WHERE f.last_scan_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM sspm.scans s WHERE s.id = f.last_scan_id)"
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     let finding_events = sqlx::query!("DELETE FROM sspm.finding_events WHERE at < $1", cutoff)
         .execute(&mut *tx)
         .await?

@@ -33,17 +33,21 @@ pub(crate) fn local_part(email: &str) -> Option<String> {
 /// `*` stands for exactly one label, so `gmx.*` matches `gmx.de` but not `gmx.co.uk` or
 /// `mail.gmx.de`; other patterns match exactly. Both sides are compared case-insensitively.
 pub(crate) fn matches_pattern(domain: &str, pattern: &str) -> bool {
-    let pattern = pattern.trim().trim_start_matches('@').to_ascii_lowercase();
-    let domain = domain.to_ascii_lowercase();
+    // Compared in place (ASCII case folded, as `to_ascii_lowercase` on both sides would):
+    // this runs for every teammate and pattern of every scan, so nothing is allocated.
+    let pattern = pattern.trim().trim_start_matches('@');
     if !pattern.contains('*') {
-        return domain == pattern;
+        return domain.eq_ignore_ascii_case(pattern);
     }
-    let (d, p): (Vec<&str>, Vec<&str>) =
-        (domain.split('.').collect(), pattern.split('.').collect());
-    d.len() == p.len()
-        && d.iter()
-            .zip(&p)
-            .all(|(dl, pl)| (*pl == "*" && !dl.is_empty()) || dl == pl)
+    let (mut d, mut p) = (domain.split('.'), pattern.split('.'));
+    loop {
+        match (d.next(), p.next()) {
+            (None, None) => return true,
+            (Some(dl), Some(pl))
+                if (pl == "*" && !dl.is_empty()) || dl.eq_ignore_ascii_case(pl) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// What kind of mailbox provider a domain belongs to, per the vendored datasets and the
@@ -108,7 +112,13 @@ pub(crate) fn affiliation<'a>(domain: &str, allowed: &'a [String]) -> Affiliatio
 /// label: `eu.example.com` belongs to whoever owns `example.com`, `badexample.com` does not.
 pub(crate) fn is_allowed(domain: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|a| {
-        let a = a.trim().trim_start_matches('@').to_ascii_lowercase();
+        let a = a.trim().trim_start_matches('@');
+        // Stored allowed domains are normalized (lower-case) already: copy only if not.
+        let a: std::borrow::Cow<'_, str> = if a.bytes().any(|b| b.is_ascii_uppercase()) {
+            a.to_ascii_lowercase().into()
+        } else {
+            a.into()
+        };
         !a.is_empty() && is_within(domain, &a)
     })
 }
