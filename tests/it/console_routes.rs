@@ -814,3 +814,50 @@ async fn fleet_severity_filter_follows_exceptions_at_once(pool: PgPool) {
         .unwrap();
     assert_eq!(shown(&b.get("/?severity=critical").await.body), [id(0)]);
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn text_search_of_a_sparse_term_goes_past_the_ordered_window(pool: PgPool) {
+    // 3,000 findings of one severity (ids in k order), every 50th matching: the first
+    // 2,000 rows in page order hold 40 matches, fewer than a page, so the first page comes from the trigram
+    // indexes; the second page's rest of the severity fits in the window.
+    sqlx::query(
+        "INSERT INTO sspm.instances (name, region, token_ref, status) VALUES ('acme', 'us', 'env:T', 'ok')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+         SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(k), 12, '0'))::uuid, i.id,
+                'admin_personal_email_domain', 'admin:' || k, 'open', 'low',
+                CASE WHEN k % 50 = 0 THEN 'Sparse NeedleZ ' || k ELSE 'Other ' || k END, 'r', now(), now()
+         FROM sspm.instances i, generate_series(1, 3000) k",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    add_user(&pool, "vera", Role::Viewer).await;
+    let console = start(&pool, local_settings()).await;
+    let mut b = Browser::new(&console.base);
+    b.login("vera", PASSWORD).await;
+    let expected: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM sspm.findings WHERE title LIKE 'Sparse%' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(expected.len(), 60);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut next = Some("/findings?q=needlez".to_string());
+    while let Some(path) = next {
+        let p = b.get(&path).await;
+        assert_eq!(p.status, StatusCode::OK, "{path}");
+        seen.extend(linked_ids(&p.body, "/findings/"));
+        next = next_link(&p.body);
+        pages += 1;
+        assert!(pages < 5, "the walk ends");
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen, expected, "every match once, in order");
+}
