@@ -675,57 +675,46 @@ async fn a_used_up_time_budget_fails_api_reachable_as_it_marks_the_instance_unre
 /// scan, score, coverage, open critical/high/medium/low/info/total).
 type Summary = (Option<Uuid>, Option<f64>, Option<f64>, [i64; 6]);
 
+/// A summary as one row: the three scan columns, then the six counts.
+type SummaryRow = (
+    Option<Uuid>,
+    Option<f64>,
+    Option<f64>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+async fn summary_row(pool: &PgPool, sql: &str, instance: Uuid) -> Summary {
+    let r: SummaryRow = sqlx::query_as(sql)
+        .bind(instance)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (r.0, r.1, r.2, [r.3, r.4, r.5, r.6, r.7, r.8])
+}
+
 async fn stored_and_computed_summary(pool: &PgPool, instance: Uuid) -> (Summary, Summary) {
-    let stored: (
-        Option<Uuid>,
-        Option<f64>,
-        Option<f64>,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
+    let stored = summary_row(
+        pool,
         "SELECT last_succeeded_scan_id, last_score, last_coverage, open_critical, open_high,
-                    open_medium, open_low, open_info, open_total
-             FROM sspm.instances WHERE id = $1",
+                open_medium, open_low, open_info, open_total
+         FROM sspm.instances WHERE id = $1",
+        instance,
     )
-    .bind(instance)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let computed: (
-        Option<Uuid>,
-        Option<f64>,
-        Option<f64>,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
+    .await;
+    let computed = summary_row(
+        pool,
         "SELECT latest_scan_id, latest_score, latest_coverage, open_critical, open_high,
-                    open_medium, open_low, open_info, open_total
-             FROM sspm.instance_posture WHERE id = $1",
+                open_medium, open_low, open_info, open_total
+         FROM sspm.instance_posture WHERE id = $1",
+        instance,
     )
-    .bind(instance)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let s = |r: (
-        Option<Uuid>,
-        Option<f64>,
-        Option<f64>,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    )| { (r.0, r.1, r.2, [r.3, r.4, r.5, r.6, r.7, r.8]) };
-    (s(stored), s(computed))
+    .await;
+    (stored, computed)
 }
 
 /// The report's open findings per severity, in the summary's order, with the total.
