@@ -816,10 +816,11 @@ async fn fleet_severity_filter_follows_exceptions_at_once(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
-async fn text_search_of_a_sparse_term_goes_past_the_ordered_window(pool: PgPool) {
-    // 3,000 findings of one severity (ids in k order), every 50th matching: the first
-    // 2,000 rows in page order hold 40 matches, fewer than a page, so the first page comes from the trigram
-    // indexes; the second page's rest of the severity fits in the window.
+async fn text_search_pages_rare_and_common_terms_past_the_sample(pool: PgPool) {
+    // 6,000 findings of one severity (ids in k order). Every 100th says NeedleZ: the
+    // 200-row sample holds 2 matches, so the term counts as rare and the trigram indexes
+    // answer. Every 40th says NeedleY: 5 in the sample, common, so the page order is
+    // walked. Either way every match is paged once, in order.
     sqlx::query(
         "INSERT INTO sspm.instances (name, region, token_ref, status) VALUES ('acme', 'us', 'env:T', 'ok')",
     )
@@ -830,8 +831,8 @@ async fn text_search_of_a_sparse_term_goes_past_the_ordered_window(pool: PgPool)
         "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
          SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(k), 12, '0'))::uuid, i.id,
                 'admin_personal_email_domain', 'admin:' || k, 'open', 'low',
-                CASE WHEN k % 50 = 0 THEN 'Sparse NeedleZ ' || k ELSE 'Other ' || k END, 'r', now(), now()
-         FROM sspm.instances i, generate_series(1, 3000) k",
+                CASE WHEN k % 100 = 0 THEN 'Sparse NeedleZ ' || k WHEN k % 40 = 0 THEN 'Dense NeedleY ' || k ELSE 'Other ' || k END, 'r', now(), now()
+         FROM sspm.instances i, generate_series(1, 6000) k",
     )
     .execute(&pool)
     .await
@@ -840,24 +841,29 @@ async fn text_search_of_a_sparse_term_goes_past_the_ordered_window(pool: PgPool)
     let console = start(&pool, local_settings()).await;
     let mut b = Browser::new(&console.base);
     b.login("vera", PASSWORD).await;
-    let expected: Vec<String> = sqlx::query_scalar(
-        "SELECT id::text FROM sspm.findings WHERE title LIKE 'Sparse%' ORDER BY id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(expected.len(), 60);
-    let mut seen = Vec::new();
-    let mut pages = 0;
-    let mut next = Some("/findings?q=needlez".to_string());
-    while let Some(path) = next {
-        let p = b.get(&path).await;
-        assert_eq!(p.status, StatusCode::OK, "{path}");
-        seen.extend(linked_ids(&p.body, "/findings/"));
-        next = next_link(&p.body);
-        pages += 1;
-        assert!(pages < 5, "the walk ends");
+    for (q, prefix, matches, want_pages) in
+        [("needlez", "Sparse", 60, 2), ("needley", "Dense", 120, 3)]
+    {
+        let expected: Vec<String> = sqlx::query_scalar(
+            "SELECT id::text FROM sspm.findings WHERE title LIKE $1 || '%' ORDER BY id",
+        )
+        .bind(prefix)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(expected.len(), matches);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut next = Some(format!("/findings?q={q}"));
+        while let Some(path) = next {
+            let p = b.get(&path).await;
+            assert_eq!(p.status, StatusCode::OK, "{path}");
+            seen.extend(linked_ids(&p.body, "/findings/"));
+            next = next_link(&p.body);
+            pages += 1;
+            assert!(pages < 5, "the walk ends");
+        }
+        assert_eq!(pages, want_pages, "{q}");
+        assert_eq!(seen, expected, "{q}: every match once, in order");
     }
-    assert_eq!(pages, 2);
-    assert_eq!(seen, expected, "every match once, in order");
 }

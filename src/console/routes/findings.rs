@@ -21,11 +21,15 @@ use crate::db::Checked;
 use crate::status::{FindingStatus, TextEnum as _};
 
 pub const PAGE_SIZE: i64 = 50;
-/// Text search: first up to this many rows of one severity are walked in page order and
-/// filtered (a common term fills the page there)...
-const TEXT_WALK: i64 = 2_000;
-/// ...then up to this many matches are gathered from the trigram indexes and paged from
-/// there; beyond it the id-order walk is fast (dense matches).
+/// Text search: first a sample of this many rows of one severity, in page order, is
+/// filtered; it fills the page for a very common term and tells how common the term is.
+/// Small, since every row costs a heap fetch at a random place (ids are random)...
+const TEXT_SAMPLE: i64 = 200;
+/// ...with at least this many matches in the sample (2 %), walking the page order fills a
+/// page within some 2,500 rows; with fewer the term is rare and the trigram indexes answer...
+const TEXT_DENSE: usize = 4;
+/// ...gathering up to this many matches of one severity and paging from them; beyond it
+/// the matches are dense after all and the id-order walk is fast.
 const TEXT_CANDIDATES: i64 = 2_000;
 /// The export is for spreadsheets and SIEM imports; larger sets belong to the CLI or SQL.
 pub const MAX_EXPORT_ROWS: usize = 100_000;
@@ -242,9 +246,10 @@ async fn fetch_page(
             // Text: which index serves depends on how common the term is, which the
             // planner cannot estimate for ILIKE '%..%'. A bounded walk of the page order
             // decides: full page (common term) or the trigram indexes (rare term).
-            Some(like) => match ordered_text_walk(state, f, sev, after, like, want).await? {
-                Some(rows) => rows,
-                None => trigram_text_page(state, f, sev, after, like, want).await?,
+            Some(like) => match text_sample(state, f, sev, after, like, want).await? {
+                Sample::Page(rows) => rows,
+                Sample::Dense => ordered_text_page(state, f, sev, after, like, want).await?,
+                Sample::Sparse => trigram_text_page(state, f, sev, after, like, want).await?,
             },
             None => {
                 sqlx::query_as!(
@@ -296,19 +301,27 @@ async fn fetch_page(
     Ok((out, next))
 }
 
-/// The text filter for a common term: walk this severity's index in page order, at most
-/// TEXT_WALK rows, and filter them. A common term fills the page within the window (an
-/// index walk with a LIMIT, whatever the table's size), where the trigram indexes would
-/// first have to collect every match. None when the window ran out before the page filled
-/// and the severity has more rows: the term is rare here and the trigram path answers.
-async fn ordered_text_walk(
+/// What the sample of a severity's rows in page order says about a text term.
+enum Sample {
+    /// The sample filled the page, or held every remaining row of the severity.
+    Page(Vec<PageRow>),
+    /// Common: walking the page order fills the page soon.
+    Dense,
+    /// Rare: the trigram indexes find its matches faster.
+    Sparse,
+}
+
+/// Filters the first TEXT_SAMPLE rows of the severity in page order (an index walk with a
+/// LIMIT, whatever the table's size): the planner cannot estimate how common an ILIKE
+/// '%..%' term is, so this measures it.
+async fn text_sample(
     state: &ConsoleState,
     f: &Filter,
     sev: &str,
     after: Option<Uuid>,
     like: &str,
     want: i64,
-) -> Result<Option<Vec<PageRow>>, sqlx::Error> {
+) -> Result<Sample, sqlx::Error> {
     let rows = sqlx::query!(
         r#"WITH w AS MATERIALIZED (
                SELECT f.id, f.instance_id, f.severity, f.title, f.resource, f.status, f.first_seen_at, f.last_seen_at
@@ -340,7 +353,7 @@ async fn ordered_text_walk(
         f.instance_id,
         f.check,
         like,
-        TEXT_WALK,
+        TEXT_SAMPLE,
         want
     )
     .fetch_all(&state.pool)
@@ -362,12 +375,13 @@ async fn ordered_text_walk(
             })
         })
         .collect();
-    // Full page, or the window held every remaining row of the severity: complete.
-    if matches.len() as i64 >= want || walked < TEXT_WALK {
-        Ok(Some(matches))
+    Ok(if matches.len() as i64 >= want || walked < TEXT_SAMPLE {
+        Sample::Page(matches)
+    } else if matches.len() >= TEXT_DENSE {
+        Sample::Dense
     } else {
-        Ok(None)
-    }
+        Sample::Sparse
+    })
 }
 
 /// The text filter for a rare term, from the trigram indexes (bitmap scans forced, since
@@ -425,9 +439,22 @@ async fn trigram_text_page(
         .fetch_all(&state.pool)
         .await
     } else {
-        sqlx::query_as!(
-            PageRow,
-            r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
+        ordered_text_page(state, f, sev, after, like, want).await
+    }
+}
+
+/// The text filter walking the page order until the page is full (a common term).
+async fn ordered_text_page(
+    state: &ConsoleState,
+    f: &Filter,
+    sev: &str,
+    after: Option<Uuid>,
+    like: &str,
+    want: i64,
+) -> Result<Vec<PageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PageRow,
+        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
                       f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
                FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
                WHERE f.severity = $1
@@ -438,17 +465,16 @@ async fn trigram_text_page(
                  AND (f.title ILIKE $6 OR f.resource ILIKE $6)
                ORDER BY f.id
                LIMIT $7"#,
-            sev,
-            after,
-            f.status as Option<FindingStatus>,
-            f.instance_id,
-            f.check,
-            like,
-            want
-        )
-        .fetch_all(&state.pool)
-        .await
-    }
+        sev,
+        after,
+        f.status as Option<FindingStatus>,
+        f.instance_id,
+        f.check,
+        like,
+        want
+    )
+    .fetch_all(&state.pool)
+    .await
 }
 
 fn fmt(t: DateTime<Utc>) -> String {
