@@ -37,14 +37,19 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         UPDATE sspm.instances i
            SET last_succeeded_scan_id = ls.id, last_score = ls.score, last_coverage = ls.coverage
-          FROM (SELECT DISTINCT instance_id, id FROM old_rows) o
+          FROM (
+              -- The stored scan's instances only, found before any lookup: a prune
+              -- deletes thousands of older scans and must not probe once for each.
+              SELECT DISTINCT o.instance_id FROM old_rows o
+              JOIN sspm.instances held ON held.id = o.instance_id AND held.last_succeeded_scan_id = o.id
+          ) o
           LEFT JOIN LATERAL (
               SELECT s.id, s.score, s.coverage FROM sspm.scans s
               WHERE s.instance_id = o.instance_id AND s.status = 'succeeded'
               ORDER BY s.started_at DESC, s.id DESC
               LIMIT 1
           ) ls ON true
-         WHERE i.id = o.instance_id AND i.last_succeeded_scan_id = o.id;
+         WHERE i.id = o.instance_id;
     ELSE
         UPDATE sspm.instances i
            SET last_succeeded_scan_id = ls.id, last_score = ls.score, last_coverage = ls.coverage
