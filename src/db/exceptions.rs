@@ -73,6 +73,7 @@ pub async fn add<'c>(
     )
     .execute(&mut *tx)
     .await?;
+    lock_instances(&mut tx, &[new.instance_id]).await?;
     let existing = sqlx::query!(
         r#"SELECT id, resource, expires_at FROM sspm.exceptions
            WHERE instance_id = $1 AND check_id = $2
@@ -173,6 +174,11 @@ pub async fn remove<'c>(
     id: Uuid,
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = conn.begin().await?;
+    let instance: Vec<Uuid> =
+        sqlx::query_scalar!("SELECT instance_id FROM sspm.exceptions WHERE id = $1", id)
+            .fetch_all(&mut *tx)
+            .await?;
+    lock_instances(&mut tx, &instance).await?;
     let reopened = reopen_findings_of(&mut tx, &[id], "exception removed").await?;
     let deleted = sqlx::query!("DELETE FROM sspm.exceptions WHERE id = $1", id)
         .execute(&mut *tx)
@@ -220,15 +226,38 @@ pub async fn instance_name_of(
 /// Reopens findings muted by exceptions that have expired; returns how many.
 pub async fn expire(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let expired: Vec<Uuid> = sqlx::query_scalar!(
-        "SELECT id FROM sspm.exceptions WHERE expires_at IS NOT NULL AND expires_at <= $1",
+    let expired = sqlx::query!(
+        "SELECT id, instance_id FROM sspm.exceptions WHERE expires_at IS NOT NULL AND expires_at <= $1",
         now
     )
     .fetch_all(&mut *tx)
     .await?;
+    let instances: Vec<Uuid> = expired.iter().map(|e| e.instance_id).collect();
+    lock_instances(&mut tx, &instances).await?;
+    let expired: Vec<Uuid> = expired.into_iter().map(|e| e.id).collect();
     let reopened = reopen_findings_of(&mut tx, &expired, "exception expired").await?;
     tx.commit().await?;
     Ok(reopened)
+}
+
+/// Locks the instances' rows, in id order, before their findings change. A status change
+/// updates the instance's open counts (trigger of migration 20261202000010), and a scan
+/// locks the instance row first and its findings after (`leases::lock_for_write`): taking
+/// the same order here means the two wait for each other instead of deadlocking.
+async fn lock_instances(
+    conn: &mut sqlx::PgConnection,
+    instance_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if instance_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "SELECT id FROM sspm.instances WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        instance_ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(())
 }
 
 async fn reopen_findings_of(

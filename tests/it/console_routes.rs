@@ -757,3 +757,120 @@ async fn fleet_and_findings_pages_walk_every_row_once_in_order(pool: PgPool) {
         "text search pages: every match once, in order"
     );
 }
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn fleet_severity_filter_follows_exceptions_at_once(pool: PgPool) {
+    // alpha: one open critical; bravo: a muted critical and an open high; charlie: none.
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO sspm.instances (name, region, token_ref, status)
+         VALUES ('alpha', 'us', 'env:T', 'ok'), ('bravo', 'us', 'env:T', 'ok'), ('charlie', 'us', 'env:T', 'ok')
+         RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+         VALUES ($1, 'failed_login_burst', 'ip:203.0.113.9', 'open', 'critical', 't', 'r', now(), now()),
+                ($2, 'failed_login_burst', 'ip:203.0.113.9', 'muted', 'critical', 't', 'r', now(), now()),
+                ($2, 'admin_personal_email_domain', 'admin:1', 'open', 'high', 't', 'r', now(), now())",
+    )
+    .bind(ids[0])
+    .bind(ids[1])
+    .execute(&pool)
+    .await
+    .unwrap();
+    add_user(&pool, "vera", Role::Viewer).await;
+    let console = start(&pool, local_settings()).await;
+    let mut b = Browser::new(&console.base);
+    b.login("vera", PASSWORD).await;
+    let shown = |body: &str| linked_ids(body, "/instances/");
+    let id = |n: usize| ids[n].to_string();
+
+    assert_eq!(shown(&b.get("/?severity=critical").await.body), [id(0)]);
+    assert_eq!(shown(&b.get("/?severity=high").await.body), [id(1)]);
+    assert_eq!(
+        shown(&b.get("/?severity=low").await.body),
+        Vec::<String>::new()
+    );
+
+    // Muting alpha's critical finding takes it off the filtered fleet without a scan;
+    // removing the exception brings it back.
+    let (exception, muted) = intercom_sspm::db::exceptions::add(
+        &pool,
+        &intercom_sspm::db::exceptions::NewException {
+            instance_id: ids[0],
+            check_id: "failed_login_burst",
+            resource: None,
+            reason: "pen test",
+            author: "test",
+            expires_at: None,
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(muted, 1);
+    assert_eq!(
+        shown(&b.get("/?severity=critical").await.body),
+        Vec::<String>::new()
+    );
+    intercom_sspm::db::exceptions::remove(&pool, exception)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown(&b.get("/?severity=critical").await.body), [id(0)]);
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn text_search_pages_rare_and_common_terms_past_the_sample(pool: PgPool) {
+    // 6,000 findings of one severity (ids in k order). Every 100th says NeedleZ: the
+    // 200-row sample holds 2 matches, so the term counts as rare and the trigram indexes
+    // answer. Every 40th says NeedleY: 5 in the sample, common, so the page order is
+    // walked. Either way every match is paged once, in order.
+    sqlx::query(
+        "INSERT INTO sspm.instances (name, region, token_ref, status) VALUES ('acme', 'us', 'env:T', 'ok')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+         SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(k), 12, '0'))::uuid, i.id,
+                'admin_personal_email_domain', 'admin:' || k, 'open', 'low',
+                CASE WHEN k % 100 = 0 THEN 'Sparse NeedleZ ' || k WHEN k % 40 = 0 THEN 'Dense NeedleY ' || k ELSE 'Other ' || k END, 'r', now(), now()
+         FROM sspm.instances i, generate_series(1, 6000) k",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    add_user(&pool, "vera", Role::Viewer).await;
+    let console = start(&pool, local_settings()).await;
+    let mut b = Browser::new(&console.base);
+    b.login("vera", PASSWORD).await;
+    for (q, prefix, matches, want_pages) in
+        [("needlez", "Sparse", 60, 2), ("needley", "Dense", 120, 3)]
+    {
+        let expected: Vec<String> = sqlx::query_scalar(
+            "SELECT id::text FROM sspm.findings WHERE title LIKE $1 || '%' ORDER BY id",
+        )
+        .bind(prefix)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(expected.len(), matches);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut next = Some(format!("/findings?q={q}"));
+        while let Some(path) = next {
+            let p = b.get(&path).await;
+            assert_eq!(p.status, StatusCode::OK, "{path}");
+            seen.extend(linked_ids(&p.body, "/findings/"));
+            next = next_link(&p.body);
+            pages += 1;
+            assert!(pages < 5, "the walk ends");
+        }
+        assert_eq!(pages, want_pages, "{q}");
+        assert_eq!(seen, expected, "{q}: every match once, in order");
+    }
+}

@@ -38,6 +38,7 @@ mod deploy_artifacts;
 mod differential;
 mod domain_findings;
 mod fuzz_parsers;
+mod instance_summary;
 mod intercom_client;
 mod onboarding;
 mod prometheus_rules;

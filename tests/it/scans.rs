@@ -669,3 +669,154 @@ async fn a_used_up_time_budget_fails_api_reachable_as_it_marks_the_instance_unre
     assert_eq!(instance_status, "unreachable");
     w.sim.shutdown().await;
 }
+
+/// The instance's stored summary (migration 20261202000010) and the same figures as
+/// `sspm.instance_posture` computes them from the scans and findings: (latest succeeded
+/// scan, score, coverage, open critical/high/medium/low/info/total).
+type Summary = (Option<Uuid>, Option<f64>, Option<f64>, [i64; 6]);
+
+/// A summary as one row: the three scan columns, then the six counts.
+type SummaryRow = (
+    Option<Uuid>,
+    Option<f64>,
+    Option<f64>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+async fn summary_row(pool: &PgPool, sql: &str, instance: Uuid) -> Summary {
+    let r: SummaryRow = sqlx::query_as(sql)
+        .bind(instance)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (r.0, r.1, r.2, [r.3, r.4, r.5, r.6, r.7, r.8])
+}
+
+async fn stored_and_computed_summary(pool: &PgPool, instance: Uuid) -> (Summary, Summary) {
+    let stored = summary_row(
+        pool,
+        "SELECT last_succeeded_scan_id, last_score, last_coverage, open_critical, open_high,
+                open_medium, open_low, open_info, open_total
+         FROM sspm.instances WHERE id = $1",
+        instance,
+    )
+    .await;
+    let computed = summary_row(
+        pool,
+        "SELECT latest_scan_id, latest_score, latest_coverage, open_critical, open_high,
+                open_medium, open_low, open_info, open_total
+         FROM sspm.instance_posture WHERE id = $1",
+        instance,
+    )
+    .await;
+    (stored, computed)
+}
+
+/// The report's open findings per severity, in the summary's order, with the total.
+fn report_open(report: &intercom_sspm::scan::ScanReport) -> [i64; 6] {
+    let n = |s: &str| report.open_by_severity.get(s).copied().unwrap_or(0);
+    let by = [n("critical"), n("high"), n("medium"), n("low"), n("info")];
+    [by[0], by[1], by[2], by[3], by[4], by.iter().sum()]
+}
+
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn instance_summary_follows_scans_failures_and_exceptions(pool: PgPool) {
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
+    let (stored, computed) = stored_and_computed_summary(&pool, acme.id).await;
+    assert_eq!(stored, (None, None, None, [0; 6]), "nothing before a scan");
+    assert_eq!(stored, computed);
+
+    // A succeeded scan: its own score, coverage and open counts.
+    let first = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(first.status, ScanOutcome::Succeeded);
+    let (stored, computed) = stored_and_computed_summary(&pool, acme.id).await;
+    assert_eq!(stored, computed);
+    assert_eq!(
+        (stored.0, stored.1, stored.2),
+        (Some(first.scan_id), first.score, first.coverage)
+    );
+    assert_eq!(stored.3, report_open(&first));
+    assert!(stored.3[5] > 0 && stored.3[1] > 0, "{:?}", stored.3);
+
+    // An exception mutes a high finding: one open high fewer at once, no scan needed.
+    let (exception, muted) = intercom_sspm::db::exceptions::add(
+        &pool,
+        &intercom_sspm::db::exceptions::NewException {
+            instance_id: acme.id,
+            check_id: "admin_external_domain",
+            resource: Some("admin:4"),
+            reason: "contractor approved",
+            author: "test",
+            expires_at: None,
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(muted, 1);
+    let severity: String = sqlx::query_scalar(
+        "SELECT severity FROM sspm.findings WHERE check_id = 'admin_external_domain' AND resource = 'admin:4'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let col = ["critical", "high", "medium", "low", "info"]
+        .iter()
+        .position(|s| *s == severity)
+        .unwrap();
+    let (muted_stored, computed) = stored_and_computed_summary(&pool, acme.id).await;
+    assert_eq!(muted_stored, computed);
+    let mut expected = stored.3;
+    expected[col] -= 1;
+    expected[5] -= 1;
+    assert_eq!(
+        muted_stored.3, expected,
+        "the muted finding left the open counts"
+    );
+    assert_eq!(muted_stored.1, first.score, "the score is the last scan's");
+
+    // A failed scan keeps the previous score and coverage; its open counts are what the
+    // findings now are (the health finding it opened included).
+    w.sim.scenario_handle().revoke_token(RISKY_TOKEN).unwrap();
+    let failed = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(failed.status, ScanOutcome::Failed);
+    let (stored, computed) = stored_and_computed_summary(&pool, acme.id).await;
+    assert_eq!(stored, computed);
+    assert_eq!(
+        (stored.0, stored.1, stored.2),
+        (Some(first.scan_id), first.score, first.coverage),
+        "a failed scan keeps the previous values"
+    );
+    assert_eq!(stored.3[5], muted_stored.3[5] + 1, "token_valid opened");
+
+    // Removing the exception reopens the finding.
+    intercom_sspm::db::exceptions::remove(&pool, exception)
+        .await
+        .unwrap()
+        .unwrap();
+    let (stored, computed) = stored_and_computed_summary(&pool, acme.id).await;
+    assert_eq!(stored, computed);
+    assert_eq!(stored.3[col], muted_stored.3[col] + 1);
+
+    // Another instance's scan changes only its own summary: no findings, its own score.
+    let healthy = w
+        .onboard(&Onboard::new("initech").region(Region::Eu), HEALTHY_TOKEN)
+        .await;
+    let report = scanner.scan(&healthy, Trigger::Manual, None).await.unwrap();
+    let (stored, computed) = stored_and_computed_summary(&pool, healthy.id).await;
+    assert_eq!(stored, computed);
+    assert_eq!(
+        (stored.0, stored.1, stored.2, stored.3),
+        (Some(report.scan_id), report.score, report.coverage, [0; 6])
+    );
+    let (acme_now, _) = stored_and_computed_summary(&pool, acme.id).await;
+    assert_eq!(acme_now.1, first.score);
+    w.sim.shutdown().await;
+}

@@ -38,6 +38,8 @@ async fn seed(db: &Db, instances: i64, scans: i64, per_instance: i64) -> anyhow:
     .bind(instances)
     .execute(pool)
     .await?;
+    // The instances' summary columns (latest score, open counts per severity) are filled
+    // by the database's triggers on these inserts, exactly as for the daemon's scans.
     sqlx::query(
         "INSERT INTO sspm.scans (instance_id, status, trigger, started_at, finished_at, score, coverage, api_calls)
          SELECT i.id, 'succeeded', 'schedule',

@@ -21,8 +21,15 @@ use crate::db::Checked;
 use crate::status::{FindingStatus, TextEnum as _};
 
 pub const PAGE_SIZE: i64 = 50;
-/// Text search: up to this many matches of one severity are gathered from the trigram
-/// indexes and paged from there; beyond it the id-order walk is fast (dense matches).
+/// Text search: first a sample of this many rows of one severity, in page order, is
+/// filtered; it fills the page for a very common term and tells how common the term is.
+/// Small, since every row costs a heap fetch at a random place (ids are random)...
+const TEXT_SAMPLE: i64 = 200;
+/// ...with at least this many matches in the sample (2 %), walking the page order fills a
+/// page within some 2,500 rows; with fewer the term is rare and the trigram indexes answer...
+const TEXT_DENSE: usize = 4;
+/// ...gathering up to this many matches of one severity and paging from them; beyond it
+/// the matches are dense after all and the id-order walk is fast.
 const TEXT_CANDIDATES: i64 = 2_000;
 /// The export is for spreadsheets and SIEM imports; larger sets belong to the CLI or SQL.
 pub const MAX_EXPORT_ROWS: usize = 100_000;
@@ -236,79 +243,14 @@ async fn fetch_page(
         let after = cursor.filter(|c| c.0 == idx).map(|c| c.1);
         let want = PAGE_SIZE + 1 - out.len() as i64;
         let rows = match &f.like {
-            // Text: the trigram indexes first (bitmap scans forced, since the planner
-            // cannot estimate ILIKE '%..%' and would otherwise walk the id order
-            // hoping for an early match that never comes). When this severity has at
-            // most TEXT_CANDIDATES matches, the page is read from those ids; with more,
-            // matches are dense enough that walking the id order fills a page quickly.
-            Some(like) => {
-                let mut tx = state.pool.begin().await?;
-                sqlx::query!("SET LOCAL enable_seqscan = off")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query!("SET LOCAL enable_indexscan = off")
-                    .execute(&mut *tx)
-                    .await?;
-                let candidates: Vec<Uuid> = sqlx::query_scalar!(
-                    r#"SELECT f.id FROM sspm.findings f
-                       WHERE (f.title ILIKE $1 OR f.resource ILIKE $1)
-                         AND f.severity = $2
-                         AND ($3::uuid IS NULL OR f.id > $3)
-                         AND ($4::text IS NULL OR f.status = $4)
-                         AND ($5::uuid IS NULL OR f.instance_id = $5)
-                         AND ($6::text IS NULL OR f.check_id = $6)
-                       LIMIT $7"#,
-                    like,
-                    sev,
-                    after,
-                    f.status as Option<FindingStatus>,
-                    f.instance_id,
-                    f.check,
-                    TEXT_CANDIDATES + 1
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                if candidates.len() as i64 <= TEXT_CANDIDATES {
-                    sqlx::query_as!(
-                        PageRow,
-                        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
-                                  f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-                           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
-                           WHERE f.id = ANY($1)
-                           ORDER BY f.id
-                           LIMIT $2"#,
-                        &candidates,
-                        want
-                    )
-                    .fetch_all(&state.pool)
-                    .await?
-                } else {
-                    sqlx::query_as!(
-                        PageRow,
-                        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
-                                  f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-                           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
-                           WHERE f.severity = $1
-                             AND ($2::uuid IS NULL OR f.id > $2)
-                             AND ($3::text IS NULL OR f.status = $3)
-                             AND ($4::uuid IS NULL OR f.instance_id = $4)
-                             AND ($5::text IS NULL OR f.check_id = $5)
-                             AND (f.title ILIKE $6 OR f.resource ILIKE $6)
-                           ORDER BY f.id
-                           LIMIT $7"#,
-                        sev,
-                        after,
-                        f.status as Option<FindingStatus>,
-                        f.instance_id,
-                        f.check,
-                        like,
-                        want
-                    )
-                    .fetch_all(&state.pool)
-                    .await?
-                }
-            }
+            // Text: which index serves depends on how common the term is, which the
+            // planner cannot estimate for ILIKE '%..%'. A bounded walk of the page order
+            // decides: full page (common term) or the trigram indexes (rare term).
+            Some(like) => match text_sample(state, f, sev, after, like, want).await? {
+                Sample::Page(rows) => rows,
+                Sample::Dense => ordered_text_page(state, f, sev, after, like, want).await?,
+                Sample::Sparse => trigram_text_page(state, f, sev, after, like, want).await?,
+            },
             None => {
                 sqlx::query_as!(
                     PageRow,
@@ -357,6 +299,182 @@ async fn fetch_page(
         None
     };
     Ok((out, next))
+}
+
+/// What the sample of a severity's rows in page order says about a text term.
+enum Sample {
+    /// The sample filled the page, or held every remaining row of the severity.
+    Page(Vec<PageRow>),
+    /// Common: walking the page order fills the page soon.
+    Dense,
+    /// Rare: the trigram indexes find its matches faster.
+    Sparse,
+}
+
+/// Filters the first TEXT_SAMPLE rows of the severity in page order (an index walk with a
+/// LIMIT, whatever the table's size): the planner cannot estimate how common an ILIKE
+/// '%..%' term is, so this measures it.
+async fn text_sample(
+    state: &ConsoleState,
+    f: &Filter,
+    sev: &str,
+    after: Option<Uuid>,
+    like: &str,
+    want: i64,
+) -> Result<Sample, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"WITH w AS MATERIALIZED (
+               SELECT f.id, f.instance_id, f.severity, f.title, f.resource, f.status, f.first_seen_at, f.last_seen_at
+               FROM sspm.findings f
+               WHERE f.severity = $1
+                 AND ($2::uuid IS NULL OR f.id > $2)
+                 AND ($3::text IS NULL OR f.status = $3)
+                 AND ($4::uuid IS NULL OR f.instance_id = $4)
+                 AND ($5::text IS NULL OR f.check_id = $5)
+               ORDER BY f.id
+               LIMIT $7
+           ), m AS (
+               SELECT w.id, w.instance_id, i.name AS instance_name, w.severity, w.title, w.resource,
+                      w.status, w.first_seen_at, w.last_seen_at
+               FROM w JOIN sspm.instances i ON i.id = w.instance_id
+               WHERE w.title ILIKE $6 OR w.resource ILIKE $6
+               ORDER BY w.id
+               LIMIT $8
+           )
+           SELECT (SELECT count(*) FROM w) AS "walked!", m.id AS "id?", m.instance_id AS "instance_id?",
+                  m.instance_name AS "instance_name?", m.severity AS "severity?", m.title AS "title?",
+                  m.resource AS "resource?", m.status AS "status?: Checked<FindingStatus>",
+                  m.first_seen_at AS "first_seen_at?", m.last_seen_at AS "last_seen_at?"
+           FROM (SELECT 1) one LEFT JOIN m ON true
+           ORDER BY m.id"#,
+        sev,
+        after,
+        f.status as Option<FindingStatus>,
+        f.instance_id,
+        f.check,
+        like,
+        TEXT_SAMPLE,
+        want
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let walked = rows.first().map(|r| r.walked).unwrap_or(0);
+    let matches: Vec<PageRow> = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(PageRow {
+                id: r.id?,
+                instance_id: r.instance_id?,
+                instance_name: r.instance_name?,
+                severity: r.severity?,
+                title: r.title?,
+                resource: r.resource?,
+                status: r.status?,
+                first_seen_at: r.first_seen_at?,
+                last_seen_at: r.last_seen_at?,
+            })
+        })
+        .collect();
+    Ok(if matches.len() as i64 >= want || walked < TEXT_SAMPLE {
+        Sample::Page(matches)
+    } else if matches.len() >= TEXT_DENSE {
+        Sample::Dense
+    } else {
+        Sample::Sparse
+    })
+}
+
+/// The text filter for a rare term, from the trigram indexes (bitmap scans forced, since
+/// the planner cannot estimate ILIKE '%..%' and would otherwise walk the id order hoping
+/// for an early match that never comes).
+async fn trigram_text_page(
+    state: &ConsoleState,
+    f: &Filter,
+    sev: &str,
+    after: Option<Uuid>,
+    like: &str,
+    want: i64,
+) -> Result<Vec<PageRow>, sqlx::Error> {
+    let mut tx = state.pool.begin().await?;
+    sqlx::query!("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!("SET LOCAL enable_indexscan = off")
+        .execute(&mut *tx)
+        .await?;
+    let candidates: Vec<Uuid> = sqlx::query_scalar!(
+        r#"SELECT f.id FROM sspm.findings f
+           WHERE (f.title ILIKE $1 OR f.resource ILIKE $1)
+             AND f.severity = $2
+             AND ($3::uuid IS NULL OR f.id > $3)
+             AND ($4::text IS NULL OR f.status = $4)
+             AND ($5::uuid IS NULL OR f.instance_id = $5)
+             AND ($6::text IS NULL OR f.check_id = $6)
+           LIMIT $7"#,
+        like,
+        sev,
+        after,
+        f.status as Option<FindingStatus>,
+        f.instance_id,
+        f.check,
+        TEXT_CANDIDATES + 1
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    // At most TEXT_CANDIDATES matches: the page is read from those ids. With more, matches
+    // are dense enough that walking the id order fills a page quickly.
+    if candidates.len() as i64 <= TEXT_CANDIDATES {
+        sqlx::query_as!(
+            PageRow,
+            r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
+                      f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
+               FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+               WHERE f.id = ANY($1)
+               ORDER BY f.id
+               LIMIT $2"#,
+            &candidates,
+            want
+        )
+        .fetch_all(&state.pool)
+        .await
+    } else {
+        ordered_text_page(state, f, sev, after, like, want).await
+    }
+}
+
+/// The text filter walking the page order until the page is full (a common term).
+async fn ordered_text_page(
+    state: &ConsoleState,
+    f: &Filter,
+    sev: &str,
+    after: Option<Uuid>,
+    like: &str,
+    want: i64,
+) -> Result<Vec<PageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PageRow,
+        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
+                      f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
+               FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+               WHERE f.severity = $1
+                 AND ($2::uuid IS NULL OR f.id > $2)
+                 AND ($3::text IS NULL OR f.status = $3)
+                 AND ($4::uuid IS NULL OR f.instance_id = $4)
+                 AND ($5::text IS NULL OR f.check_id = $5)
+                 AND (f.title ILIKE $6 OR f.resource ILIKE $6)
+               ORDER BY f.id
+               LIMIT $7"#,
+        sev,
+        after,
+        f.status as Option<FindingStatus>,
+        f.instance_id,
+        f.check,
+        like,
+        want
+    )
+    .fetch_all(&state.pool)
+    .await
 }
 
 fn fmt(t: DateTime<Utc>) -> String {

@@ -1,7 +1,8 @@
 //! The fleet page: every instance with status, score, coverage, a 30-day sparkline, open
 //! findings by severity, last and next scan. Keyset-paginated (by name, or by score then
 //! name, names compared case-insensitively); two queries per page whatever its size
-//! (rows, then all their trends), and posture is computed for the page's rows only.
+//! (rows, then all their trends). Score, coverage and open counts are the summary columns
+//! of `sspm.instances`, so neither sorting nor filtering reads scans or findings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -177,7 +178,10 @@ pub async fn page(
     })
 }
 
-/// One instance's row of `sspm.instance_posture`, as the page shows it.
+/// One instance's row as the page shows it: `sspm.instances` with its summary columns
+/// (the latest succeeded scan's score and coverage, open findings per severity), which
+/// the database keeps equal to what `sspm.instance_posture` computes (migration
+/// 20261202000010).
 struct PostureRow {
     id: Uuid,
     name: String,
@@ -195,11 +199,11 @@ struct PostureRow {
     open_info: i64,
 }
 
-/// The page's instances: first their ids (filters, keyset cursor, order, LIMIT over
-/// `sspm.instances` alone; names are unique case-insensitively, so `lower(name)` is the
-/// key and its index gives the order), then the posture (latest scan, open counts) of
-/// those ids only. Sorting by score needs every filtered instance's latest score, one
-/// index probe each, never their findings.
+/// The page's instances: filters, keyset cursor, order and LIMIT over `sspm.instances`
+/// alone, one statement. Names are unique case-insensitively, so `lower(name)` is the key
+/// and its index gives the name order; `instances_score_order_idx` gives the score order
+/// (no score first, as -1). The severity filter reads the stored open counts, never the
+/// findings.
 async fn page_rows(
     state: &ConsoleState,
     filter: &FleetFilter,
@@ -208,33 +212,17 @@ async fn page_rows(
     if by_score {
         sqlx::query_as!(
             PostureRow,
-            r#"WITH scored AS MATERIALIZED (
-                   SELECT i.id, lower(i.name) AS key, coalesce(ls.score, -1) AS score
-                   FROM sspm.instances i
-                   LEFT JOIN LATERAL (
-                       SELECT s.score FROM sspm.scans s
-                       WHERE s.instance_id = i.id AND s.status = 'succeeded'
-                       ORDER BY s.started_at DESC, s.id DESC
-                       LIMIT 1
-                   ) ls ON true
-                   WHERE ($1::text IS NULL OR i.region = $1)
-                     AND ($2::text IS NULL OR i.status = $2)
-                     AND ($3::text IS NULL OR EXISTS (
-                           SELECT 1 FROM sspm.findings f
-                           WHERE f.instance_id = i.id AND f.status = 'open' AND f.severity = $3))
-               ), page AS MATERIALIZED (
-                   SELECT id, key, score FROM scored
-                   WHERE $4::text IS NULL OR (score, key) > ($5, lower($4))
-                   ORDER BY score, key
-                   LIMIT $6
-               )
-               SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
-                      p.status AS "status!: Checked<InstanceStatus>", p.latest_score, p.latest_coverage, p.last_scan_at,
-                      p.next_scan_at AS "next_scan_at!",
-                      p.open_critical AS "open_critical!", p.open_high AS "open_high!",
-                      p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
-               FROM page JOIN sspm.instance_posture p ON p.id = page.id
-               ORDER BY page.score, page.key"#,
+            r#"SELECT i.id, i.name, i.region, i.enabled, i.status AS "status: Checked<InstanceStatus>",
+                      i.last_score AS latest_score, i.last_coverage AS latest_coverage, i.last_scan_at,
+                      i.next_scan_at, i.open_critical, i.open_high, i.open_medium, i.open_low, i.open_info
+               FROM sspm.instances i
+               WHERE ($1::text IS NULL OR i.region = $1)
+                 AND ($2::text IS NULL OR i.status = $2)
+                 AND ($3::text IS NULL OR CASE $3 WHEN 'critical' THEN i.open_critical WHEN 'high' THEN i.open_high
+                        WHEN 'medium' THEN i.open_medium WHEN 'low' THEN i.open_low ELSE i.open_info END > 0)
+                 AND ($4::text IS NULL OR (coalesce(i.last_score, -1), lower(i.name)) > ($5, lower($4)))
+               ORDER BY coalesce(i.last_score, -1), lower(i.name)
+               LIMIT $6"#,
             filter.region,
             filter.status,
             filter.severity,
@@ -247,25 +235,17 @@ async fn page_rows(
     } else {
         sqlx::query_as!(
             PostureRow,
-            r#"WITH page AS MATERIALIZED (
-                   SELECT i.id, lower(i.name) AS key
-                   FROM sspm.instances i
-                   WHERE ($1::text IS NULL OR i.region = $1)
-                     AND ($2::text IS NULL OR i.status = $2)
-                     AND ($3::text IS NULL OR EXISTS (
-                           SELECT 1 FROM sspm.findings f
-                           WHERE f.instance_id = i.id AND f.status = 'open' AND f.severity = $3))
-                     AND ($4::text IS NULL OR lower(i.name) > lower($4))
-                   ORDER BY lower(i.name)
-                   LIMIT $5
-               )
-               SELECT p.id AS "id!", p.name AS "name!", p.region AS "region!", p.enabled AS "enabled!",
-                      p.status AS "status!: Checked<InstanceStatus>", p.latest_score, p.latest_coverage, p.last_scan_at,
-                      p.next_scan_at AS "next_scan_at!",
-                      p.open_critical AS "open_critical!", p.open_high AS "open_high!",
-                      p.open_medium AS "open_medium!", p.open_low AS "open_low!", p.open_info AS "open_info!"
-               FROM page JOIN sspm.instance_posture p ON p.id = page.id
-               ORDER BY page.key"#,
+            r#"SELECT i.id, i.name, i.region, i.enabled, i.status AS "status: Checked<InstanceStatus>",
+                      i.last_score AS latest_score, i.last_coverage AS latest_coverage, i.last_scan_at,
+                      i.next_scan_at, i.open_critical, i.open_high, i.open_medium, i.open_low, i.open_info
+               FROM sspm.instances i
+               WHERE ($1::text IS NULL OR i.region = $1)
+                 AND ($2::text IS NULL OR i.status = $2)
+                 AND ($3::text IS NULL OR CASE $3 WHEN 'critical' THEN i.open_critical WHEN 'high' THEN i.open_high
+                        WHEN 'medium' THEN i.open_medium WHEN 'low' THEN i.open_low ELSE i.open_info END > 0)
+                 AND ($4::text IS NULL OR lower(i.name) > lower($4))
+               ORDER BY lower(i.name)
+               LIMIT $5"#,
             filter.region,
             filter.status,
             filter.severity,

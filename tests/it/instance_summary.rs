@@ -1,0 +1,134 @@
+//! The per-instance summary on `sspm.instances` (migration 20261202000010): the migration
+//! fills it for rows that existed before it, and afterwards it equals what
+//! `sspm.instance_posture` computes from the scans and findings, whoever writes them.
+//! The scan path is covered in `scans` (instance_summary_follows_...).
+
+use std::borrow::Cow;
+
+use sqlx::PgPool;
+
+const SUMMARY: &str = "20261202000010";
+
+async fn stored_vs_computed(pool: &PgPool) -> (Vec<String>, Vec<String>) {
+    let stored = sqlx::query_scalar(
+        "SELECT concat_ws(' ', name, last_succeeded_scan_id, last_score, last_coverage, open_critical,
+                          open_high, open_medium, open_low, open_info, open_total)
+         FROM sspm.instances ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let computed = sqlx::query_scalar(
+        "SELECT concat_ws(' ', name, latest_scan_id, latest_score, latest_coverage, open_critical,
+                          open_high, open_medium, open_low, open_info, open_total)
+         FROM sspm.instance_posture ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (stored, computed)
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_migration_backfills_existing_instances(pool: PgPool) {
+    // sqlx keeps its history unqualified, and the role's default search_path ("$user")
+    // would find it in schema sspm once that exists: pin it to public as the daemon does.
+    let opts = (*pool.connect_options())
+        .clone()
+        .options([("search_path", "public")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    // The schema as it was before the summary, with a fleet already scanned.
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new("migrations"))
+        .await
+        .unwrap();
+    before.migrations = Cow::Owned(
+        intercom_sspm::db::MIGRATOR
+            .iter()
+            .filter(|m| m.version < SUMMARY.parse::<i64>().unwrap())
+            .cloned()
+            .collect(),
+    );
+    before.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.instances (name, region, token_ref)
+         SELECT 'inst-' || g, 'us', 'env:T' FROM generate_series(1, 6) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Per instance: an older and a newer succeeded scan, a newer failed one (skipped),
+    // none at all for inst-6; findings of every status and severity.
+    sqlx::query(
+        "INSERT INTO sspm.scans (instance_id, status, trigger, started_at, finished_at, score, coverage)
+         SELECT i.id, s.status, 'schedule', now() - s.ago, now() - s.ago + interval '1 minute',
+                CASE WHEN s.status = 'succeeded' THEN s.score + length(i.name) END, 0.5
+         FROM sspm.instances i,
+              (VALUES ('succeeded', interval '3 days', 10), ('succeeded', interval '2 days', 60),
+                      ('failed', interval '1 day', NULL)) s (status, ago, score)
+         WHERE i.name <> 'inst-6'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation,
+                                    first_seen_at, last_seen_at, resolved_at)
+         SELECT i.id, 'admin_external_domain', 'admin:' || k,
+                (ARRAY['open', 'open', 'muted', 'resolved'])[1 + k % 4],
+                (ARRAY['critical', 'high', 'medium', 'low', 'info'])[1 + (k * length(i.name)) % 5],
+                't', 'r', now(), now(), CASE WHEN k % 4 = 3 THEN now() END
+         FROM sspm.instances i, generate_series(1, 17) k
+         WHERE i.name <> 'inst-5'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    intercom_sspm::db::MIGRATOR.run(&pool).await.unwrap();
+    let (stored, computed) = stored_vs_computed(&pool).await;
+    assert_eq!(stored, computed);
+    let scored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sspm.instances WHERE last_score > 60 AND open_total > 0",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        scored, 4,
+        "the newer succeeded scan, and open counts: {stored:?}"
+    );
+
+    // And the triggers keep it from there: a reclassified severity, a resolved finding, a
+    // pruned latest scan, a removed instance.
+    sqlx::query("UPDATE sspm.findings SET severity = 'info' WHERE resource = 'admin:1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE sspm.findings SET status = 'resolved', resolved_at = now() WHERE resource = 'admin:2'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "DELETE FROM sspm.scans WHERE score > 60 AND instance_id = (SELECT id FROM sspm.instances WHERE name = 'inst-1')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM sspm.instances WHERE name = 'inst-2'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (stored, computed) = stored_vs_computed(&pool).await;
+    assert_eq!(stored, computed);
+    assert!(
+        stored[0].starts_with("inst-1 ") && stored[0].contains(" 16 "),
+        "{}",
+        stored[0]
+    );
+}
