@@ -53,7 +53,7 @@ pub async fn matching_channel(db: &super::Db, ctx: &Ctx) -> anyhow::Result<Arc<S
         ..Rules::default()
     };
     channels::insert(
-        &db.pool,
+        &mut *db.pool.acquire().await?,
         &NewChannel {
             id,
             name: "bench-all",
@@ -95,7 +95,7 @@ pub async fn notify_throughput(ctx: &Ctx) -> anyhow::Result<Value> {
     };
     let sealed = secrets.seal(&ctx.keyring, id);
     channels::insert(
-        &db.pool,
+        &mut *db.pool.acquire().await?,
         &NewChannel {
             id,
             name: "bench",
