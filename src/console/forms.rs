@@ -201,3 +201,22 @@ mod tests {
         assert!(preview("6h", "Europe/Berlin", "6h").is_empty());
     }
 }
+
+/// The body of every enable/disable button (`enabled=true|false`), for instances,
+/// channels and users alike.
+#[derive(Debug, serde::Deserialize)]
+pub struct EnabledForm {
+    #[serde(default)]
+    enabled: String,
+}
+
+impl EnabledForm {
+    /// The state asked for; None when the form asked neither (our pages never send that).
+    pub fn wanted(&self) -> Option<bool> {
+        match self.enabled.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+}

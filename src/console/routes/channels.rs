@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Actor};
 use crate::console::auth::Signed;
-use crate::console::forms::FieldErrors;
+use crate::console::forms::{self, FieldErrors};
 use crate::console::role::Role;
 use crate::console::routes::onboard::ops;
 use crate::console::state::ConsoleState;
@@ -641,32 +641,22 @@ pub async fn test(
     )
 }
 
-#[derive(Deserialize)]
-pub struct EnabledForm {
-    #[serde(default)]
-    enabled: String,
-}
-
 pub async fn set_enabled(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
     Path(id): Path<Uuid>,
-    Form(form): Form<EnabledForm>,
+    Form(form): Form<forms::EnabledForm>,
 ) -> Response {
     if let Some(r) = signed.refuse_unless(Role::Admin) {
         return r;
     }
-    let enabled = match form.enabled.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return views::message(
-                &signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Not understood",
-                "The form asked neither to enable nor to disable the channel: use the buttons on its page.",
-            )
-        }
+    let Some(enabled) = form.wanted() else {
+        return views::message(
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not understood",
+            "The form asked neither to enable nor to disable the channel: use the buttons on its page.",
+        );
     };
     let actor = Actor::console(&signed.name);
     let done = async {

@@ -373,31 +373,22 @@ pub async fn set_domains(
     }
 }
 
-#[derive(Deserialize)]
-pub struct EnabledForm {
-    enabled: String,
-}
-
 pub async fn set_enabled(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
     Path(id): Path<Uuid>,
-    Form(form): Form<EnabledForm>,
+    Form(form): Form<forms::EnabledForm>,
 ) -> Response {
     if let Some(r) = signed.refuse_unless(Role::Admin) {
         return r;
     }
-    let enabled = match form.enabled.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return views::message(
-                &signed,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Not understood",
-                "The form asked neither to enable nor to disable the instance: use the buttons on its settings page.",
-            )
-        }
+    let Some(enabled) = form.wanted() else {
+        return views::message(
+            &signed,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not understood",
+            "The form asked neither to enable nor to disable the instance: use the buttons on its settings page.",
+        );
     };
     let i = match load(&state, &signed, id).await {
         Ok(i) => i,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Actor};
 use crate::console::auth::Signed;
-use crate::console::forms::FieldErrors;
+use crate::console::forms::{self, FieldErrors};
 use crate::console::role::Role;
 use crate::console::state::ConsoleState;
 use crate::console::users::{self, AdminChange, User, UserError};
@@ -313,18 +313,12 @@ pub async fn set_role(
     answer(&state, &signed, id, changed, "role").await
 }
 
-#[derive(Deserialize)]
-pub struct EnabledForm {
-    #[serde(default)]
-    enabled: String,
-}
-
 /// Disabling ends the user's sessions at once (`users::set_disabled`).
 pub async fn set_enabled(
     State(state): State<Arc<ConsoleState>>,
     signed: Signed,
     Path(id): Path<Uuid>,
-    Form(form): Form<EnabledForm>,
+    Form(form): Form<forms::EnabledForm>,
 ) -> Response {
     if let Some(r) = signed.refuse_unless(Role::Admin) {
         return r;
@@ -333,14 +327,11 @@ pub async fn set_enabled(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let disabled = match form.enabled.as_str() {
-        "true" => false,
-        "false" => true,
-        _ => {
-            let m = "The form asked neither to enable nor to disable the user: use the buttons on the users page.";
-            return refused_row(&state, &signed, id, m.into()).await;
-        }
+    let Some(enabled) = form.wanted() else {
+        let m = "The form asked neither to enable nor to disable the user: use the buttons on the users page.";
+        return refused_row(&state, &signed, id, m.into()).await;
     };
+    let disabled = !enabled;
     let actor = Actor::console(&signed.name);
     let changed = async {
         let mut tx = state.pool.begin().await?;
