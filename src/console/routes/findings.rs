@@ -21,15 +21,17 @@ use crate::db::Checked;
 use crate::status::{FindingStatus, TextEnum as _};
 
 pub const PAGE_SIZE: i64 = 50;
-/// Text search: first a sample of this many rows of one severity, in page order, is
-/// filtered; it fills the page for a very common term and tells how common the term is.
-/// Small, since every row costs a heap fetch at a random place (ids are random)...
+/// Text search, per severity: first this many rows in page order are filtered (an index
+/// walk with a LIMIT, whatever the table's size). The planner cannot estimate how common
+/// an ILIKE '%..%' term is, so the sample measures it: it fills the page for a very common
+/// term; with no match at all the term is rare and the trigram indexes answer...
 const TEXT_SAMPLE: i64 = 200;
-/// ...with at least this many matches in the sample (2 %), walking the page order fills a
-/// page within some 2,500 rows; with fewer the term is rare and the trigram indexes answer...
-const TEXT_DENSE: usize = 4;
-/// ...gathering up to this many matches of one severity and paging from them; beyond it
-/// the matches are dense after all and the id-order walk is fast.
+/// ...with some match, the walk goes on to this many rows (each a heap fetch at a random
+/// place, since ids are random: ~25 ms at most) and fills the page for a term in more than
+/// ~1.5 % of the rows; otherwise the trigram indexes answer...
+const TEXT_WALK: i64 = 4_000;
+/// ...gathering up to this many matches and paging from them; beyond it the matches are
+/// dense after all and walking the page order to the end of the page is fast.
 const TEXT_CANDIDATES: i64 = 2_000;
 /// The export is for spreadsheets and SIEM imports; larger sets belong to the CLI or SQL.
 pub const MAX_EXPORT_ROWS: usize = 100_000;
@@ -243,14 +245,14 @@ async fn fetch_page(
         let after = cursor.filter(|c| c.0 == idx).map(|c| c.1);
         let want = PAGE_SIZE + 1 - out.len() as i64;
         let rows = match &f.like {
-            // Text: which index serves depends on how common the term is, which the
-            // planner cannot estimate for ILIKE '%..%'. A bounded walk of the page order
-            // decides: full page (common term) or the trigram indexes (rare term).
-            Some(like) => match text_sample(state, f, sev, after, like, want).await? {
-                Sample::Page(rows) => rows,
-                Sample::Dense => ordered_text_page(state, f, sev, after, like, want).await?,
-                Sample::Sparse => trigram_text_page(state, f, sev, after, like, want).await?,
-            },
+            Some(like) => {
+                let (rows, complete) = text_page(state, f, idx, after, like, want).await?;
+                if complete {
+                    push_rows(&mut out, rows)?;
+                    break;
+                }
+                rows
+            }
             None => {
                 sqlx::query_as!(
                     PageRow,
@@ -275,19 +277,7 @@ async fn fetch_page(
                 .await?
             }
         };
-        for r in rows {
-            out.push(Row {
-                status: r.status.of("sspm.findings", r.id)?,
-                id: r.id,
-                instance_id: r.instance_id,
-                instance_name: r.instance_name,
-                severity: r.severity,
-                title: r.title,
-                resource: r.resource,
-                first_seen: fmt(r.first_seen_at),
-                last_seen: fmt(r.last_seen_at),
-            });
-        }
+        push_rows(&mut out, rows)?;
         if out.len() as i64 > PAGE_SIZE {
             break;
         }
@@ -301,92 +291,136 @@ async fn fetch_page(
     Ok((out, next))
 }
 
-/// What the sample of a severity's rows in page order says about a text term.
-enum Sample {
-    /// The sample filled the page, or held every remaining row of the severity.
-    Page(Vec<PageRow>),
-    /// Common: walking the page order fills the page soon.
-    Dense,
-    /// Rare: the trigram indexes find its matches faster.
-    Sparse,
+fn push_rows(out: &mut Vec<Row>, rows: Vec<PageRow>) -> Result<(), sqlx::Error> {
+    for r in rows {
+        out.push(Row {
+            status: r.status.of("sspm.findings", r.id)?,
+            id: r.id,
+            instance_id: r.instance_id,
+            instance_name: r.instance_name,
+            severity: r.severity,
+            title: r.title,
+            resource: r.resource,
+            first_seen: fmt(r.first_seen_at),
+            last_seen: fmt(r.last_seen_at),
+        });
+    }
+    Ok(())
 }
 
-/// Filters the first TEXT_SAMPLE rows of the severity in page order (an index walk with a
-/// LIMIT, whatever the table's size): the planner cannot estimate how common an ILIKE
-/// '%..%' term is, so this measures it.
-async fn text_sample(
+/// One severity's rows of a text-filtered page, and whether they complete the page (they
+/// then hold the later severities' matches too). Which index serves depends on how common
+/// the term is, which the planner cannot estimate for ILIKE '%..%': bounded walks of the
+/// page order measure it (a common term fills the page there), the trigram indexes answer
+/// for a rare one.
+async fn text_page(
+    state: &ConsoleState,
+    f: &Filter,
+    idx: usize,
+    after: Option<Uuid>,
+    like: &str,
+    want: i64,
+) -> Result<(Vec<PageRow>, bool), sqlx::Error> {
+    let sev = SEVERITIES[idx];
+    let mut walk = text_walk(state, f, sev, after, like, want, TEXT_SAMPLE).await?;
+    if matches!(walk, Walk::Short { matches } if matches > 0) {
+        walk = text_walk(state, f, sev, after, like, want, TEXT_WALK).await?;
+    }
+    if let Walk::Page(rows) = walk {
+        return Ok((rows, false));
+    }
+    // Rare here: this severity from the trigram indexes. When that leaves the page short,
+    // one more trigram scan answers for every later severity at once (a scan costs about
+    // the same whatever the severity filter) instead of a walk and a scan per severity.
+    let mut rows = trigram_text_page(state, f, sev, after, like, want).await?;
+    if (rows.len() as i64) < want {
+        let short = want - rows.len() as i64;
+        if let Some(rest) = rare_text_rest(state, f, idx + 1, like, short).await? {
+            rows.extend(rest);
+            return Ok((rows, true));
+        }
+    }
+    Ok((rows, false))
+}
+
+/// What a bounded walk of a severity's rows in page order found.
+enum Walk {
+    /// The page's rows of this severity: the walk filled the page, or it reached the end
+    /// of the severity.
+    Page(Vec<PageRow>),
+    /// Neither: this many matches among the rows walked.
+    Short { matches: usize },
+}
+
+/// Filters the first `limit` rows of the severity in page order.
+#[allow(clippy::too_many_arguments)]
+async fn text_walk(
     state: &ConsoleState,
     f: &Filter,
     sev: &str,
     after: Option<Uuid>,
     like: &str,
     want: i64,
-) -> Result<Sample, sqlx::Error> {
+    limit: i64,
+) -> Result<Walk, sqlx::Error> {
+    // The walk streams (index scan, row numbers, filter) and stops at the page's last
+    // match. Row `limit`, the walk's last, is returned even when it does not match: it
+    // tells a walk cut short by the limit from one that reached the severity's end.
     let rows = sqlx::query!(
-        r#"WITH w AS MATERIALIZED (
-               SELECT f.id, f.instance_id, f.severity, f.title, f.resource, f.status, f.first_seen_at, f.last_seen_at
-               FROM sspm.findings f
-               WHERE f.severity = $1
-                 AND ($2::uuid IS NULL OR f.id > $2)
-                 AND ($3::text IS NULL OR f.status = $3)
-                 AND ($4::uuid IS NULL OR f.instance_id = $4)
-                 AND ($5::text IS NULL OR f.check_id = $5)
-               ORDER BY f.id
-               LIMIT $7
-           ), m AS (
-               SELECT w.id, w.instance_id, i.name AS instance_name, w.severity, w.title, w.resource,
-                      w.status, w.first_seen_at, w.last_seen_at
-               FROM w JOIN sspm.instances i ON i.id = w.instance_id
-               WHERE w.title ILIKE $6 OR w.resource ILIKE $6
-               ORDER BY w.id
-               LIMIT $8
-           )
-           SELECT (SELECT count(*) FROM w) AS "walked!", m.id AS "id?", m.instance_id AS "instance_id?",
-                  m.instance_name AS "instance_name?", m.severity AS "severity?", m.title AS "title?",
-                  m.resource AS "resource?", m.status AS "status?: Checked<FindingStatus>",
-                  m.first_seen_at AS "first_seen_at?", m.last_seen_at AS "last_seen_at?"
-           FROM (SELECT 1) one LEFT JOIN m ON true
-           ORDER BY m.id"#,
+        r#"SELECT w.id, w.instance_id, i.name AS instance_name, w.severity, w.title, w.resource,
+                  w.status AS "status: Checked<FindingStatus>", w.first_seen_at, w.last_seen_at,
+                  w.n AS "n!", (w.title ILIKE $6 OR w.resource ILIKE $6) AS "is_match!"
+           FROM (SELECT f.id, f.instance_id, f.severity, f.title, f.resource, f.status,
+                        f.first_seen_at, f.last_seen_at, row_number() OVER (ORDER BY f.id) AS n
+                 FROM sspm.findings f
+                 WHERE f.severity = $1
+                   AND ($2::uuid IS NULL OR f.id > $2)
+                   AND ($3::text IS NULL OR f.status = $3)
+                   AND ($4::uuid IS NULL OR f.instance_id = $4)
+                   AND ($5::text IS NULL OR f.check_id = $5)
+                 ORDER BY f.id
+                 LIMIT $7) w
+           JOIN sspm.instances i ON i.id = w.instance_id
+           WHERE w.title ILIKE $6 OR w.resource ILIKE $6 OR w.n = $7
+           ORDER BY w.id
+           LIMIT $8"#,
         sev,
         after,
         f.status as Option<FindingStatus>,
         f.instance_id,
         f.check,
         like,
-        TEXT_SAMPLE,
+        limit,
         want
     )
     .fetch_all(&state.pool)
     .await?;
-    let walked = rows.first().map(|r| r.walked).unwrap_or(0);
+    let cut_short = rows.iter().any(|r| r.n == limit);
     let matches: Vec<PageRow> = rows
         .into_iter()
-        .filter_map(|r| {
-            Some(PageRow {
-                id: r.id?,
-                instance_id: r.instance_id?,
-                instance_name: r.instance_name?,
-                severity: r.severity?,
-                title: r.title?,
-                resource: r.resource?,
-                status: r.status?,
-                first_seen_at: r.first_seen_at?,
-                last_seen_at: r.last_seen_at?,
-            })
+        .filter(|r| r.is_match)
+        .map(|r| PageRow {
+            id: r.id,
+            instance_id: r.instance_id,
+            instance_name: r.instance_name,
+            severity: r.severity,
+            title: r.title,
+            resource: r.resource,
+            status: r.status,
+            first_seen_at: r.first_seen_at,
+            last_seen_at: r.last_seen_at,
         })
         .collect();
-    Ok(if matches.len() as i64 >= want || walked < TEXT_SAMPLE {
-        Sample::Page(matches)
-    } else if matches.len() >= TEXT_DENSE {
-        Sample::Dense
+    Ok(if matches.len() as i64 >= want || !cut_short {
+        Walk::Page(matches)
     } else {
-        Sample::Sparse
+        Walk::Short {
+            matches: matches.len(),
+        }
     })
 }
 
-/// The text filter for a rare term, from the trigram indexes (bitmap scans forced, since
-/// the planner cannot estimate ILIKE '%..%' and would otherwise walk the id order hoping
-/// for an early match that never comes).
+/// The text filter for a rare term in one severity, from the trigram indexes.
 async fn trigram_text_page(
     state: &ConsoleState,
     f: &Filter,
@@ -395,24 +429,75 @@ async fn trigram_text_page(
     like: &str,
     want: i64,
 ) -> Result<Vec<PageRow>, sqlx::Error> {
+    let candidates = trigram_candidates(state, f, &[sev.to_string()], after, like).await?;
+    if candidates.len() as i64 <= TEXT_CANDIDATES {
+        page_of(state, candidates, want).await
+    } else {
+        ordered_text_page(state, f, sev, after, like, want).await
+    }
+}
+
+/// The rest of the page for a rare term, from one trigram scan over the severities from
+/// `from` on: their first `want` matches in page order when they hold at most
+/// TEXT_CANDIDATES, `None` when they hold more (then each severity pages alone).
+async fn rare_text_rest(
+    state: &ConsoleState,
+    f: &Filter,
+    from: usize,
+    like: &str,
+    want: i64,
+) -> Result<Option<Vec<PageRow>>, sqlx::Error> {
+    let severities: Vec<String> = SEVERITIES
+        .iter()
+        .skip(from)
+        .filter(|s| f.severity.as_deref().is_none_or(|only| only == **s))
+        .map(|s| s.to_string())
+        .collect();
+    if severities.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let candidates = trigram_candidates(state, f, &severities, None, like).await?;
+    if candidates.len() as i64 > TEXT_CANDIDATES {
+        return Ok(None);
+    }
+    Ok(Some(page_of(state, candidates, want).await?))
+}
+
+/// Up to TEXT_CANDIDATES + 1 matches (id, severity) in `severities`, unordered, from the
+/// (status, trigram) GIN indexes.
+async fn trigram_candidates(
+    state: &ConsoleState,
+    f: &Filter,
+    severities: &[String],
+    after: Option<Uuid>,
+    like: &str,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let mut tx = state.pool.begin().await?;
-    sqlx::query!("SET LOCAL enable_seqscan = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query!("SET LOCAL enable_indexscan = off")
-        .execute(&mut *tx)
-        .await?;
-    let candidates: Vec<Uuid> = sqlx::query_scalar!(
-        r#"SELECT f.id FROM sspm.findings f
+    // Bitmap scans forced: the planner cannot estimate ILIKE '%..%' and would otherwise
+    // walk the id order hoping for an early match that never comes. A custom plan always,
+    // so a given status is an index condition of the GIN indexes (a generic plan of
+    // `$4 IS NULL OR status = $4` could not use it).
+    sqlx::query!(
+        r#"SELECT set_config('enable_seqscan', 'off', true) AS "seqscan",
+                  set_config('enable_indexscan', 'off', true) AS "indexscan",
+                  set_config('plan_cache_mode', 'force_custom_plan', true) AS "plan_cache_mode""#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    // The severity test is written so that no index serves it: ANDing the trigram bitmap
+    // with a severity btree's (hundreds of thousands of rows) costs more than testing the
+    // few rows the trigrams leave.
+    let rows = sqlx::query!(
+        r#"SELECT f.id, f.severity FROM sspm.findings f
            WHERE (f.title ILIKE $1 OR f.resource ILIKE $1)
-             AND f.severity = $2
+             AND array_position($2::text[], f.severity) IS NOT NULL
              AND ($3::uuid IS NULL OR f.id > $3)
              AND ($4::text IS NULL OR f.status = $4)
              AND ($5::uuid IS NULL OR f.instance_id = $5)
              AND ($6::text IS NULL OR f.check_id = $6)
            LIMIT $7"#,
         like,
-        sev,
+        severities,
         after,
         f.status as Option<FindingStatus>,
         f.instance_id,
@@ -422,25 +507,35 @@ async fn trigram_text_page(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    // At most TEXT_CANDIDATES matches: the page is read from those ids. With more, matches
-    // are dense enough that walking the id order fills a page quickly.
-    if candidates.len() as i64 <= TEXT_CANDIDATES {
-        sqlx::query_as!(
-            PageRow,
-            r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
-                      f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-               FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
-               WHERE f.id = ANY($1)
-               ORDER BY f.id
-               LIMIT $2"#,
-            &candidates,
-            want
-        )
-        .fetch_all(&state.pool)
-        .await
-    } else {
-        ordered_text_page(state, f, sev, after, like, want).await
-    }
+    Ok(rows.into_iter().map(|r| (r.id, r.severity)).collect())
+}
+
+/// The first `want` of `candidates` in page order (severity, then id), read in full.
+async fn page_of(
+    state: &ConsoleState,
+    candidates: Vec<(Uuid, String)>,
+    want: i64,
+) -> Result<Vec<PageRow>, sqlx::Error> {
+    let rank = |sev: &str| SEVERITIES.iter().position(|s| *s == sev);
+    let mut keyed: Vec<(Option<usize>, Uuid)> = candidates
+        .iter()
+        .map(|(id, sev)| (rank(sev), *id))
+        .collect();
+    keyed.sort_unstable();
+    keyed.truncate(want.max(0) as usize);
+    let ids: Vec<Uuid> = keyed.iter().map(|k| k.1).collect();
+    let mut rows = sqlx::query_as!(
+        PageRow,
+        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
+                  f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
+           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+           WHERE f.id = ANY($1)"#,
+        &ids
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    rows.sort_unstable_by_key(|r| (rank(&r.severity), r.id));
+    Ok(rows)
 }
 
 /// The text filter walking the page order until the page is full (a common term).
