@@ -131,4 +131,38 @@ async fn the_migration_backfills_existing_instances(pool: PgPool) {
         "{}",
         stored[0]
     );
+
+    // Updates by row (20261202000040): a bump that moves no count, a finding moved to
+    // another instance, and an upsert whose conflict reopens a resolved finding and mutes
+    // an open one while inserting a new open one.
+    sqlx::query("UPDATE sspm.findings SET last_seen_at = now(), title = 'bumped'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (after_bump, computed) = stored_vs_computed(&pool).await;
+    assert_eq!(after_bump, computed);
+    assert_eq!(after_bump, stored, "a bump changes no count");
+    sqlx::query(
+        "UPDATE sspm.findings SET instance_id = (SELECT id FROM sspm.instances WHERE name = 'inst-5')
+         WHERE resource = 'admin:5' AND instance_id = (SELECT id FROM sspm.instances WHERE name = 'inst-3')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation,
+                                    first_seen_at, last_seen_at)
+         SELECT i.id, 'admin_external_domain', r.resource, r.status, 'high', 't', 'r', now(), now()
+         FROM sspm.instances i,
+              (VALUES ('admin:3', 'open'), ('admin:4', 'muted'), ('admin:99', 'open')) r (resource, status)
+         WHERE i.name = 'inst-4'
+         ON CONFLICT (instance_id, check_id, resource) DO UPDATE
+             SET status = EXCLUDED.status, severity = EXCLUDED.severity, resolved_at = NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (moved, computed) = stored_vs_computed(&pool).await;
+    assert_eq!(moved, computed);
+    assert_ne!(moved, stored, "the move and the upsert changed counts");
 }
