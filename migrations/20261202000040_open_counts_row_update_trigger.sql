@@ -15,9 +15,10 @@
 -- the inserted rows and this trigger sees the updated ones, so nothing counts twice.
 DROP TRIGGER findings_open_upd ON sspm.findings;
 
-CREATE FUNCTION sspm.instances_track_open_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
+-- The count arithmetic in one place: adds (instance, severity, +1/-1) deltas to the
+-- summary columns, writing only instances whose counts move. Both triggers call it.
+CREATE FUNCTION sspm.instances_add_open_deltas(ids uuid[], sevs text[], ns int[]) RETURNS void
+LANGUAGE sql AS $$
     UPDATE sspm.instances i
        SET open_critical = i.open_critical + d.critical,
            open_high     = i.open_high + d.high,
@@ -33,13 +34,53 @@ BEGIN
                  coalesce(sum(u.n) FILTER (WHERE u.severity = 'low'), 0)      AS low,
                  coalesce(sum(u.n) FILTER (WHERE u.severity = 'info'), 0)     AS info,
                  sum(u.n)                                                     AS total
-          FROM (VALUES (OLD.instance_id, OLD.severity, CASE WHEN OLD.status = 'open' THEN -1 ELSE 0 END),
-                       (NEW.instance_id, NEW.severity, CASE WHEN NEW.status = 'open' THEN 1 ELSE 0 END))
-               AS u (instance_id, severity, n)
+          FROM unnest(ids, sevs, ns) AS u (instance_id, severity, n)
           GROUP BY u.instance_id
       ) d
      WHERE i.id = d.instance_id
        AND (d.critical, d.high, d.medium, d.low, d.info, d.total) IS DISTINCT FROM (0, 0, 0, 0, 0, 0);
+$$;
+
+-- The statement-level function now serves INSERT, DELETE and TRUNCATE only.
+CREATE OR REPLACE FUNCTION sspm.instances_track_open_counts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids  uuid[] := '{}';
+    sevs text[] := '{}';
+    ns   int[]  := '{}';
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE sspm.instances
+           SET open_critical = 0, open_high = 0, open_medium = 0, open_low = 0, open_info = 0, open_total = 0
+         WHERE open_total <> 0;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT coalesce(array_agg(instance_id), '{}'), coalesce(array_agg(severity), '{}'),
+               coalesce(array_agg(1), '{}')
+          INTO ids, sevs, ns
+          FROM new_rows WHERE status = 'open';
+    ELSE
+        SELECT coalesce(array_agg(instance_id), '{}'), coalesce(array_agg(severity), '{}'),
+               coalesce(array_agg(-1), '{}')
+          INTO ids, sevs, ns
+          FROM old_rows WHERE status = 'open';
+    END IF;
+    IF cardinality(ids) > 0 THEN
+        PERFORM sspm.instances_add_open_deltas(ids, sevs, ns);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION sspm.instances_track_open_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM sspm.instances_add_open_deltas(
+        ARRAY[OLD.instance_id, NEW.instance_id],
+        ARRAY[OLD.severity, NEW.severity],
+        ARRAY[CASE WHEN OLD.status = 'open' THEN -1 ELSE 0 END,
+              CASE WHEN NEW.status = 'open' THEN 1 ELSE 0 END]);
     RETURN NULL;
 END
 $$;
