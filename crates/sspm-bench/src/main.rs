@@ -281,27 +281,61 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Final figures of a child process, from wait4's rusage.
+/// Final figures of a child process: CPU from wait4's rusage, peak RSS from the child's
+/// own `VmHWM`.
 struct Exit {
     success: bool,
     cpu: Duration,
     max_rss_kib: u64,
 }
 
+/// Waits for `child`, sampling its `/proc/<pid>/status` `VmHWM` (the high-water mark of
+/// its resident set) every few milliseconds until it exits.
+///
+/// Not wait4's `ru_maxrss`: Rust spawns with posix_spawn (vfork semantics), and on exec
+/// Linux folds the high-water mark of the address space being replaced, this harness's,
+/// into the child's `ru_maxrss`. A harness that generated 200,000 events reported its
+/// own ~147 MiB as the peak of every scan it started (benches/README.md, issue 17).
+/// `VmHWM` belongs to the exec'd image alone; being a high-water mark, the last sample
+/// before exit misses at most the growth of the final interval.
 fn wait_child(child: &mut Child) -> anyhow::Result<Exit> {
     let pid = child.id() as libc::pid_t;
+    let status_path = format!("/proc/{pid}/status");
+    let mut hwm_kib: Option<u64> = None;
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if r != pid {
-        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    loop {
+        if let Some(kib) = std::fs::read_to_string(&status_path)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm_kib)
+        {
+            hwm_kib = Some(hwm_kib.map_or(kib, |h| h.max(kib)));
+        }
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        if r != 0 {
+            bail!("wait4 failed: {}", std::io::Error::last_os_error());
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     Ok(Exit {
         success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss as u64,
+        // A child that exited before the first sample: rusage is all there is.
+        max_rss_kib: hwm_kib.unwrap_or(usage.ru_maxrss as u64),
     })
+}
+
+/// `VmHWM` in kB from the text of `/proc/<pid>/status`.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -1065,4 +1099,35 @@ async fn schedule_accuracy(ctx: &Ctx) -> anyhow::Result<Value> {
         "target": {"lateness_p99_s_le": 2.0, "missed_slots": 0},
         "met": pct(99) <= 2.0 && missed == 0 && !lateness.is_empty(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_from_proc_status_text() {
+        let status = "Name:\tintercom-sspm\nVmPeak:\t  300000 kB\nVmHWM:\t   81234 kB\nVmRSS:\t   70000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(81_234));
+        assert_eq!(vm_hwm_kib("Name:\tzombie\nState:\tZ (zombie)\n"), None);
+    }
+
+    /// The sampled peak is the child's own, not the (larger) harness's: this test process
+    /// holds 64 MiB while it spawns a `sleep` that uses almost nothing.
+    #[test]
+    fn a_child_peak_excludes_the_spawning_process() {
+        let ballast = vec![1u8; 64 << 20];
+        let mut child = Command::new("sleep")
+            .arg("0.1")
+            .spawn()
+            .expect("spawn sleep");
+        let exit = wait_child(&mut child).expect("wait");
+        assert!(exit.success);
+        assert!(
+            exit.max_rss_kib < 32 << 10,
+            "sleep's peak was reported as {} KiB",
+            exit.max_rss_kib
+        );
+        assert!(ballast.iter().all(|b| *b == 1));
+    }
 }
