@@ -2,10 +2,13 @@
 //!
 //! The public spec marks almost nothing as required and the live API deviates from it
 //! (avatar as object, `pages.next` as URL, ids as numbers or strings), so every field is
-//! optional, unknown keys are kept in `extra`, and open enums stay strings.
+//! optional, unknown keys are ignored, and open enums stay strings. Unknown keys are not
+//! kept: nothing reads them, and a `#[serde(flatten)]` catch-all makes serde buffer the
+//! whole object as an untyped tree before decoding it, which for a 20,000-teammate
+//! `/admins` response was most of the decode's time and memory (benches/README.md).
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Ids arrive as strings on objects and as integers in lists (`team_ids`, `update_by`);
 /// normalise both to a string so they compare equal.
@@ -61,8 +64,6 @@ pub struct Me {
     pub app: Option<App>,
     #[serde(default)]
     pub role: Option<Role>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// The workspace (`app` on `/me`).
@@ -85,8 +86,6 @@ pub struct App {
     /// Undeclared in the spec but present in every example; meaning unverified, never relied on.
     #[serde(default)]
     pub secure: Option<bool>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// `GET /admins` → `admin_list`. Not paginated.
@@ -96,17 +95,20 @@ pub struct AdminList {
     pub kind: Option<String>,
     #[serde(default)]
     pub admins: Vec<Admin>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 impl AdminList {
     /// Legacy responses mixed `type: team` entries into the list; only admins count.
     pub fn into_admins(self) -> Vec<Admin> {
-        self.admins
+        let mut admins: Vec<Admin> = self
+            .admins
             .into_iter()
             .filter(|a| a.kind.as_deref().is_none_or(|k| k == "admin"))
-            .collect()
+            .collect();
+        // The decoder grows the list by doubling and the filter keeps the buffer: 20,000
+        // teammates sat in room for 32,768 (~5 MB unused) for the whole scan.
+        admins.shrink_to_fit();
+        admins
     }
 }
 
@@ -139,8 +141,6 @@ pub struct Admin {
     /// Only in API 2.16+, and only when the admin has a role; see `role_field_present`.
     #[serde(default)]
     pub role: Option<Role>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// Spec says string URI; the live API sends `{image_url}` (or `{type, image_url}` on /me).
@@ -151,8 +151,6 @@ pub enum Avatar {
     Object {
         #[serde(default)]
         image_url: Option<String>,
-        #[serde(flatten)]
-        extra: Map<String, Value>,
     },
 }
 
@@ -164,8 +162,6 @@ pub struct Role {
     pub id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// `GET /admins/activity_logs` → `activity_log_list`.
@@ -177,8 +173,6 @@ pub struct ActivityLogPage {
     pub pages: Option<Pages>,
     #[serde(default)]
     pub activity_logs: Vec<ActivityLog>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -193,8 +187,6 @@ pub struct Pages {
     pub total_pages: Option<i64>,
     #[serde(default)]
     pub next: Option<NextPage>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// The live API sends a full URL; the spec documents a cursor object.
@@ -227,8 +219,6 @@ pub struct ActivityLog {
     pub activity_type: Option<String>,
     #[serde(default)]
     pub activity_description: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -241,8 +231,6 @@ pub struct PerformedBy {
     pub email: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// `type: error.list`. Only `errors[].code` drives behaviour.
@@ -321,6 +309,41 @@ mod tests {
             .any(|a| matches!(a.avatar, Some(Avatar::Url(_)))));
         let single: Admin = serde_json::from_str(&fixture("admin_single.json")).unwrap();
         assert!(single.id.is_some());
+    }
+
+    /// Keys Intercom adds later, at any level, are ignored, not an error.
+    #[test]
+    fn unknown_keys_at_every_level_are_ignored() {
+        let list: AdminList = serde_json::from_str(
+            r#"{"type":"admin.list","new_list_key":1,"admins":[{"type":"admin","id":"7",
+                "email":"a@b.example","new_admin_key":{"x":[1,2]},
+                "role":{"type":"role","id":"1","name":"Admin","new_role_key":true},
+                "avatar":{"image_url":"https://x.example/a.png","new_avatar_key":"y"}}]}"#,
+        )
+        .unwrap();
+        let admins = list.into_admins();
+        assert_eq!(admins.len(), 1);
+        assert_eq!(admins[0].id.as_deref(), Some("7"));
+        assert_eq!(
+            admins[0].role.as_ref().and_then(|r| r.name.as_deref()),
+            Some("Admin")
+        );
+        assert!(matches!(
+            &admins[0].avatar,
+            Some(Avatar::Object { image_url: Some(u) }) if u == "https://x.example/a.png"
+        ));
+        let page: ActivityLogPage = serde_json::from_str(
+            r#"{"type":"activity_log.list","new":0,"pages":{"next":null,"new":1},
+                "activity_logs":[{"id":"e1","new":2,"activity_type":"admin_login_success",
+                "performed_by":{"id":"7","ip":"203.0.113.9","new":3},"created_at":1}]}"#,
+        )
+        .unwrap();
+        let ev = &page.activity_logs[0];
+        assert_eq!(ev.activity_type.as_deref(), Some("admin_login_success"));
+        assert_eq!(
+            ev.performed_by.as_ref().and_then(|p| p.ip.as_deref()),
+            Some("203.0.113.9")
+        );
     }
 
     #[test]

@@ -438,8 +438,10 @@ async fn cli_scan_survives_deep_nesting_on_a_worker_thread(pool: PgPool) {
     );
     let h = Hostile::start(move |seen| match seen.path.trim_start_matches("/us") {
         "/me" => json(me_body()),
+        // A field decoded as raw JSON: unknown keys are skipped without building a value
+        // (serde_json skips them iteratively), so they cannot reach the limit.
         "/admins" => json(format!(
-            r#"{{"type":"admin.list","admins":[{{"id":"1","x":{}}}]}}"#,
+            r#"{{"type":"admin.list","admins":[{{"id":"1","team_priority_level":{}}}]}}"#,
             "[".repeat(100_000)
         )),
         "/admins/activity_logs" => json(deep.clone()),
