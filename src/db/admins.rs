@@ -11,19 +11,84 @@ use crate::checks::AdminHistory;
 use crate::intercom::models::Admin;
 
 /// One inventory row as stored: what the checks read (`history`) and what `sync` compares
-/// to decide whether the row needs writing.
+/// to decide whether the row needs writing. The listed fields are kept as their digest
+/// ([`ListedFields::digest`]), not as text: a 20,000-teammate inventory held through a
+/// scan cost ~13 MB as strings (benches/README.md, `big_workspace_rescan`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAdmin {
     pub history: AdminHistory,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub job_title: Option<String>,
-    pub role: Option<String>,
-    pub role_id: Option<String>,
+    pub listed: ListedDigest,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+/// Digest of the fields `/admins` lists and the upsert stores verbatim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedDigest([u8; 16]);
+
+/// The fields of one teammate that the upsert stores as listed, borrowed from either side
+/// of the comparison: a stored row or an `/admins` entry.
+#[derive(Clone, Copy)]
+pub struct ListedFields<'a> {
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub job_title: Option<&'a str>,
+    pub role: Option<&'a str>,
+    pub role_id: Option<&'a str>,
     pub has_inbox_seat: Option<bool>,
     pub away_mode_enabled: Option<bool>,
-    pub team_ids: Vec<String>,
-    pub last_login_at: Option<DateTime<Utc>>,
+    pub team_ids: &'a [&'a str],
+}
+
+impl ListedFields<'_> {
+    /// SHA-256 over the fields, each tagged (absent or present) and length-prefixed, so
+    /// that moving text between fields or a `None` against an empty string differ; first
+    /// 16 bytes. Only compared within one process, but a cryptographic digest makes an
+    /// accidental match (a change not written) out of reach, not merely unlikely.
+    pub fn digest(&self) -> ListedDigest {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut text = |v: Option<&str>| match v {
+            None => h.update([0u8]),
+            Some(s) => {
+                h.update([1u8]);
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+        };
+        text(self.name);
+        text(self.email);
+        text(self.job_title);
+        text(self.role);
+        text(self.role_id);
+        for flag in [self.has_inbox_seat, self.away_mode_enabled] {
+            h.update([match flag {
+                None => 0u8,
+                Some(false) => 1,
+                Some(true) => 2,
+            }]);
+        }
+        h.update((self.team_ids.len() as u64).to_le_bytes());
+        for team in self.team_ids {
+            h.update((team.len() as u64).to_le_bytes());
+            h.update(team.as_bytes());
+        }
+        let out = h.finalize();
+        ListedDigest(out[..16].try_into().expect("16 bytes"))
+    }
+
+    /// The fields of an `/admins` entry, with its team ids as the upsert stores them.
+    fn of_admin<'a>(a: &'a Admin, team_ids: &'a [&'a str]) -> ListedFields<'a> {
+        ListedFields {
+            name: a.name.as_deref(),
+            email: a.email.as_deref(),
+            job_title: a.job_title.as_deref(),
+            role: a.role.as_ref().and_then(|r| r.name.as_deref()),
+            role_id: a.role.as_ref().and_then(|r| r.id.as_deref()),
+            has_inbox_seat: a.has_inbox_seat,
+            away_mode_enabled: a.away_mode_enabled,
+            team_ids,
+        }
+    }
 }
 
 /// The inventory as read before a scan, and which scan had last finished on the instance
@@ -51,6 +116,18 @@ pub async fn current(
     Ok(rows
         .into_iter()
         .map(|r| {
+            let team_ids: Vec<&str> = r.team_ids.iter().map(String::as_str).collect();
+            let listed = ListedFields {
+                name: r.name.as_deref(),
+                email: r.email.as_deref(),
+                job_title: r.job_title.as_deref(),
+                role: r.role.as_deref(),
+                role_id: r.role_id.as_deref(),
+                has_inbox_seat: r.has_inbox_seat,
+                away_mode_enabled: r.away_mode_enabled,
+                team_ids: &team_ids,
+            }
+            .digest();
             (
                 r.admin_id,
                 StoredAdmin {
@@ -59,14 +136,7 @@ pub async fn current(
                         away_since: r.away_since,
                         last_active_at: r.last_active_at,
                     },
-                    name: r.name,
-                    email: r.email,
-                    job_title: r.job_title,
-                    role: r.role,
-                    role_id: r.role_id,
-                    has_inbox_seat: r.has_inbox_seat,
-                    away_mode_enabled: r.away_mode_enabled,
-                    team_ids: r.team_ids,
+                    listed,
                     last_login_at: r.last_login_at,
                 },
             )
@@ -98,19 +168,9 @@ fn stored_team_ids(teams: &str) -> Vec<&str> {
 /// the activity times not moved forward.
 fn unchanged(stored: &StoredAdmin, a: &Admin, teams: &str, act: &AdminActivity) -> bool {
     let away = a.away_mode_enabled == Some(true);
-    stored.name == a.name
-        && stored.email == a.email
-        && stored.job_title == a.job_title
-        && stored.role.as_deref() == a.role.as_ref().and_then(|r| r.name.as_deref())
-        && stored.role_id.as_deref() == a.role.as_ref().and_then(|r| r.id.as_deref())
-        && stored.has_inbox_seat == a.has_inbox_seat
-        && stored.away_mode_enabled == a.away_mode_enabled
+    let team_ids = stored_team_ids(teams);
+    stored.listed == ListedFields::of_admin(a, &team_ids).digest()
         && stored.history.away_since.is_some() == away
-        && stored
-            .team_ids
-            .iter()
-            .map(String::as_str)
-            .eq(stored_team_ids(teams))
         && keeps(stored.history.last_active_at, act.last_active_at)
         && keeps(stored.last_login_at, act.last_login_at)
 }
@@ -261,23 +321,84 @@ mod tests {
     use super::*;
     use crate::checks::testutil;
 
+    /// The row `current` would build from what the upsert stored for `a`.
     fn stored(a: &Admin, at: DateTime<Utc>) -> StoredAdmin {
+        let team_ids: Vec<&str> = a.team_ids.iter().flatten().map(String::as_str).collect();
         StoredAdmin {
             history: AdminHistory {
                 first_seen_at: at,
                 away_since: None,
                 last_active_at: Some(at),
             },
-            name: a.name.clone(),
-            email: a.email.clone(),
-            job_title: a.job_title.clone(),
-            role: a.role.as_ref().and_then(|r| r.name.clone()),
-            role_id: a.role.as_ref().and_then(|r| r.id.clone()),
-            has_inbox_seat: a.has_inbox_seat,
-            away_mode_enabled: a.away_mode_enabled,
-            team_ids: a.team_ids.clone().unwrap_or_default(),
+            listed: ListedFields::of_admin(a, &team_ids).digest(),
             last_login_at: Some(at),
         }
+    }
+
+    /// Each field counts, absent differs from empty, and text moved between fields or
+    /// between team ids is a change.
+    #[test]
+    fn the_listed_digest_tells_every_field_apart() {
+        let base = ListedFields {
+            name: Some("ab"),
+            email: None,
+            job_title: None,
+            role: None,
+            role_id: None,
+            has_inbox_seat: None,
+            away_mode_enabled: None,
+            team_ids: &[],
+        };
+        let d = base.digest();
+        assert_eq!(d, base.digest(), "deterministic");
+        let variants = [
+            ListedFields {
+                name: Some("a"),
+                email: Some("b"),
+                ..base
+            },
+            ListedFields {
+                email: Some(""),
+                ..base
+            },
+            ListedFields {
+                job_title: Some("ab"),
+                name: None,
+                ..base
+            },
+            ListedFields {
+                role: Some("x"),
+                ..base
+            },
+            ListedFields {
+                role_id: Some("x"),
+                ..base
+            },
+            ListedFields {
+                has_inbox_seat: Some(false),
+                ..base
+            },
+            ListedFields {
+                away_mode_enabled: Some(true),
+                ..base
+            },
+            ListedFields {
+                team_ids: &[""],
+                ..base
+            },
+        ];
+        for v in &variants {
+            assert_ne!(v.digest(), d);
+        }
+        let split = ListedFields {
+            team_ids: &["a", "b"],
+            ..base
+        };
+        let joined = ListedFields {
+            team_ids: &["ab"],
+            ..base
+        };
+        assert_ne!(split.digest(), joined.digest());
     }
 
     #[test]
