@@ -248,7 +248,7 @@ mod tests {
             resource: resource.into(),
             severity: Severity::High,
             title: format!("t {resource}"),
-            evidence: json!({}),
+            evidence: json!({}).into(),
         }
     }
 

@@ -146,8 +146,8 @@ fn lookalike_evidence_names_the_imitated_domain_and_the_ignore_list_applies() {
     ]);
     let o = run("admin_lookalike_domain", &snap);
     assert_eq!(resources(&o), ["admin:2"]);
-    assert_eq!(o.findings[0].evidence["imitates"], "acme.com");
-    assert_eq!(o.findings[0].evidence["rule"], "hyphen_or_digit");
+    assert_eq!(o.findings[0].evidence.value()["imitates"], "acme.com");
+    assert_eq!(o.findings[0].evidence.value()["rule"], "hyphen_or_digit");
     assert_eq!(
         o.findings[0].title,
         "Teammate eve@acme-corp.com uses acme-corp.com, a lookalike of acme.com"
@@ -177,5 +177,8 @@ fn the_default_allowed_domain_is_the_owners_registrable_domain() {
     ]);
     let o = run("admin_external_domain", &snap);
     assert_eq!(resources(&o), ["admin:4"], "co.uk must never be allowed");
-    assert_eq!(o.findings[0].evidence["allowed_domains"][0], "acme.co.uk");
+    assert_eq!(
+        o.findings[0].evidence.value()["allowed_domains"][0],
+        "acme.co.uk"
+    );
 }

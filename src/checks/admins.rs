@@ -49,7 +49,7 @@ fn per_email(
                 resource,
                 severity: m.severity,
                 title,
-                evidence,
+                evidence: evidence.into(),
             });
         }
     }
@@ -199,7 +199,7 @@ mod tests {
             o.findings[0].title,
             "Teammate j.doe@Gmail.com uses a personal email domain"
         );
-        assert_eq!(o.findings[1].evidence["domain"], "gmx.de");
+        assert_eq!(o.findings[1].evidence.value()["domain"], "gmx.de");
         assert_eq!(
             run("admin_personal_email_domain", &snapshot()).status,
             CheckStatus::Pass

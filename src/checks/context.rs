@@ -157,7 +157,7 @@ mod tests {
             resource: "admin:1".into(),
             severity: Severity::Low,
             title: "t".into(),
-            evidence: Value::Null,
+            evidence: Value::Null.into(),
         }
     }
 

@@ -20,7 +20,7 @@ fn workspace_finding(m: &CheckMeta, title: String, evidence: serde_json::Value) 
         resource: WORKSPACE.to_string(),
         severity: m.severity,
         title,
-        evidence,
+        evidence: evidence.into(),
     }
 }
 
@@ -245,7 +245,8 @@ pub(super) fn token_owner_verified(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
                     "owner_email": me.email,
                     "email_verified": me.email_verified,
                     "present_in_admins": present,
-                }),
+                })
+                .into(),
             }],
             None,
         );
@@ -292,7 +293,7 @@ mod tests {
         let o = run("api_reachable", &snap);
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(resources(&o), ["workspace"]);
-        assert_eq!(o.findings[0].evidence["error_kind"], "unreachable");
+        assert_eq!(o.findings[0].evidence.value()["error_kind"], "unreachable");
 
         snap.me = Err(IntercomError::Decode {
             endpoint: "/me".into(),
@@ -325,7 +326,7 @@ mod tests {
         let o = run("region_matches", &snap);
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(o.findings[0].severity, Severity::Low);
-        assert_eq!(o.findings[0].evidence["reported_region"], "US");
+        assert_eq!(o.findings[0].evidence.value()["reported_region"], "US");
 
         let mut me = me();
         me.app.as_mut().unwrap().region = Some("eu".into());
@@ -359,7 +360,7 @@ mod tests {
         };
         let o = run_with("activity_log_access", &snap, &previous(), &settings);
         assert_eq!(o.status, CheckStatus::Fail);
-        let ev = &o.findings[0].evidence;
+        let ev = o.findings[0].evidence.value();
         assert_eq!(ev["grant"], "Read admin activity logs");
         let lost: Vec<&str> = ev["not_evaluated_checks"]
             .as_array()
@@ -402,9 +403,8 @@ mod tests {
         let o = run("token_least_privilege", &snap);
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(resources(&o), ["workspace"]);
-        let extra = o.findings[0].evidence["extra_capabilities"]
-            .as_array()
-            .unwrap();
+        let evidence = o.findings[0].evidence.value();
+        let extra = evidence["extra_capabilities"].as_array().unwrap();
         assert_eq!(extra.len(), 1, "activity-log access is not a violation");
         assert_eq!(extra[0]["capability"], "Read tags");
     }
@@ -452,7 +452,7 @@ mod tests {
         snap.admins = Ok(vec![admin("2", "bo@acme.com")]);
         let o = run("token_owner_verified", &snap);
         assert_eq!(o.status, CheckStatus::Fail);
-        assert_eq!(o.findings[0].evidence["present_in_admins"], false);
+        assert_eq!(o.findings[0].evidence.value()["present_in_admins"], false);
 
         snap.admins = Err(transient("/admins"));
         assert_eq!(

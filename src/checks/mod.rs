@@ -28,12 +28,12 @@ pub use catalog::{catalog, meta, CheckMeta, Compliance, CIS_V8, ISO_27001, NIST_
 pub use score::{posture, Posture};
 pub use settings::CheckSettings;
 pub use snapshot::{
-    ActivityData, ActivityEvent, AdminHistory, EarlierActivity, EventMetadata, PreviousState,
-    Probe, ProbeOutcome, Snapshot,
+    ActivityData, ActivityEvent, AdminHistory, EarlierActivity, EventMetadata, Interner,
+    PreviousState, Probe, ProbeOutcome, SharedText, Snapshot,
 };
 pub use types::{
-    Category, CheckOutcome, CheckStatus, FindingDraft, Severity, Source, UnknownCheckStatus,
-    UnknownSeverity,
+    Category, CheckOutcome, CheckStatus, Evidence, FindingDraft, Severity, Source,
+    UnknownCheckStatus, UnknownSeverity,
 };
 
 use context::Ctx;

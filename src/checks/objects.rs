@@ -24,7 +24,8 @@ pub(super) fn identity_verification_enabled(ctx: &Ctx<'_>, m: &CheckMeta) -> Ver
                     "identity_verification": false,
                     "workspace_id": app.id_code,
                     "workspace_name": app.name,
-                }),
+                })
+                .into(),
             }],
             None,
         ),
@@ -73,7 +74,7 @@ pub(super) fn without_role(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
                 resource,
                 severity: m.severity,
                 title: format!("Teammate {} has no role", admin_label(admin)),
-                evidence: admin_evidence(admin),
+                evidence: admin_evidence(admin).into(),
             });
         }
     }
@@ -117,7 +118,7 @@ pub(super) fn long_away(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
                             admin_label(admin),
                             away_for.num_days()
                         ),
-                        evidence,
+                        evidence: evidence.into(),
                     });
                 }
             }
@@ -153,7 +154,7 @@ pub(super) fn new_admin(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
                     "New teammate {} (not in the previous scan)",
                     admin_label(admin)
                 ),
-                evidence: admin_evidence(admin),
+                evidence: admin_evidence(admin).into(),
             });
         }
     }
@@ -246,7 +247,7 @@ mod tests {
         let o = run_with("admin_long_away", &snap, &prev, &CheckSettings::default());
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(resources(&o), ["admin:2"]);
-        assert_eq!(o.findings[0].evidence["days_away"], 31);
+        assert_eq!(o.findings[0].evidence.value()["days_away"], 31);
 
         prev.admins.get_mut("2").unwrap().away_since = Some(snap.now - Duration::days(29));
         let o = run_with("admin_long_away", &snap, &prev, &CheckSettings::default());

@@ -67,7 +67,7 @@ mod tests {
                     resource: r.to_string(),
                     severity: Severity::High,
                     title: "t".into(),
-                    evidence: serde_json::Value::Null,
+                    evidence: serde_json::Value::Null.into(),
                 })
                 .collect(),
         }

@@ -68,13 +68,111 @@ impl ActivityData {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivityEvent {
     pub id: String,
-    pub activity_type: String,
-    pub performed_by_id: Option<String>,
-    pub performed_by_email: Option<String>,
-    pub ip: Option<String>,
+    pub activity_type: SharedText,
+    pub performed_by_id: Option<SharedText>,
+    pub performed_by_email: Option<SharedText>,
+    pub ip: Option<SharedText>,
     pub created_at: DateTime<Utc>,
     pub description: Option<String>,
     pub metadata: EventMetadata,
+}
+
+/// Text that many events repeat (type, performer, IP): events read back together share
+/// one allocation per distinct value ([`Interner`]). A large workspace's re-scan holds
+/// ~70,000 events of ~20,000 teammates through its checks; a `String` per field was
+/// ~12 MB of the scan's peak (benches/README.md, `big_workspace_rescan`). Compares,
+/// hashes, prints and serialises as the text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedText(std::sync::Arc<str>);
+
+impl SharedText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SharedText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedText {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SharedText {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<String> for SharedText {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl PartialEq<str> for SharedText {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SharedText {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for SharedText {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<SharedText> for &str {
+    fn eq(&self, other: &SharedText) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl std::fmt::Debug for SharedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for SharedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for SharedText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Hands out one [`SharedText`] per distinct value while a batch of events is read. A
+/// `HashSet` of the values is all it takes; interner crates keep symbols in an arena of
+/// their own, which would not let the events outlive the interner as `Arc`s do.
+#[derive(Default)]
+pub struct Interner(std::collections::HashSet<SharedText>);
+
+impl Interner {
+    pub fn intern(&mut self, s: String) -> SharedText {
+        if let Some(shared) = self.0.get(s.as_str()) {
+            return shared.clone();
+        }
+        let shared = SharedText::from(s);
+        self.0.insert(shared.clone());
+        shared
+    }
 }
 
 /// An event's `metadata` kept as compact JSON text and parsed on demand by the few checks
@@ -145,10 +243,12 @@ impl ActivityEvent {
         Some(Self {
             id,
             activity_type: non_empty(log.activity_type.as_deref())
-                .unwrap_or_else(|| "unknown".to_string()),
-            performed_by_id: by.and_then(|b| non_empty(b.id.as_deref())),
-            performed_by_email: by.and_then(|b| non_empty(b.email.as_deref())),
-            ip: by.and_then(|b| non_empty(b.ip.as_deref())),
+                .map_or_else(|| "unknown".into(), SharedText::from),
+            performed_by_id: by.and_then(|b| non_empty(b.id.as_deref())).map(Into::into),
+            performed_by_email: by
+                .and_then(|b| non_empty(b.email.as_deref()))
+                .map(Into::into),
+            ip: by.and_then(|b| non_empty(b.ip.as_deref())).map(Into::into),
             created_at,
             description: non_empty(log.activity_description.as_deref()),
             metadata: log

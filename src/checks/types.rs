@@ -182,7 +182,57 @@ pub struct FindingDraft {
     /// Specific to the resource, e.g. "Teammate j.doe@gmail.com uses a personal email domain".
     pub title: String,
     /// Data from the snapshot only.
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
+}
+
+/// A finding's evidence, kept as compact JSON text from the moment a check builds it.
+/// A parsed `serde_json::Value` costs a B-tree node (~640 bytes) per object: a large
+/// workspace's re-scan holds ~22,000 drafts at once, ~35 MB as values against ~10 MB as
+/// text (benches/README.md), and persist only ever needs the text (the content digest and
+/// the `jsonb` parameter). The text is what `Value`'s own serialiser writes (keys sorted,
+/// no spaces), so digests stored before this type existed still match.
+#[derive(Clone)]
+pub struct Evidence(Box<serde_json::value::RawValue>);
+
+impl Evidence {
+    /// The compact JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The evidence parsed again (for tests and the few readers that inspect it).
+    pub fn value(&self) -> serde_json::Value {
+        // The text was written by serde_json from a `Value`, so it parses.
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for Evidence {
+    fn from(v: serde_json::Value) -> Self {
+        // Serialising a `Value` cannot fail (its map keys are strings); `null` is only a
+        // type-level fallback.
+        Evidence(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| {
+            serde_json::value::RawValue::from_string("null".to_string()).expect("valid JSON")
+        }))
+    }
+}
+
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+impl Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -112,32 +112,22 @@ pub struct FindingCatalogData {
 /// `sspm.findings.content_digest`): SHA-256 over severity, title, remediation and
 /// compliance (each length-prefixed) and the evidence's JSON text, first 8 bytes. Stable
 /// across builds (no per-process hash keys), so a digest stored by one build is compared
-/// by the next; the evidence is streamed into the hasher, not made into a `String`.
+/// by the next. The evidence arrives as the compact text `Value`'s serialiser writes
+/// ([`crate::checks::Evidence`]), so digests stored before it existed still match.
 pub fn content_digest(
     severity: &str,
     title: &str,
     remediation: &str,
     compliance_json: &str,
-    evidence: &serde_json::Value,
+    evidence: &crate::checks::Evidence,
 ) -> i64 {
     use sha2::{Digest, Sha256};
-    struct Feed<'a>(&'a mut Sha256);
-    impl std::io::Write for Feed<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let mut h = Sha256::new();
     for field in [severity, title, remediation, compliance_json] {
         h.update((field.len() as u64).to_le_bytes());
         h.update(field.as_bytes());
     }
-    // Serialising a `Value` into a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(Feed(&mut h), evidence);
+    h.update(evidence.json().as_bytes());
     let out = h.finalize();
     i64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
 }
@@ -212,7 +202,7 @@ pub async fn upsert(
         let mut statuses = Vec::with_capacity(n);
         let mut severities = Vec::with_capacity(n);
         let mut titles = Vec::with_capacity(n);
-        let mut evidence = Vec::with_capacity(n);
+        let mut evidence: Vec<&str> = Vec::with_capacity(n);
         let mut remediations: Vec<&str> = Vec::with_capacity(n);
         let mut compliance: Vec<&str> = Vec::with_capacity(n);
         let mut exception_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
@@ -225,7 +215,7 @@ pub async fn upsert(
             statuses.push(w.status);
             severities.push(w.draft.severity.as_str());
             titles.push(w.draft.title.as_str());
-            evidence.push(w.draft.evidence.to_string());
+            evidence.push(w.draft.evidence.json());
             remediations.push(rem);
             compliance.push(comp);
             exception_ids.push(w.exception_id);
@@ -265,7 +255,7 @@ pub async fn upsert(
             &statuses as &[FindingStatus],
             &severities as &[&str],
             &titles as &[&str],
-            &evidence,
+            &evidence as &[&str],
             &remediations as &[&str],
             &compliance as &[&str],
             &exception_ids as &[Option<Uuid>],
@@ -430,7 +420,7 @@ mod tests {
 
     #[test]
     fn the_content_digest_is_stable_and_covers_every_content_column() {
-        let ev = json!({"email_domain": "gmail.com", "n": 2});
+        let ev: crate::checks::Evidence = json!({"email_domain": "gmail.com", "n": 2}).into();
         let base = content_digest("high", "t", "fix it", r#"{"soc2":["CC6.1"]}"#, &ev);
         // A digest stored by one build is compared by the next: pinned (computed
         // independently: SHA-256 over the u64-LE-length-prefixed fields, then the compact
@@ -446,7 +436,7 @@ mod tests {
                 "t",
                 "fix it",
                 r#"{"soc2":["CC6.1"]}"#,
-                &json!({"n": 2}),
+                &json!({"n": 2}).into(),
             ),
             // Moving text between fields is a change (fields are length-prefixed).
             content_digest("high", "tf", "ix it", r#"{"soc2":["CC6.1"]}"#, &ev),

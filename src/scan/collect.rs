@@ -25,8 +25,6 @@ pub struct CollectInput<'a> {
     pub attestations: Vec<String>,
     pub activity_cursor_at: Option<DateTime<Utc>>,
     pub activity_covered_from: Option<DateTime<Utc>>,
-    /// Stored events the checks read one by one (see `db::activity::for_scan`).
-    pub stored_events: Vec<ActivityEvent>,
     pub probe_extra_scopes: bool,
     pub now: DateTime<Utc>,
 }
@@ -54,6 +52,39 @@ impl Collected {
                 &events[..self.new_event_count.min(events.len())]
             }
             _ => &[],
+        }
+    }
+
+    /// Adds the stored events the checks read one by one (see `db::activity::for_scan`)
+    /// after the fetched ones, skipping those fetched again; one copy of each event. The
+    /// merge happens in the stored vector, the large one (a re-scan fetches ~100 events
+    /// and holds ~70,000 stored ones): building a new vector held both at once.
+    pub fn merge_stored(&mut self, stored: Vec<ActivityEvent>) {
+        let ActivityData::Available {
+            events: fetched, ..
+        } = &mut self.snapshot.activity
+        else {
+            return;
+        };
+        let mut events = stored;
+        {
+            let fetched_ids: HashSet<&str> = fetched.iter().map(|e| e.id.as_str()).collect();
+            events.retain(|e| !fetched_ids.contains(e.id.as_str()));
+        }
+        events.splice(0..0, std::mem::take(fetched));
+        // Growth by doubling leaves up to half the capacity unused; held through the
+        // checks, it is worth one reallocation.
+        events.shrink_to_fit();
+        *fetched = events;
+    }
+
+    /// Drops the stored events once the checks have read them: persist needs only the
+    /// fetched ones, and a large workspace's stored window (~70,000 events, ~25 MB) would
+    /// otherwise stay allocated through the findings write, the scan's memory peak.
+    pub fn keep_only_new_events(&mut self) {
+        if let ActivityData::Available { events, .. } = &mut self.snapshot.activity {
+            events.truncate(self.new_event_count);
+            events.shrink_to_fit();
         }
     }
 }
@@ -86,36 +117,16 @@ pub async fn collect(
                     before: now,
                     covered_from,
                 });
-                // One copy of each event: fetched events first (de-duplicated by id, in
-                // place), then the stored ones not fetched again. `new_event_count` marks
-                // the fetched prefix, which persist stores.
+                // Fetched events de-duplicated by id (pages overlap when the log moves
+                // while it is read); `merge_stored` adds the stored ones after them.
                 let mut events = events;
-                let (keep_new, keep_stored) = {
-                    let mut seen: HashSet<&str> =
-                        HashSet::with_capacity(input.stored_events.len() + events.len());
-                    let keep_new: Vec<bool> =
-                        events.iter().map(|e| seen.insert(e.id.as_str())).collect();
-                    let keep_stored: Vec<bool> = input
-                        .stored_events
-                        .iter()
-                        .map(|e| seen.insert(e.id.as_str()))
-                        .collect();
-                    (keep_new, keep_stored)
+                let keep: Vec<bool> = {
+                    let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
+                    events.iter().map(|e| seen.insert(e.id.as_str())).collect()
                 };
-                let mut keep = keep_new.into_iter();
+                let mut keep = keep.into_iter();
                 events.retain(|_| keep.next().unwrap_or(false));
                 new_event_count = events.len();
-                events.reserve_exact(keep_stored.iter().filter(|k| **k).count());
-                events.extend(
-                    input
-                        .stored_events
-                        .into_iter()
-                        .zip(keep_stored)
-                        .filter_map(|(e, k)| k.then_some(e)),
-                );
-                // Growth by doubling leaves up to half the capacity unused; held for the
-                // whole scan, it is worth one reallocation.
-                events.shrink_to_fit();
                 ActivityData::Available {
                     events,
                     covered_from,
@@ -194,4 +205,63 @@ async fn run_probes(session: &Session) -> Vec<Probe> {
         });
     }
     probes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::testutil;
+
+    fn ids(events: &[ActivityEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.id.as_str()).collect()
+    }
+
+    /// Fetched events come first and are the ones persist stores; a stored event fetched
+    /// again is held once; dropping the stored ones leaves exactly the fetched.
+    #[test]
+    fn stored_events_merge_after_the_fetched_and_leave_again() {
+        let now = testutil::now();
+        let ev = |id: &str| testutil::event(id, "admin_login_success", "1", now);
+        let mut snapshot = testutil::snapshot();
+        testutil::set_events(&mut snapshot, vec![ev("n1"), ev("n2")]);
+        let mut collected = Collected {
+            snapshot,
+            new_event_count: 2,
+            fetched_window: None,
+        };
+        collected.merge_stored(vec![ev("s1"), ev("n2"), ev("s2")]);
+        let ActivityData::Available { events, .. } = &collected.snapshot.activity else {
+            panic!("activity stays available");
+        };
+        assert_eq!(ids(events), ["n1", "n2", "s1", "s2"]);
+        assert_eq!(ids(collected.new_events()), ["n1", "n2"]);
+        collected.keep_only_new_events();
+        let ActivityData::Available { events, .. } = &collected.snapshot.activity else {
+            panic!("activity stays available");
+        };
+        assert_eq!(ids(events), ["n1", "n2"]);
+    }
+
+    /// Without a fetched log there is nothing to merge into: stored events are not shown
+    /// to the checks as if the log had been read.
+    #[test]
+    fn nothing_merges_into_an_activity_log_that_was_not_fetched() {
+        let mut snapshot = testutil::snapshot();
+        snapshot.activity = ActivityData::NotFetched;
+        let mut collected = Collected {
+            snapshot,
+            new_event_count: 0,
+            fetched_window: None,
+        };
+        collected.merge_stored(vec![testutil::event(
+            "s1",
+            "admin_login_success",
+            "1",
+            testutil::now(),
+        )]);
+        assert!(matches!(
+            collected.snapshot.activity,
+            ActivityData::NotFetched
+        ));
+    }
 }

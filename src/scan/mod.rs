@@ -192,7 +192,6 @@ impl Scanner {
                 attestations: inputs.target.attestations.clone(),
                 activity_cursor_at: inputs.target.activity_cursor_at,
                 activity_covered_from: inputs.target.activity_covered_from,
-                stored_events: inputs.stored_events,
                 probe_extra_scopes: self.settings.scan.probe_extra_scopes,
                 now,
             },
@@ -219,11 +218,19 @@ impl Scanner {
             other => other,
         };
 
-        let outcomes = checks::evaluate(
-            &collected.snapshot,
-            &inputs.previous,
-            &inputs.check_settings,
-        );
+        let mut collected = collected;
+        let mut previous = inputs.previous;
+        if matches!(collected.snapshot.activity, ActivityData::Available { .. }) {
+            let stored = self
+                .load_stored_activity(instance, &inputs.check_settings, &inputs.target, now)
+                .await?;
+            previous.earlier_activity = stored.earlier;
+            collected.merge_stored(stored.events);
+        }
+        let outcomes = checks::evaluate(&collected.snapshot, &previous, &inputs.check_settings);
+        // What only the checks read goes before the findings write, the memory peak.
+        drop(previous);
+        collected.keep_only_new_events();
         let report = persist::persist(
             self,
             persist::PersistInput {
@@ -265,12 +272,6 @@ impl Scanner {
             .ok_or(ScanError::InstanceGone(instance.id))?;
         let now = target.now;
         let check_settings = self.check_settings(&target.check_overrides);
-        let stored = crate::db::activity::for_scan(
-            &mut conn,
-            instance.id,
-            activity_bounds(&check_settings, target.activity_cursor_at, now),
-        )
-        .await?;
         let stored_admins = crate::db::admins::current(&mut conn, instance.id).await?;
         drop(conn);
         // The inventory holds exactly the admins present at the last completed scan.
@@ -281,13 +282,13 @@ impl Scanner {
                 .iter()
                 .map(|(id, a)| (id.clone(), a.history.clone()))
                 .collect(),
-            earlier_activity: stored.earlier,
+            // Read with the stored events, after the API calls (`load_stored_activity`).
+            earlier_activity: Default::default(),
         };
         let inventory = crate::db::admins::Inventory {
             admins: stored_admins,
             after_scan: target.last_scan_id,
         };
-        let stored_events = stored.events;
         let token = match target.token.take() {
             Some(source) => source
                 .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
@@ -298,11 +299,31 @@ impl Scanner {
             now,
             target,
             check_settings,
-            stored_events,
             previous,
             inventory,
             token,
         })
+    }
+
+    /// Stage 2b, once the activity log was fetched: the stored events the checks read one
+    /// by one and the aggregate of older ones (`db::activity::for_scan`). Read after the
+    /// API calls, not with the other inputs, so that a large workspace's ~70,000 stored
+    /// events (~25 MB) and the `/admins` response being decoded (~20 MB) are not held
+    /// at the same time, and not at all by a scan whose collection failed.
+    async fn load_stored_activity(
+        &self,
+        instance: &Instance,
+        check_settings: &CheckSettings,
+        target: &instances::ScanTarget,
+        now: DateTime<Utc>,
+    ) -> Result<crate::db::activity::StoredActivity, ScanError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::db::activity::for_scan(
+            &mut conn,
+            instance.id,
+            activity_bounds(check_settings, target.activity_cursor_at, now),
+        )
+        .await?)
     }
 
     /// For an instance whose workspace is not known yet (onboarded by SQL): the workspace
@@ -349,7 +370,6 @@ struct ScanInputs {
     now: DateTime<Utc>,
     target: instances::ScanTarget,
     check_settings: CheckSettings,
-    stored_events: Vec<checks::ActivityEvent>,
     previous: PreviousState,
     inventory: crate::db::admins::Inventory,
     token: Result<secrecy::SecretString, TokenError>,
@@ -568,7 +588,7 @@ mod tests {
             "{:?}",
             o.findings[0].title
         );
-        assert_eq!(o.findings[0].evidence["error_kind"], "timeout");
+        assert_eq!(o.findings[0].evidence.value()["error_kind"], "timeout");
     }
 
     #[test]

@@ -143,7 +143,7 @@ fn admin_activity(collected: &Collected) -> HashMap<String, AdminActivity> {
         let Some(admin) = &e.performed_by_id else {
             continue;
         };
-        let entry = map.entry(admin.clone()).or_default();
+        let entry = map.entry(admin.to_string()).or_default();
         entry.last_active_at = entry.last_active_at.max(Some(e.created_at));
         if e.activity_type == "admin_login_success" {
             entry.last_login_at = entry.last_login_at.max(Some(e.created_at));

@@ -38,8 +38,8 @@ fn event(
     ActivityEvent {
         id: id.into(),
         activity_type: kind.into(),
-        performed_by_id: by_id.map(str::to_string),
-        performed_by_email: by_email.map(str::to_string),
+        performed_by_id: by_id.map(Into::into),
+        performed_by_email: by_email.map(Into::into),
         ip: Some("198.51.100.7".into()),
         created_at: at,
         description: None,

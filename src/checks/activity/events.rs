@@ -196,7 +196,7 @@ mod tests {
                 assert_eq!(f.resource, format!("event:e{i}"), "{id}");
                 assert_eq!(f.severity, *severity, "{id}");
                 assert!(f.title.contains("by bo@acme.com"), "{}", f.title);
-                assert_eq!(f.evidence["activity_type"], names[i]);
+                assert_eq!(f.evidence.value()["activity_type"], names[i]);
             }
             assert_eq!(
                 run(id, &with(&["app_name_change"])).status,

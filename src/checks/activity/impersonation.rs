@@ -11,7 +11,10 @@ use super::super::catalog::CheckMeta;
 use super::super::context::Ctx;
 use super::super::snapshot::ActivityEvent;
 use super::super::types::{Severity, Verdict};
-use super::{actor, available, coverage_note, event_finding, recent_of, sort_events, when};
+use super::{
+    actor, available, coverage_note, event_evidence, event_finding, event_finding_with, recent_of,
+    sort_events, when,
+};
 
 const START: &str = "admin_impersonation_start";
 const END: &str = "admin_impersonation_end";
@@ -82,12 +85,12 @@ pub(in crate::checks) fn impersonation(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict 
                     ),
                 )
             };
-            let mut finding = event_finding(ev, severity, title);
-            finding.evidence["ended_by_event"] = json!(end.map(|i| &ends[i].id));
-            finding.evidence["ended_at"] = json!(end.map(|i| ends[i].created_at));
-            finding.evidence["ongoing"] = json!(end.is_none() && !overdue);
-            finding.evidence["max_hours"] = json!(ctx.settings.impersonation_max_hours);
-            finding
+            let mut evidence = event_evidence(ev);
+            evidence["ended_by_event"] = json!(end.map(|i| &ends[i].id));
+            evidence["ended_at"] = json!(end.map(|i| ends[i].created_at));
+            evidence["ongoing"] = json!(end.is_none() && !overdue);
+            evidence["max_hours"] = json!(ctx.settings.impersonation_max_hours);
+            event_finding_with(ev, severity, title, evidence)
         })
         .collect();
     Verdict::from_findings(findings, coverage_note(ctx, covered_from))
@@ -132,8 +135,8 @@ mod tests {
                 Severity::Medium
             ]
         );
-        assert_eq!(o.findings[1].evidence["ended_by_event"], "e1");
-        assert_eq!(o.findings[3].evidence["ongoing"], true);
+        assert_eq!(o.findings[1].evidence.value()["ended_by_event"], "e1");
+        assert_eq!(o.findings[3].evidence.value()["ongoing"], true);
         assert!(o.findings[2].title.contains("no end within 8 hours"));
     }
 

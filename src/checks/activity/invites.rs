@@ -13,7 +13,7 @@ use super::super::domains::{
 };
 use super::super::snapshot::ActivityEvent;
 use super::super::types::Verdict;
-use super::{actor, available, coverage_note, event_finding, recent_of, when};
+use super::{actor, available, coverage_note, event_evidence, event_finding_with, recent_of, when};
 
 const INVITE: &str = "admin_invite_creation";
 
@@ -100,10 +100,10 @@ pub(in crate::checks) fn external_invite(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdic
             actor(ev),
             when(ev.created_at)
         );
-        let mut finding = event_finding(ev, m.severity, title);
-        finding.evidence["invitees"] = Value::Array(flagged);
-        finding.evidence["allowed_domains"] = json!(allowed);
-        findings.push(finding);
+        let mut evidence = event_evidence(ev);
+        evidence["invitees"] = Value::Array(flagged);
+        evidence["allowed_domains"] = json!(allowed);
+        findings.push(event_finding_with(ev, m.severity, title, evidence));
     }
     if unreadable > 0 {
         notes.push(format!(
@@ -151,15 +151,15 @@ mod tests {
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(resources(&o), ["event:a", "event:b", "event:d"]);
         assert_eq!(
-            o.findings[0].evidence["invitees"][0]["reason"],
+            o.findings[0].evidence.value()["invitees"][0]["reason"],
             "personal domain"
         );
         assert_eq!(
-            o.findings[0].evidence["invitees"][0]["email"],
+            o.findings[0].evidence.value()["invitees"][0]["email"],
             "pal@gmail.com"
         );
         assert_eq!(
-            o.findings[1].evidence["invitees"][0]["reason"],
+            o.findings[1].evidence.value()["invitees"][0]["reason"],
             "outside the allowed domains"
         );
         assert!(o

@@ -26,9 +26,8 @@ const PASSWORD: &str = "email_password";
 /// Evidence lists are capped; counts stay exact.
 const MAX_LISTED: usize = 50;
 
-fn lower(s: &Option<String>) -> Option<String> {
-    s.as_deref()
-        .map(str::trim)
+fn lower(s: Option<&str>) -> Option<String> {
+    s.map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_ascii_lowercase)
 }
@@ -37,20 +36,20 @@ fn lower(s: &Option<String>) -> Option<String> {
 /// list fills in whichever of id and email the event lacks.
 fn teammate_key(ctx: &Ctx<'_>, ev: &ActivityEvent) -> Option<(String, Option<String>)> {
     let admins = ctx.snap.admins.as_deref().unwrap_or_default();
-    let email = lower(&ev.performed_by_email);
+    let email = lower(ev.performed_by_email.as_deref());
     if let Some(id) = ev.performed_by_id.as_deref() {
         let email = email.or_else(|| {
             admins
                 .iter()
                 .find(|a| a.id.as_deref() == Some(id))
-                .and_then(|a| lower(&a.email))
+                .and_then(|a| lower(a.email.as_deref()))
         });
         return Some((format!("admin:{id}"), email));
     }
     let email = email?;
     let known = admins
         .iter()
-        .find(|a| lower(&a.email).as_deref() == Some(email.as_str()))
+        .find(|a| lower(a.email.as_deref()).as_deref() == Some(email.as_str()))
         .and_then(|a| a.id.clone());
     Some(match known {
         Some(id) => (format!("admin:{id}"), Some(email)),
@@ -98,7 +97,7 @@ pub(in crate::checks) fn password_login_used(ctx: &Ctx<'_>, m: &CheckMeta) -> Ve
                     "last_login_at": last,
                     "ips": ips.iter().take(MAX_LISTED).collect::<Vec<_>>(),
                     "event_ids": logins.iter().rev().take(MAX_LISTED).map(|e| &e.id).collect::<Vec<_>>(),
-                }),
+                }).into(),
                 resource,
             }
         })
@@ -159,8 +158,9 @@ pub(in crate::checks) fn failed_login_burst(ctx: &Ctx<'_>, m: &CheckMeta) -> Ver
     for ev in events.iter().filter(|e| e.activity_type == FAILURE) {
         let admin = ev
             .performed_by_id
-            .clone()
-            .or_else(|| lower(&ev.performed_by_email));
+            .as_ref()
+            .map(|id| id.to_string())
+            .or_else(|| lower(ev.performed_by_email.as_deref()));
         if let Some(key) = admin {
             by_admin.entry(key).or_default().push(ev);
         }
@@ -228,7 +228,7 @@ fn burst_finding(
         .failures
         .iter()
         .filter_map(|e| {
-            lower(&e.performed_by_email)
+            lower(e.performed_by_email.as_deref())
                 .or_else(|| e.performed_by_id.as_ref().map(|id| format!("admin {id}")))
         })
         .collect();
@@ -280,7 +280,7 @@ fn burst_finding(
                 "admin_id": s.performed_by_id,
                 "email": s.performed_by_email,
             })),
-        }),
+        }).into(),
     }
 }
 
@@ -331,7 +331,7 @@ mod tests {
         let o = run("password_login_used", &snap);
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(resources(&o), ["admin:2", "email:ex@acme.com"]);
-        assert_eq!(o.findings[0].evidence["login_count"], 3);
+        assert_eq!(o.findings[0].evidence.value()["login_count"], 3);
         assert_eq!(o.findings[0].severity, Severity::Medium);
         assert_eq!(
             o.findings[0].title,
@@ -362,7 +362,10 @@ mod tests {
         assert_eq!(o.status, CheckStatus::Fail);
         assert_eq!(resources(&o), ["event:f0"], "admin and IP bursts merge");
         assert_eq!(o.findings[0].severity, Severity::High);
-        assert_eq!(o.findings[0].evidence["grouped_by"], json!(["admin", "ip"]));
+        assert_eq!(
+            o.findings[0].evidence.value()["grouped_by"],
+            json!(["admin", "ip"])
+        );
 
         // Four failures are not a burst; nor are five spread over more than 30 minutes.
         set_events(&mut snap, events[..4].to_vec());
@@ -394,7 +397,7 @@ mod tests {
         assert_eq!(resources(&o), ["event:f0"]);
         assert_eq!(o.findings[0].severity, Severity::Critical);
         assert_eq!(
-            o.findings[0].evidence["followed_by_success"]["event_id"],
+            o.findings[0].evidence.value()["followed_by_success"]["event_id"],
             "win"
         );
         assert!(o.findings[0].title.contains("from IP 203.0.113.7"));

@@ -65,7 +65,8 @@ pub(crate) fn coverage_note(ctx: &Ctx<'_>, covered_from: DateTime<Utc>) -> Optio
 /// Who did it, for titles.
 pub(crate) fn actor(ev: &ActivityEvent) -> String {
     ev.performed_by_email
-        .clone()
+        .as_ref()
+        .map(|email| email.to_string())
         .or_else(|| ev.performed_by_id.as_ref().map(|id| format!("admin {id}")))
         .unwrap_or_else(|| "an unknown actor".to_string())
 }
@@ -89,11 +90,21 @@ pub(crate) fn event_evidence(ev: &ActivityEvent) -> Value {
 }
 
 pub(crate) fn event_finding(ev: &ActivityEvent, severity: Severity, title: String) -> FindingDraft {
+    event_finding_with(ev, severity, title, event_evidence(ev))
+}
+
+/// [`event_finding`] with evidence the check extended (from [`event_evidence`]).
+pub(crate) fn event_finding_with(
+    ev: &ActivityEvent,
+    severity: Severity,
+    title: String,
+    evidence: Value,
+) -> FindingDraft {
     FindingDraft {
         resource: format!("event:{}", ev.id),
         severity,
         title,
-        evidence: event_evidence(ev),
+        evidence: evidence.into(),
     }
 }
 
