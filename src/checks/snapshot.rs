@@ -349,6 +349,30 @@ mod tests {
     use super::*;
     use crate::intercom::models::{ActivityLogPage, PerformedBy};
 
+    /// Equal values read in one batch share one allocation; shared text compares,
+    /// prints and serialises as the plain text.
+    #[test]
+    fn interned_text_is_shared_and_behaves_as_its_text() {
+        let mut interner = Interner::default();
+        let a = interner.intern("bo@acme.com".to_string());
+        let b = interner.intern(String::from("bo@acme.com"));
+        let c = interner.intern("al@acme.com".to_string());
+        assert!(std::ptr::eq(a.as_str(), b.as_str()), "one allocation");
+        assert!(!std::ptr::eq(a.as_str(), c.as_str()));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, "bo@acme.com");
+        assert_eq!("bo@acme.com", a);
+        let owned = String::from("bo@acme.com");
+        assert_eq!(a, owned);
+        assert_eq!(format!("{a} {a:?}"), r#"bo@acme.com "bo@acme.com""#);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!("bo@acme.com")
+        );
+        assert_eq!(SharedText::from("x"), SharedText::from("x".to_string()));
+    }
+
     #[test]
     fn from_log_keeps_fields_and_rejects_unplaceable_events() {
         let log = ActivityLog {

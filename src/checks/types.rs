@@ -304,6 +304,27 @@ impl Verdict {
 mod tests {
     use super::*;
 
+    /// The text is exactly what `Value`'s serialiser writes (the content digest of
+    /// findings stored by earlier builds depends on it), it parses back to the value, and
+    /// it serialises as JSON, not as a string holding JSON.
+    #[test]
+    fn evidence_keeps_the_compact_text_of_its_value() {
+        let v = serde_json::json!({"z": [1, "two"], "a": {"nested": null}, "m": "é\"q"});
+        let e = Evidence::from(v.clone());
+        assert_eq!(e.json(), serde_json::to_string(&v).unwrap());
+        assert_eq!(
+            e.json(),
+            r#"{"a":{"nested":null},"m":"é\"q","z":[1,"two"]}"#
+        );
+        assert_eq!(e.value(), v);
+        assert_eq!(e, Evidence::from(v.clone()));
+        assert_ne!(e, Evidence::from(serde_json::json!({"a": 1})));
+        assert_eq!(
+            serde_json::to_value(serde_json::json!({"evidence": &e})).unwrap(),
+            serde_json::json!({"evidence": v})
+        );
+    }
+
     #[test]
     fn severity_strings_weights_and_serde_agree() {
         let weights: Vec<u32> = Severity::ALL.iter().map(|s| s.weight()).collect();
