@@ -117,13 +117,13 @@ pub async fn since(
     let mut shared = Interner::default();
     while let Some(r) = rows.try_next().await? {
         events.push(ActivityEvent {
-            id: r.event_id,
+            id: r.event_id.into_boxed_str(),
             activity_type: shared.intern(r.activity_type),
             performed_by_id: r.performed_by_id.map(|id| shared.intern(id)),
             performed_by_email: r.performed_by_email.map(|e| shared.intern(e)),
             ip: r.ip.map(|ip| shared.intern(ip)),
             created_at: r.created_at,
-            description: r.description,
+            description: r.description.map(String::into_boxed_str),
             metadata: EventMetadata::from_json_text(r.metadata_text),
         });
     }
@@ -145,7 +145,7 @@ pub async fn insert(
 ) -> Result<u64, sqlx::Error> {
     let mut inserted = 0;
     for batch in events.chunks(INSERT_BATCH) {
-        let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = batch.iter().map(|e| &*e.id).collect();
         let types: Vec<&str> = batch.iter().map(|e| e.activity_type.as_str()).collect();
         let by_id: Vec<Option<&str>> = batch.iter().map(|e| e.performed_by_id.as_deref()).collect();
         let by_email: Vec<Option<&str>> = batch

@@ -68,8 +68,8 @@ impl Collected {
         };
         let mut events = stored;
         {
-            let fetched_ids: HashSet<&str> = fetched.iter().map(|e| e.id.as_str()).collect();
-            events.retain(|e| !fetched_ids.contains(e.id.as_str()));
+            let fetched_ids: HashSet<&str> = fetched.iter().map(|e| &*e.id).collect();
+            events.retain(|e| !fetched_ids.contains(&*e.id));
         }
         events.splice(0..0, std::mem::take(fetched));
         // Growth by doubling leaves up to half the capacity unused; held through the
@@ -122,7 +122,7 @@ pub async fn collect(
                 let mut events = events;
                 let keep: Vec<bool> = {
                     let mut seen: HashSet<&str> = HashSet::with_capacity(events.len());
-                    events.iter().map(|e| seen.insert(e.id.as_str())).collect()
+                    events.iter().map(|e| seen.insert(&*e.id)).collect()
                 };
                 let mut keep = keep.into_iter();
                 events.retain(|_| keep.next().unwrap_or(false));
@@ -213,7 +213,7 @@ mod tests {
     use crate::checks::testutil;
 
     fn ids(events: &[ActivityEvent]) -> Vec<&str> {
-        events.iter().map(|e| e.id.as_str()).collect()
+        events.iter().map(|e| &*e.id).collect()
     }
 
     /// Fetched events come first and are the ones persist stores; a stored event fetched

@@ -146,7 +146,7 @@ async fn rescan_reads_the_event_window_one_by_one_and_aggregates_the_rest(pool: 
     .await
     .unwrap();
     assert_eq!(stored.events_from, window_start - m(50));
-    let loaded: BTreeSet<&str> = stored.events.iter().map(|e| e.id.as_str()).collect();
+    let loaded: BTreeSet<&str> = stored.events.iter().map(|e| &*e.id).collect();
     assert_eq!(
         loaded,
         BTreeSet::from(["f2", "f3", "success-in-run", "f4", "recent"])
@@ -184,7 +184,7 @@ async fn rescan_reads_the_event_window_one_by_one_and_aggregates_the_rest(pool: 
     .await
     .unwrap();
     assert_eq!(stored.events_from, earlier_fetch);
-    let loaded: BTreeSet<&str> = stored.events.iter().map(|e| e.id.as_str()).collect();
+    let loaded: BTreeSet<&str> = stored.events.iter().map(|e| &*e.id).collect();
     assert_eq!(
         loaded,
         BTreeSet::from(["old-by-id", "old-by-email", "success-in-run", "recent"])

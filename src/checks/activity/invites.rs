@@ -126,7 +126,7 @@ mod tests {
         let mut ev = event(id, INVITE, "1", now() - Duration::hours(1));
         ev.performed_by_email = Some("owner@acme.com".into());
         ev.metadata = metadata.into();
-        ev.description = description.map(str::to_string);
+        ev.description = description.map(Into::into);
         ev
     }
 

@@ -174,7 +174,7 @@ pub(in crate::checks) fn failed_login_burst(ctx: &Ctx<'_>, m: &CheckMeta) -> Ver
         for (_, mut group) in groups {
             sort_events(&mut group);
             for failures in bursts(&group, threshold, window) {
-                let first = failures[0].id.clone();
+                let first = failures[0].id.to_string();
                 let burst = merged.entry(first).or_insert_with(|| Burst {
                     failures: Vec::new(),
                     grouped_by: Vec::new(),
@@ -450,7 +450,7 @@ mod tests {
         let found = bursts(&refs, 5, Duration::minutes(30));
         let ids: Vec<Vec<&str>> = found
             .iter()
-            .map(|b| b.iter().map(|e| e.id.as_str()).collect())
+            .map(|b| b.iter().map(|e| &*e.id).collect())
             .collect();
         assert_eq!(ids.len(), 2);
         assert_eq!(ids[0].len(), 6);
