@@ -175,31 +175,34 @@ fn earlier_of(earlier: &EarlierActivity, admin: &Admin) -> Option<DateTime<Utc>>
 /// cost 400 million comparisons (two thirds of a large workspace's re-scan CPU).
 struct Joiners<'a> {
     prev: &'a PreviousState,
-    /// None on a first scan, or with an empty inventory (missing data): nobody counts as
+    /// False on a first scan, or with an empty inventory (missing data): nobody counts as
     /// a recent joiner then.
-    baseline: Option<Option<DateTime<Utc>>>,
+    judged: bool,
+    /// The earliest `first_seen_at` of the inventory.
+    baseline: Option<DateTime<Utc>>,
 }
 
 impl<'a> Joiners<'a> {
     fn of(prev: &'a PreviousState) -> Self {
-        let judged = prev.has_completed_scan
-            && !(prev.admins.is_empty() && prev.previous_admin_ids.is_empty());
         Self {
             prev,
-            baseline: judged.then(|| prev.admins.values().map(|h| h.first_seen_at).min()),
+            judged: prev.has_completed_scan
+                && !(prev.admins.is_empty() && prev.previous_admin_ids.is_empty()),
+            baseline: prev.admins.values().map(|h| h.first_seen_at).min(),
         }
     }
 
     /// Whether the teammate appeared after the baseline scan and after `cutoff`.
     fn joined_after(&self, id: &str, cutoff: DateTime<Utc>) -> bool {
-        let Some(baseline) = self.baseline else {
+        if !self.judged {
             return false;
-        };
+        }
         match self.prev.admins.get(id) {
             None => !self.prev.previous_admin_ids.contains(id),
             Some(h) => {
-                let after_baseline =
-                    baseline.is_some_and(|b| h.first_seen_at > b + BASELINE_TOLERANCE);
+                let after_baseline = self
+                    .baseline
+                    .is_some_and(|b| h.first_seen_at > b + BASELINE_TOLERANCE);
                 after_baseline && h.first_seen_at > cutoff
             }
         }

@@ -118,12 +118,6 @@ impl From<String> for SharedText {
     }
 }
 
-impl PartialEq<str> for SharedText {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
 impl PartialEq<&str> for SharedText {
     fn eq(&self, other: &&str) -> bool {
         &*self.0 == *other
@@ -161,8 +155,8 @@ impl serde::Serialize for SharedText {
 }
 
 /// Hands out one [`SharedText`] per distinct value while a batch of events is read. A
-/// `HashSet` of the values is all it takes; interner crates keep symbols in an arena of
-/// their own, which would not let the events outlive the interner as `Arc`s do.
+/// `HashSet` local to the read is all it takes: a process-wide interner (such as
+/// `internment`'s) would keep every value of every scan alive behind a lock.
 #[derive(Default)]
 pub struct Interner(std::collections::HashSet<SharedText>);
 

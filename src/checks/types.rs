@@ -187,9 +187,9 @@ pub struct FindingDraft {
 
 /// A finding's evidence, kept as compact JSON text from the moment a check builds it.
 /// A parsed `serde_json::Value` costs a B-tree node (~640 bytes) per object: a large
-/// workspace's re-scan holds ~22,000 drafts at once, ~35 MB as values against ~10 MB as
-/// text (benches/README.md), and persist only ever needs the text (the content digest and
-/// the `jsonb` parameter). The text is what `Value`'s own serialiser writes (keys sorted,
+/// workspace's re-scan holds ~22,000 drafts at once, ~7 MB as text, and keeping them as
+/// values peaked 22 MiB higher (benches/README.md, `big_workspace_rescan`); persist only
+/// ever needs the text (the content digest and the `jsonb` parameter). The text is what `Value`'s own serialiser writes (keys sorted,
 /// no spaces), so digests stored before this type existed still match.
 #[derive(Clone)]
 pub struct Evidence(Box<serde_json::value::RawValue>);

@@ -4,8 +4,8 @@
 //! (avatar as object, `pages.next` as URL, ids as numbers or strings), so every field is
 //! optional, unknown keys are ignored, and open enums stay strings. Unknown keys are not
 //! kept: nothing reads them, and a `#[serde(flatten)]` catch-all makes serde buffer the
-//! whole object as an untyped tree before decoding it, which for a 20,000-teammate
-//! `/admins` response was most of the decode's time and memory (benches/README.md).
+//! whole object as an untyped tree before decoding it: the `/admins` list, then each
+//! teammate in it again.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
