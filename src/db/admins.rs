@@ -10,6 +10,9 @@ use uuid::Uuid;
 use crate::checks::AdminHistory;
 use crate::intercom::models::Admin;
 
+/// Teammates per upsert statement.
+const UPSERT_BATCH: usize = 5000;
+
 /// One inventory row as stored: what the checks read (`history`) and what `sync` compares
 /// to decide whether the row needs writing. The listed fields are kept as their digest
 /// ([`ListedFields::digest`]), not as text: a 20,000-teammate inventory held through a
@@ -241,37 +244,65 @@ pub async fn sync(
         last_login.push(act.last_login_at);
         ids.push(id);
     }
+    // Someone left only if a row read before is not listed now (or the read is stale).
+    let removals = !trusted || before.admins.keys().any(|id| !listed.contains(id.as_str()));
+    let listed: Vec<&str> = if removals {
+        ids.iter().chain(seen_again.iter()).copied().collect()
+    } else {
+        Vec::new()
+    };
+    // Upserts beyond one chunk (a large workspace's first scan) go first, each in the same
+    // statement with its other parts empty; the last chunk carries the bump of the rows seen
+    // again and the removals: a steady scan writes its inventory in one round trip. The
+    // three parts touch disjoint rows (listed and changed, listed and unchanged, no longer
+    // listed), so no row is modified twice in a statement.
     let n = ids.len();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let (lo, hi) = (chunk[0], chunk[chunk.len() - 1] + 1);
+    let starts: Vec<usize> = (0..n.max(1)).step_by(UPSERT_BATCH).collect();
+    for (i, &lo) in starts.iter().enumerate() {
+        let last = i + 1 == starts.len();
+        let hi = if last { n } else { lo + UPSERT_BATCH };
+        let (bump, removed): (&[&str], Option<&[&str]>) = if last {
+            (&seen_again, removals.then_some(&listed[..]))
+        } else {
+            (&[], None)
+        };
         sqlx::query!(
-            r#"INSERT INTO sspm.admins
-                   (instance_id, admin_id, name, email, job_title, role, role_id, has_inbox_seat,
-                    away_mode_enabled, away_since, team_ids, first_seen_at, last_seen_at, removed_at,
-                    last_active_at, last_login_at)
-               SELECT $1, u.admin_id, u.name, u.email, u.job_title, u.role, u.role_id, u.seat, u.away,
-                      CASE WHEN u.away THEN $2::timestamptz END,
-                      COALESCE(string_to_array(NULLIF(u.teams, ''), ','), '{}'),
-                      $2, $2, NULL, u.last_active, u.last_login
-               FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                           $9::bool[], $10::bool[], $11::text[], $12::timestamptz[], $13::timestamptz[])
-                    AS u(admin_id, name, email, job_title, role, role_id, seat, away, teams, last_active, last_login)
-               ON CONFLICT (instance_id, admin_id) DO UPDATE SET
-                   name = EXCLUDED.name,
-                   email = EXCLUDED.email,
-                   job_title = EXCLUDED.job_title,
-                   role = EXCLUDED.role,
-                   role_id = EXCLUDED.role_id,
-                   has_inbox_seat = EXCLUDED.has_inbox_seat,
-                   away_mode_enabled = EXCLUDED.away_mode_enabled,
-                   -- Away time is continuous: it starts when first seen away and ends when back.
-                   away_since = CASE WHEN EXCLUDED.away_mode_enabled IS TRUE
-                                     THEN COALESCE(sspm.admins.away_since, EXCLUDED.away_since) END,
-                   team_ids = EXCLUDED.team_ids,
-                   last_seen_at = EXCLUDED.last_seen_at,
-                   removed_at = NULL,
-                   last_active_at = GREATEST(sspm.admins.last_active_at, EXCLUDED.last_active_at),
-                   last_login_at = GREATEST(sspm.admins.last_login_at, EXCLUDED.last_login_at)"#,
+            r#"WITH changed AS (
+                   INSERT INTO sspm.admins
+                       (instance_id, admin_id, name, email, job_title, role, role_id, has_inbox_seat,
+                        away_mode_enabled, away_since, team_ids, first_seen_at, last_seen_at, removed_at,
+                        last_active_at, last_login_at)
+                   SELECT $1, u.admin_id, u.name, u.email, u.job_title, u.role, u.role_id, u.seat, u.away,
+                          CASE WHEN u.away THEN $2::timestamptz END,
+                          COALESCE(string_to_array(NULLIF(u.teams, ''), ','), '{}'),
+                          $2, $2, NULL, u.last_active, u.last_login
+                   FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                               $9::bool[], $10::bool[], $11::text[], $12::timestamptz[], $13::timestamptz[])
+                        AS u(admin_id, name, email, job_title, role, role_id, seat, away, teams, last_active, last_login)
+                   ON CONFLICT (instance_id, admin_id) DO UPDATE SET
+                       name = EXCLUDED.name,
+                       email = EXCLUDED.email,
+                       job_title = EXCLUDED.job_title,
+                       role = EXCLUDED.role,
+                       role_id = EXCLUDED.role_id,
+                       has_inbox_seat = EXCLUDED.has_inbox_seat,
+                       away_mode_enabled = EXCLUDED.away_mode_enabled,
+                       -- Away time is continuous: it starts when first seen away and ends when back.
+                       away_since = CASE WHEN EXCLUDED.away_mode_enabled IS TRUE
+                                         THEN COALESCE(sspm.admins.away_since, EXCLUDED.away_since) END,
+                       team_ids = EXCLUDED.team_ids,
+                       last_seen_at = EXCLUDED.last_seen_at,
+                       removed_at = NULL,
+                       last_active_at = GREATEST(sspm.admins.last_active_at, EXCLUDED.last_active_at),
+                       last_login_at = GREATEST(sspm.admins.last_login_at, EXCLUDED.last_login_at)
+               ),
+               seen_again AS (
+                   UPDATE sspm.admins SET last_seen_at = $2
+                   WHERE instance_id = $1 AND admin_id = ANY($14)
+               )
+               UPDATE sspm.admins SET removed_at = $2
+               WHERE $15::text[] IS NOT NULL
+                 AND instance_id = $1 AND removed_at IS NULL AND NOT (admin_id = ANY($15))"#,
             instance_id,
             now,
             &ids[lo..hi] as &[&str],
@@ -285,32 +316,10 @@ pub async fn sync(
             &teams[lo..hi],
             &last_active[lo..hi] as &[Option<DateTime<Utc>>],
             &last_login[lo..hi] as &[Option<DateTime<Utc>>],
+            bump as &[&str],
+            removed as Option<&[&str]>,
         )
         .execute(&mut *conn)
-        .await?;
-    }
-    if !seen_again.is_empty() {
-        sqlx::query!(
-            "UPDATE sspm.admins SET last_seen_at = $2 WHERE instance_id = $1 AND admin_id = ANY($3)",
-            instance_id,
-            now,
-            &seen_again as &[&str]
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    // Someone left only if a row read before is not listed now (or the read is stale).
-    let removals = !trusted || before.admins.keys().any(|id| !listed.contains(id.as_str()));
-    if removals {
-        let listed: Vec<&str> = ids.iter().chain(seen_again.iter()).copied().collect();
-        sqlx::query!(
-            "UPDATE sspm.admins SET removed_at = $2
-             WHERE instance_id = $1 AND removed_at IS NULL AND NOT (admin_id = ANY($3))",
-            instance_id,
-            now,
-            &listed as &[&str]
-        )
-        .execute(conn)
         .await?;
     }
     Ok(())

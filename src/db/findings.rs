@@ -1,5 +1,5 @@
-//! Findings, their history, exceptions and per-scan check results. Writes are batched
-//! with UNNEST so a scan costs a handful of statements whatever its size.
+//! Findings, their history, exceptions and per-scan check results. A scan's writes are
+//! batched with UNNEST into one statement (`write_scan`), whatever the workspace's size.
 
 use std::collections::HashMap;
 
@@ -10,96 +10,80 @@ use uuid::Uuid;
 use crate::checks::{CheckOutcome, Severity};
 
 use super::Checked;
-use crate::lifecycle::{ActiveException, ExistingFinding, FindingStatus, FindingWrite, Transition};
+use crate::lifecycle::{ActiveException, ExistingFinding, FindingStatus, FindingWrite, Plan};
 use crate::status::CheckStatus;
 
 const TABLE: &str = "sspm.findings";
 /// Findings per upsert statement.
 const UPSERT_BATCH: usize = 2000;
 
-pub async fn existing_for_instance(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-) -> Result<Vec<ExistingFinding>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"SELECT id, check_id, resource, status AS "status: Checked<FindingStatus>", severity,
-                  exception_id, content_digest
-           FROM sspm.findings WHERE instance_id = $1 FOR UPDATE"#,
-        instance_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    // A row this build cannot read stops the scan (its transaction rolls back) instead of
-    // being skipped: skipping would plan it as new and write a duplicate finding.
-    rows.into_iter()
-        .map(|r| {
-            Ok(ExistingFinding {
-                status: r.status.of(TABLE, r.id)?,
-                id: r.id,
-                check_id: r.check_id,
-                resource: r.resource,
-                severity: r.severity,
-                exception_id: r.exception_id,
-                content_digest: r.content_digest,
-            })
-        })
-        .collect()
+/// What a scan's lifecycle plan starts from: the instance's findings, locked for the rest
+/// of the scan's transaction, and its exceptions in force at `now`.
+#[derive(Debug, Default)]
+pub struct PlanInputs {
+    pub existing: Vec<ExistingFinding>,
+    pub exceptions: Vec<ActiveException>,
 }
 
-pub async fn active_exceptions(
+/// Reads [`PlanInputs`] in one statement (one round trip fewer per scan than two reads):
+/// findings rows have `is_exception` false, exception rows true and no finding columns.
+pub async fn plan_inputs(
     conn: &mut PgConnection,
     instance_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<Vec<ActiveException>, sqlx::Error> {
+) -> Result<PlanInputs, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT id, check_id, resource FROM sspm.exceptions
-         WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        r#"WITH locked AS (
+               SELECT id, check_id, resource, status, severity, exception_id, content_digest
+               FROM sspm.findings WHERE instance_id = $1 FOR UPDATE
+           )
+           SELECT false AS "is_exception!", id AS "id!", check_id AS "check_id!", resource,
+                  status AS "status?: Checked<FindingStatus>", severity, exception_id, content_digest
+           FROM locked
+           UNION ALL
+           SELECT true, id, check_id, resource, NULL, NULL, NULL, NULL
+           FROM sspm.exceptions
+           WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > $2)"#,
         instance_id,
         now
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ActiveException {
+    let mut out = PlanInputs::default();
+    for r in rows {
+        if r.is_exception {
+            out.exceptions.push(ActiveException {
+                id: r.id,
+                check_id: r.check_id,
+                resource: r.resource,
+            });
+            continue;
+        }
+        // A row this build cannot read stops the scan (its transaction rolls back) instead
+        // of being skipped: skipping would plan it as new and write a duplicate finding.
+        let status = match r.status {
+            Some(status) => status.of(TABLE, r.id)?,
+            None => return Err(missing_column(r.id, "status")),
+        };
+        let (Some(resource), Some(severity)) = (r.resource, r.severity) else {
+            return Err(missing_column(r.id, "resource, severity"));
+        };
+        out.existing.push(ExistingFinding {
+            status,
             id: r.id,
             check_id: r.check_id,
-            resource: r.resource,
-        })
-        .collect())
+            resource,
+            severity,
+            exception_id: r.exception_id,
+            content_digest: r.content_digest,
+        });
+    }
+    Ok(out)
 }
 
-pub async fn insert_check_results(
-    conn: &mut PgConnection,
-    scan_id: Uuid,
-    instance_id: Uuid,
-    outcomes: &[CheckOutcome],
-    severity_of: impl Fn(&str) -> Severity,
-) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = outcomes.iter().map(|o| o.check_id).collect();
-    let statuses: Vec<CheckStatus> = outcomes.iter().map(|o| o.status).collect();
-    let severities: Vec<&str> = outcomes
-        .iter()
-        .map(|o| severity_of(o.check_id).as_str())
-        .collect();
-    let reasons: Vec<Option<String>> = outcomes.iter().map(|o| o.reason.clone()).collect();
-    let counts: Vec<i32> = outcomes.iter().map(|o| o.findings.len() as i32).collect();
-    sqlx::query!(
-        r#"INSERT INTO sspm.check_results (scan_id, instance_id, check_id, status, severity, reason, failed_count)
-           SELECT $1, $2, u.check_id, u.status, u.severity, u.reason, u.failed_count
-           FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::int4[])
-                AS u(check_id, status, severity, reason, failed_count)"#,
-        scan_id,
-        instance_id,
-        &ids as &[&str],
-        &statuses as &[CheckStatus],
-        &severities as &[&str],
-        &reasons as &[Option<String>],
-        &counts,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+/// A NOT NULL column read as NULL: only a schema this build does not know can do that.
+fn missing_column(id: Uuid, column: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("{TABLE} row {id}: {column} is NULL").into())
 }
 
 /// Catalog data stored with each finding so consumers need not know the catalog.
@@ -139,27 +123,43 @@ pub struct UpsertCounts {
     pub seen_again: usize,
 }
 
-/// Writes the plan's findings: new ones and those whose status, exception or content
-/// (by digest) changed are upserted in full; every other one is an open or muted finding
-/// found again unchanged, whose `last_seen_at`/`last_scan_id` move in one statement. The
-/// rows end exactly as the full upsert would leave them (for an unchanged row it only
-/// changes those two columns), without sending or re-parsing their evidence.
-pub async fn upsert(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    scan_id: Uuid,
-    now: DateTime<Utc>,
-    writes: &[FindingWrite<'_>],
+/// Everything a scan writes about its checks and findings: its check results and the
+/// lifecycle's plan (writes, resolutions, unmutes, transitions), with the findings as
+/// they were read under the scan's lock.
+pub struct ScanFindings<'a> {
+    pub instance_id: Uuid,
+    pub scan_id: Uuid,
+    pub now: DateTime<Utc>,
+    pub outcomes: &'a [CheckOutcome],
+    pub plan: &'a Plan<'a>,
+    pub existing: &'a [ExistingFinding],
+}
+
+/// The plan's finding writes, split: new findings and those whose status, exception or
+/// content (by digest) changed are upserted in full; every other one is an open or muted
+/// finding found again unchanged, whose `last_seen_at`/`last_scan_id` alone move. The rows
+/// end exactly as the full upsert would leave them (for an unchanged row it only changes
+/// those two columns), without sending or re-parsing their evidence.
+struct SplitWrites<'p, 'a> {
+    seen_again: Vec<Uuid>,
+    full: Vec<(&'p FindingWrite<'a>, i64)>,
+    /// Remediation and compliance JSON per check, made once per scan.
+    catalog_of: HashMap<&'static str, (String, String)>,
+}
+
+fn split_writes<'p, 'a>(
+    writes: &'p [FindingWrite<'a>],
     existing: &[ExistingFinding],
     catalog: impl Fn(&str) -> FindingCatalogData,
-) -> Result<UpsertCounts, sqlx::Error> {
+) -> SplitWrites<'p, 'a> {
     let prior: HashMap<Uuid, &ExistingFinding> = existing.iter().map(|f| (f.id, f)).collect();
-    // Catalog data is per check: made (and its compliance serialised) once per scan.
-    let mut catalog_of: HashMap<&str, (String, String)> = HashMap::new();
-    let mut seen_again: Vec<Uuid> = Vec::new();
-    let mut full: Vec<(&FindingWrite<'_>, i64)> = Vec::new();
+    let mut out = SplitWrites {
+        seen_again: Vec::new(),
+        full: Vec::new(),
+        catalog_of: HashMap::new(),
+    };
     for w in writes {
-        let (remediation, compliance) = catalog_of.entry(w.check_id).or_insert_with(|| {
+        let (remediation, compliance) = out.catalog_of.entry(w.check_id).or_insert_with(|| {
             let data = catalog(w.check_id);
             (data.remediation, data.compliance.to_string())
         });
@@ -176,60 +176,177 @@ pub async fn upsert(
                     && p.exception_id == w.exception_id
                     && p.content_digest == Some(digest) =>
             {
-                seen_again.push(w.id)
+                out.seen_again.push(w.id)
             }
-            _ => full.push((w, digest)),
+            _ => out.full.push((w, digest)),
         }
     }
-    if !seen_again.is_empty() {
-        sqlx::query!(
-            "UPDATE sspm.findings SET last_seen_at = $2, last_scan_id = $3 WHERE id = ANY($1)",
-            &seen_again,
-            now,
-            scan_id
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    // Chunked, with evidence and compliance sent as JSON text (cast in SQL): the arrays of
-    // one statement stay small however many findings a large workspace has, and no second
-    // parsed copy of every evidence object is made.
-    for chunk in full.chunks(UPSERT_BATCH) {
-        let n = chunk.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut check_ids = Vec::with_capacity(n);
-        let mut resources = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        let mut severities = Vec::with_capacity(n);
-        let mut titles = Vec::with_capacity(n);
-        let mut evidence: Vec<&str> = Vec::with_capacity(n);
-        let mut remediations: Vec<&str> = Vec::with_capacity(n);
-        let mut compliance: Vec<&str> = Vec::with_capacity(n);
-        let mut exception_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
-        let mut digests: Vec<i64> = Vec::with_capacity(n);
+    out
+}
+
+/// One chunk of full finding writes as the columns of an `UNNEST`, evidence and
+/// compliance as JSON text (cast in SQL): no second parsed copy of any evidence is made.
+#[derive(Default)]
+struct FullColumns<'p> {
+    ids: Vec<Uuid>,
+    check_ids: Vec<&'p str>,
+    resources: Vec<&'p str>,
+    statuses: Vec<FindingStatus>,
+    severities: Vec<&'p str>,
+    titles: Vec<&'p str>,
+    evidence: Vec<&'p str>,
+    remediations: Vec<&'p str>,
+    compliance: Vec<&'p str>,
+    exception_ids: Vec<Option<Uuid>>,
+    digests: Vec<i64>,
+}
+
+impl<'p> FullColumns<'p> {
+    fn of(
+        chunk: &[(&'p FindingWrite<'_>, i64)],
+        catalog_of: &'p HashMap<&'static str, (String, String)>,
+    ) -> Self {
+        let mut c = FullColumns::default();
         for (w, digest) in chunk {
             let (rem, comp) = &catalog_of[w.check_id];
-            ids.push(w.id);
-            check_ids.push(w.check_id);
-            resources.push(w.draft.resource.as_str());
-            statuses.push(w.status);
-            severities.push(w.draft.severity.as_str());
-            titles.push(w.draft.title.as_str());
-            evidence.push(w.draft.evidence.json());
-            remediations.push(rem);
-            compliance.push(comp);
-            exception_ids.push(w.exception_id);
-            digests.push(*digest);
+            c.ids.push(w.id);
+            c.check_ids.push(w.check_id);
+            c.resources.push(w.draft.resource.as_str());
+            c.statuses.push(w.status);
+            c.severities.push(w.draft.severity.as_str());
+            c.titles.push(w.draft.title.as_str());
+            c.evidence.push(w.draft.evidence.json());
+            c.remediations.push(rem);
+            c.compliance.push(comp);
+            c.exception_ids.push(w.exception_id);
+            c.digests.push(*digest);
         }
-        sqlx::query!(
-            r#"INSERT INTO sspm.findings
+        c
+    }
+}
+
+/// Check results as the columns of an `UNNEST`.
+#[derive(Default)]
+struct ResultColumns<'p> {
+    check_ids: Vec<&'p str>,
+    statuses: Vec<CheckStatus>,
+    severities: Vec<&'static str>,
+    reasons: Vec<Option<&'p str>>,
+    failed_counts: Vec<i32>,
+}
+
+/// Finding history rows (`finding_events`) as the columns of an `UNNEST`.
+#[derive(Default)]
+struct EventColumns {
+    finding_ids: Vec<Uuid>,
+    from: Vec<Option<FindingStatus>>,
+    to: Vec<FindingStatus>,
+    reasons: Vec<&'static str>,
+}
+
+/// What one execution of [`write_statement`] writes; any part may be empty.
+struct Parts<'p> {
+    results: ResultColumns<'p>,
+    seen_again: &'p [Uuid],
+    full: FullColumns<'p>,
+    resolve: &'p [Uuid],
+    unmute: &'p [Uuid],
+    events: EventColumns,
+}
+
+/// Writes a scan's check results and findings plan in ONE statement (data-modifying
+/// CTEs): each round trip costs the daemon and Postgres more than most of these writes,
+/// and a steady scan had five of them. The parts touch disjoint findings (the plan writes
+/// failing ones, resolves or unmutes others), so no row is modified twice in a statement,
+/// and the history rows' foreign keys are checked at its end, when new findings exist.
+///
+/// Full writes beyond `UPSERT_BATCH` (a large workspace's first scan) go first, each chunk
+/// in the same statement with its other parts empty, so no statement's arrays grow with the
+/// workspace.
+pub async fn write_scan(
+    conn: &mut PgConnection,
+    scan: ScanFindings<'_>,
+    severity_of: impl Fn(&str) -> Severity,
+    catalog: impl Fn(&str) -> FindingCatalogData,
+) -> Result<UpsertCounts, sqlx::Error> {
+    let ScanFindings {
+        instance_id,
+        scan_id,
+        now,
+        outcomes,
+        plan,
+        existing,
+    } = scan;
+    let split = split_writes(&plan.writes, existing, catalog);
+    let last_chunk_at = split.full.len().saturating_sub(1) / UPSERT_BATCH * UPSERT_BATCH;
+    let (leading, last) = split.full.split_at(last_chunk_at);
+    let at = (instance_id, scan_id, now);
+    for chunk in leading.chunks(UPSERT_BATCH) {
+        let parts = Parts {
+            results: ResultColumns::default(),
+            seen_again: &[],
+            full: FullColumns::of(chunk, &split.catalog_of),
+            resolve: &[],
+            unmute: &[],
+            events: EventColumns::default(),
+        };
+        write_statement(conn, at, parts).await?;
+    }
+    let parts = Parts {
+        results: ResultColumns {
+            check_ids: outcomes.iter().map(|o| o.check_id).collect(),
+            statuses: outcomes.iter().map(|o| o.status).collect(),
+            severities: outcomes
+                .iter()
+                .map(|o| severity_of(o.check_id).as_str())
+                .collect(),
+            reasons: outcomes.iter().map(|o| o.reason.as_deref()).collect(),
+            failed_counts: outcomes.iter().map(|o| o.findings.len() as i32).collect(),
+        },
+        seen_again: &split.seen_again,
+        full: FullColumns::of(last, &split.catalog_of),
+        resolve: &plan.resolve,
+        unmute: &plan.unmute,
+        events: EventColumns {
+            finding_ids: plan.transitions.iter().map(|t| t.finding_id).collect(),
+            from: plan.transitions.iter().map(|t| t.from).collect(),
+            to: plan.transitions.iter().map(|t| t.to).collect(),
+            reasons: plan.transitions.iter().map(|t| t.reason).collect(),
+        },
+    };
+    write_statement(conn, at, parts).await?;
+    Ok(UpsertCounts {
+        written: split.full.len(),
+        seen_again: split.seen_again.len(),
+    })
+}
+
+async fn write_statement(
+    conn: &mut PgConnection,
+    (instance_id, scan_id, now): (Uuid, Uuid, DateTime<Utc>),
+    p: Parts<'_>,
+) -> Result<(), sqlx::Error> {
+    let (r, f, e) = (&p.results, &p.full, &p.events);
+    sqlx::query!(
+        r#"WITH results AS (
+               INSERT INTO sspm.check_results
+                   (scan_id, instance_id, check_id, status, severity, reason, failed_count)
+               SELECT $2, $1, u.check_id, u.status, u.severity, u.reason, u.failed_count
+               FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int4[])
+                    AS u(check_id, status, severity, reason, failed_count)
+           ),
+           seen_again AS (
+               UPDATE sspm.findings SET last_seen_at = $3, last_scan_id = $2 WHERE id = ANY($9)
+           ),
+           written AS (
+               INSERT INTO sspm.findings
                    (id, instance_id, check_id, resource, status, severity, title, evidence, remediation,
                     compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id, exception_id,
                     content_digest)
                SELECT u.id, $1, u.check_id, u.resource, u.status, u.severity, u.title, u.evidence::jsonb,
-                      u.remediation, u.compliance::jsonb, $2, $2, $3, $3, u.exception_id, u.digest
-               FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                           $10::text[], $11::text[], $12::text[], $13::uuid[], $14::int8[])
+                      u.remediation, u.compliance::jsonb, $3, $3, $2, $2, u.exception_id, u.digest
+               FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                           $16::text[], $17::text[], $18::text[], $19::uuid[], $20::int8[])
                     AS u(id, check_id, resource, status, severity, title, evidence, remediation, compliance,
                          exception_id, digest)
                ON CONFLICT (instance_id, check_id, resource) DO UPDATE SET
@@ -245,90 +362,48 @@ pub async fn upsert(
                    content_digest = EXCLUDED.content_digest,
                    resolved_at = NULL,
                    reopen_count = sspm.findings.reopen_count
-                       + CASE WHEN sspm.findings.status = 'resolved' THEN 1 ELSE 0 END"#,
-            instance_id,
-            now,
-            scan_id,
-            &ids,
-            &check_ids as &[&str],
-            &resources as &[&str],
-            &statuses as &[FindingStatus],
-            &severities as &[&str],
-            &titles as &[&str],
-            &evidence as &[&str],
-            &remediations as &[&str],
-            &compliance as &[&str],
-            &exception_ids as &[Option<Uuid>],
-            &digests,
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(UpsertCounts {
-        written: full.len(),
-        seen_again: seen_again.len(),
-    })
-}
-
-pub async fn resolve(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-    scan_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "UPDATE sspm.findings SET status = 'resolved', resolved_at = $2, last_scan_id = $3, exception_id = NULL
-         WHERE id = ANY($1)",
-        ids,
-        now,
-        scan_id
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn unmute(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "UPDATE sspm.findings SET status = 'open', exception_id = NULL WHERE id = ANY($1) AND status = 'muted'",
-        ids
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn record_transitions(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    scan_id: Option<Uuid>,
-    now: DateTime<Utc>,
-    transitions: &[Transition],
-) -> Result<(), sqlx::Error> {
-    if transitions.is_empty() {
-        return Ok(());
-    }
-    let finding_ids: Vec<Uuid> = transitions.iter().map(|t| t.finding_id).collect();
-    let from: Vec<Option<FindingStatus>> = transitions.iter().map(|t| t.from).collect();
-    let to: Vec<FindingStatus> = transitions.iter().map(|t| t.to).collect();
-    let reasons: Vec<&str> = transitions.iter().map(|t| t.reason).collect();
-    sqlx::query!(
-        r#"INSERT INTO sspm.finding_events (finding_id, instance_id, scan_id, from_status, to_status, at, reason)
+                       + CASE WHEN sspm.findings.status = 'resolved' THEN 1 ELSE 0 END
+           ),
+           resolved AS (
+               UPDATE sspm.findings
+               SET status = 'resolved', resolved_at = $3, last_scan_id = $2, exception_id = NULL
+               WHERE id = ANY($21)
+           ),
+           unmuted AS (
+               UPDATE sspm.findings SET status = 'open', exception_id = NULL
+               WHERE id = ANY($22) AND status = 'muted'
+           )
+           INSERT INTO sspm.finding_events
+               (finding_id, instance_id, scan_id, from_status, to_status, at, reason)
            SELECT u.finding_id, $1, $2, u.from_status, u.to_status, $3, u.reason
-           FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[]) AS u(finding_id, from_status, to_status, reason)"#,
+           FROM UNNEST($23::uuid[], $24::text[], $25::text[], $26::text[])
+                AS u(finding_id, from_status, to_status, reason)"#,
         instance_id,
         scan_id,
         now,
-        &finding_ids,
-        &from as &[Option<FindingStatus>],
-        &to as &[FindingStatus],
-        &reasons as &[&str],
+        &r.check_ids as &[&str],
+        &r.statuses as &[CheckStatus],
+        &r.severities as &[&str],
+        &r.reasons as &[Option<&str>],
+        &r.failed_counts,
+        p.seen_again,
+        &f.ids,
+        &f.check_ids as &[&str],
+        &f.resources as &[&str],
+        &f.statuses as &[FindingStatus],
+        &f.severities as &[&str],
+        &f.titles as &[&str],
+        &f.evidence as &[&str],
+        &f.remediations as &[&str],
+        &f.compliance as &[&str],
+        &f.exception_ids as &[Option<Uuid>],
+        &f.digests,
+        p.resolve,
+        p.unmute,
+        &e.finding_ids,
+        &e.from as &[Option<FindingStatus>],
+        &e.to as &[FindingStatus],
+        &e.reasons as &[&str],
     )
     .execute(conn)
     .await?;

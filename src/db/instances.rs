@@ -483,43 +483,6 @@ pub struct InstanceScanUpdate<'a> {
     pub failure: bool,
 }
 
-pub async fn record_scan(
-    conn: &mut sqlx::PgConnection,
-    id: Uuid,
-    u: &InstanceScanUpdate<'_>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query!(
-        r#"UPDATE sspm.instances SET
-               status = COALESCE($2, status),
-               status_detail = CASE WHEN $2::text IS NULL THEN status_detail ELSE $3 END,
-               last_scan_at = $4,
-               last_scan_id = $5,
-               last_success_at = CASE WHEN $6 THEN $4 ELSE last_success_at END,
-               workspace_id = COALESCE(workspace_id, $7),
-               workspace_name = COALESCE($8, workspace_name),
-               activity_cursor_at = COALESCE($9, activity_cursor_at),
-               activity_covered_from = COALESCE($10, activity_covered_from),
-               consecutive_failures = CASE WHEN $6 THEN 0 WHEN $11 THEN consecutive_failures + 1
-                                           ELSE consecutive_failures END,
-               updated_at = now()
-           WHERE id = $1"#,
-        id,
-        u.status as Option<InstanceStatus>,
-        u.status_detail,
-        u.at,
-        u.scan_id,
-        u.succeeded,
-        u.workspace_id,
-        u.workspace_name,
-        u.activity_cursor_at,
-        u.activity_covered_from,
-        u.failure,
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// Makes an instance due now and wakes the daemons (`scan --queue`).
 pub async fn queue_now(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;

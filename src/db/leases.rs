@@ -9,7 +9,7 @@
 //!
 //! A lease is a fencing token (`lease_token`, fresh per claim), an owner (`lease_owner`,
 //! the replica id) and an expiry (`lease_expires_at`). Writes made under a lease check the
-//! token in the same transaction (`lock_for_write`, `release_fenced`), so a holder whose
+//! token in the same transaction (`lock_for_write`, `record_scan_end`), so a holder whose
 //! lease lapsed and was reclaimed can never overwrite the new holder's work.
 //!
 //! ## Other leased tables (the alerts outbox)
@@ -35,7 +35,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
+use crate::db::instances::InstanceScanUpdate;
 use crate::region::Region;
+use crate::status::InstanceStatus;
 
 pub mod outbox;
 
@@ -235,7 +237,7 @@ pub async fn heartbeat(
         r#"UPDATE sspm.instances i
            SET lease_expires_at = now() + make_interval(secs => $3),
                -- Follow the lease unless an operator set a time during the scan (see
-               -- release_fenced: their choice is applied when the scan finishes).
+               -- record_scan_end: their choice is applied when the scan finishes).
                next_scan_at = CASE WHEN i.next_scan_at IS DISTINCT FROM i.lease_expires_at
                                    THEN i.next_scan_at
                                    ELSE now() + make_interval(secs => $3) END
@@ -320,25 +322,62 @@ pub async fn release_manual<'c>(
     .await
 }
 
-/// Clears the lease and sets the next due time, only if the lease is still ours; false
-/// when it is not (the caller's transaction must then roll back).
-pub async fn release_fenced(
+/// Records how a scan ended on its instance ([`InstanceScanUpdate`]) and, for a fenced
+/// scan (`release`: the lease held and the next due time), gives the lease back with the
+/// schedule moved, in ONE update of the row: the scan's transaction locked it with
+/// [`lock_for_write`], and one statement is one round trip and one row version fewer than
+/// recording and releasing apart. False when no row matched (the instance is gone, or the
+/// lease is no longer ours): the caller's transaction must then roll back.
+pub async fn record_scan_end(
     conn: &mut PgConnection,
-    held: Held,
-    next: DateTime<Utc>,
+    id: Uuid,
+    u: &InstanceScanUpdate<'_>,
+    release: Option<(Held, DateTime<Utc>)>,
 ) -> Result<bool, sqlx::Error> {
+    if let Some((held, _)) = &release {
+        debug_assert_eq!(held.id, id, "a lease is released on its own instance");
+    }
+    let token = release.as_ref().map(|(held, _)| held.token);
+    let next = release.as_ref().map(|(_, next)| *next);
     let done = sqlx::query!(
-        "UPDATE sspm.instances
-         SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_scan_id = NULL,
-             -- Claims and heartbeats keep next_scan_at equal to lease_expires_at; anything
-             -- else means an operator queued a scan or changed the schedule meanwhile,
-             -- and their choice wins over the computed time.
-             next_scan_at = CASE WHEN next_scan_at IS DISTINCT FROM lease_expires_at
-                                 THEN next_scan_at ELSE $3 END
-         WHERE id = $1 AND lease_token = $2",
-        held.id,
-        held.token,
-        next
+        r#"UPDATE sspm.instances SET
+               status = COALESCE($2, status),
+               status_detail = CASE WHEN $2::text IS NULL THEN status_detail ELSE $3 END,
+               last_scan_at = $4,
+               last_scan_id = $5,
+               last_success_at = CASE WHEN $6 THEN $4 ELSE last_success_at END,
+               workspace_id = COALESCE(workspace_id, $7),
+               workspace_name = COALESCE($8, workspace_name),
+               activity_cursor_at = COALESCE($9, activity_cursor_at),
+               activity_covered_from = COALESCE($10, activity_covered_from),
+               consecutive_failures = CASE WHEN $6 THEN 0 WHEN $11 THEN consecutive_failures + 1
+                                           ELSE consecutive_failures END,
+               updated_at = now(),
+               -- The release, when fenced ($12 is the token): claims and heartbeats keep
+               -- next_scan_at equal to lease_expires_at; anything else means an operator
+               -- queued a scan or changed the schedule meanwhile, and their choice wins over
+               -- the computed time ($13).
+               lease_token = CASE WHEN $12::uuid IS NULL THEN lease_token END,
+               lease_owner = CASE WHEN $12::uuid IS NULL THEN lease_owner END,
+               lease_expires_at = CASE WHEN $12::uuid IS NULL THEN lease_expires_at END,
+               lease_scan_id = CASE WHEN $12::uuid IS NULL THEN lease_scan_id END,
+               next_scan_at = CASE WHEN $12::uuid IS NULL
+                                        OR next_scan_at IS DISTINCT FROM lease_expires_at
+                                   THEN next_scan_at ELSE $13 END
+           WHERE id = $1 AND ($12::uuid IS NULL OR lease_token = $12)"#,
+        id,
+        u.status as Option<InstanceStatus>,
+        u.status_detail,
+        u.at,
+        u.scan_id,
+        u.succeeded,
+        u.workspace_id,
+        u.workspace_name,
+        u.activity_cursor_at,
+        u.activity_covered_from,
+        u.failure,
+        token,
+        next,
     )
     .execute(conn)
     .await?;

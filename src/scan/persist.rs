@@ -15,7 +15,7 @@ use super::{Failure, ScanError, Scanner};
 use crate::checks::{self, ActivityData, CheckOutcome, Source};
 use crate::db::admins::AdminActivity;
 use crate::db::findings::FindingCatalogData;
-use crate::db::instances::{self, Instance, InstanceScanUpdate};
+use crate::db::instances::{Instance, InstanceScanUpdate};
 use crate::db::leases::{self, Held, WriteLock};
 use crate::db::{activity, admins, findings, scans};
 use crate::lifecycle::{self, FindingStatus, Mode};
@@ -173,28 +173,30 @@ async fn write_findings(
     outcomes: &[CheckOutcome],
     mode: Mode,
 ) -> Result<FindingsSummary, ScanError> {
-    findings::insert_check_results(tx, scan_id, instance.id, outcomes, severity_of).await?;
-    let existing = findings::existing_for_instance(tx, instance.id).await?;
-    let exceptions = findings::active_exceptions(tx, instance.id, now).await?;
+    let findings::PlanInputs {
+        existing,
+        exceptions,
+    } = findings::plan_inputs(tx, instance.id, now).await?;
     let plan = lifecycle::plan(outcomes, &existing, &exceptions, mode, is_health_check);
-    let counts = findings::upsert(
+    let counts = findings::write_scan(
         tx,
-        instance.id,
-        scan_id,
-        now,
-        &plan.writes,
-        &existing,
+        findings::ScanFindings {
+            instance_id: instance.id,
+            scan_id,
+            now,
+            outcomes,
+            plan: &plan,
+            existing: &existing,
+        },
+        severity_of,
         catalog_data,
     )
     .await?;
     tracing::debug!(
         written = counts.written,
         seen_again = counts.seen_again,
-        "findings upserted"
+        "findings written"
     );
-    findings::resolve(tx, &plan.resolve, scan_id, now).await?;
-    findings::unmute(tx, &plan.unmute).await?;
-    findings::record_transitions(tx, instance.id, Some(scan_id), now, &plan.transitions).await?;
 
     let muted: std::collections::HashSet<(&str, &str)> = plan
         .writes
@@ -307,13 +309,19 @@ async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), Scan
     if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals, notify).await? {
         return Err(ScanError::LeaseLost(id));
     }
-    if !instances::record_scan(tx, id, &end.update).await? {
-        return Err(ScanError::InstanceGone(id));
-    }
-    if let (Some(f), Some(next)) = (end.fence, end.next_scan_at) {
-        if !leases::release_fenced(tx, f.held(id), next).await? {
-            return Err(ScanError::LeaseLost(id));
-        }
+    let release = match (end.fence, end.next_scan_at) {
+        (Some(f), Some(next)) => Some((f.held(id), next)),
+        _ => None,
+    };
+    let fenced = release.is_some();
+    if !leases::record_scan_end(tx, id, &end.update, release).await? {
+        // The row is locked (`lock_instance`), so a miss is a lease lost before the lock
+        // or, unfenced, a removed instance.
+        return Err(if fenced {
+            ScanError::LeaseLost(id)
+        } else {
+            ScanError::InstanceGone(id)
+        });
     }
     Ok(())
 }

@@ -31,10 +31,10 @@ async fn instance_with_finding(pool: &PgPool) -> (Uuid, Uuid) {
 async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {
     let (instance, finding) = instance_with_finding(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    let known = findings::existing_for_instance(&mut conn, instance)
+    let known = findings::plan_inputs(&mut conn, instance, chrono::Utc::now())
         .await
         .unwrap();
-    assert_eq!(known.len(), 1);
+    assert_eq!(known.existing.len(), 1);
 
     // As a newer build (or a hand edit) might leave it.
     sqlx::query("ALTER TABLE sspm.findings DROP CONSTRAINT findings_status_valid")
@@ -46,7 +46,7 @@ async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let err = findings::existing_for_instance(&mut conn, instance)
+    let err = findings::plan_inputs(&mut conn, instance, chrono::Utc::now())
         .await
         .expect_err("an unknown status is not skipped");
     let message = format!("{err}");
