@@ -820,3 +820,118 @@ async fn instance_summary_follows_scans_failures_and_exceptions(pool: PgPool) {
     assert_eq!(acme_now.1, first.score);
     w.sim.shutdown().await;
 }
+
+/// More teammates than one inventory statement takes (5,000) and more findings than one
+/// findings statement takes (2,000): the leading chunks and the last one (which also carries
+/// the bump of rows seen again, the resolutions and the history) together write every row
+/// once, and a re-scan after 100 teammates left resolves exactly theirs.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn workspaces_larger_than_one_write_chunk_are_written_whole(pool: PgPool) {
+    const TEAMMATES: usize = 5_100;
+    const TOKEN: &str = "tok_large_umbrella_0004";
+    let admins: Vec<serde_json::Value> = (1..=TEAMMATES)
+        .map(|i| {
+            json!({ "id": i.to_string(), "name": format!("User {i}"),
+                    "email": format!("user{i}@gmail.com"), "role": { "id": "r2", "name": "Agent" } })
+        })
+        .collect();
+    let w = World::builder(&pool)
+        .workspace(json!({
+            "id_code": "umbrella", "name": "Umbrella", "region": "us",
+            "tokens": [{ "token": TOKEN, "scopes": ["read_admins"] }],
+            "admins": admins,
+        }))
+        .build()
+        .await;
+    let scanner = w.scanner(&[]);
+    let umbrella = w.onboard(&Onboard::new("umbrella"), TOKEN).await;
+    let first = scanner
+        .scan(&umbrella, Trigger::Manual, None)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ScanOutcome::Succeeded, "{:?}", first.error);
+    let personal = "SELECT count(*) FROM sspm.findings
+                    WHERE check_id = 'admin_personal_email_domain' AND status = 'open'";
+    assert_eq!(count(&pool, personal).await, TEAMMATES as i64);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.admins WHERE removed_at IS NULL"
+        )
+        .await,
+        TEAMMATES as i64
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM sspm.finding_events").await,
+        count(&pool, "SELECT count(*) FROM sspm.findings").await,
+        "one history row per new finding"
+    );
+    let results: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sspm.check_results WHERE scan_id = $1")
+            .bind(first.scan_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(results, first.checks.len() as i64);
+
+    let handle = w.sim.scenario_handle();
+    for i in 1..=100 {
+        assert!(handle.remove_admin("umbrella", &i.to_string()).unwrap());
+    }
+    let second = scanner
+        .scan(&umbrella, Trigger::Manual, None)
+        .await
+        .unwrap();
+    assert_eq!(second.status, ScanOutcome::Succeeded, "{:?}", second.error);
+    assert_eq!(count(&pool, personal).await, TEAMMATES as i64 - 100);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.findings
+                      WHERE check_id = 'admin_personal_email_domain' AND status = 'resolved'
+                        AND resource IN (SELECT 'admin:' || g FROM generate_series(1, 100) g)"
+        )
+        .await,
+        100,
+        "the leavers' findings, and only theirs, are resolved"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.admins WHERE removed_at IS NOT NULL"
+        )
+        .await,
+        100
+    );
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sspm.findings WHERE status = 'open' AND last_scan_id <> $1",
+    )
+    .bind(second.scan_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stale, 0,
+        "every finding seen again moved to the second scan"
+    );
+    // Teammates seen again (one statement per chunk) and findings seen again carry the
+    // second scan's time, and only it.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT last_seen_at) FROM sspm.admins WHERE removed_at IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.admins a WHERE removed_at IS NULL AND last_seen_at <>
+                 (SELECT max(last_seen_at) FROM sspm.findings WHERE status = 'open')"
+        )
+        .await,
+        0
+    );
+    w.sim.shutdown().await;
+}
