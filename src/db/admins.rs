@@ -256,11 +256,8 @@ pub async fn sync(
     // again and the removals: a steady scan writes its inventory in one round trip. The
     // three parts touch disjoint rows (listed and changed, listed and unchanged, no longer
     // listed), so no row is modified twice in a statement.
-    let n = ids.len();
-    let starts: Vec<usize> = (0..n.max(1)).step_by(UPSERT_BATCH).collect();
-    for (i, &lo) in starts.iter().enumerate() {
-        let last = i + 1 == starts.len();
-        let hi = if last { n } else { lo + UPSERT_BATCH };
+    for (chunk, last) in super::write_chunks(ids.len(), UPSERT_BATCH) {
+        let (lo, hi) = (chunk.start, chunk.end);
         let (bump, removed): (&[&str], Option<&[&str]>) = if last {
             (&seen_again, removals.then_some(&listed[..]))
         } else {

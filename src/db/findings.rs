@@ -261,8 +261,8 @@ struct Parts<'p> {
 /// and the history rows' foreign keys are checked at its end, when new findings exist.
 ///
 /// Full writes beyond `UPSERT_BATCH` (a large workspace's first scan) go first, each chunk
-/// in the same statement with its other parts empty, so no statement's arrays grow with the
-/// workspace.
+/// in the same statement with its other parts empty ([`super::write_chunks`]), so no
+/// statement's arrays grow with the workspace.
 pub async fn write_scan(
     conn: &mut PgConnection,
     scan: ScanFindings<'_>,
@@ -278,43 +278,44 @@ pub async fn write_scan(
         existing,
     } = scan;
     let split = split_writes(&plan.writes, existing, catalog);
-    let last_chunk_at = split.full.len().saturating_sub(1) / UPSERT_BATCH * UPSERT_BATCH;
-    let (leading, last) = split.full.split_at(last_chunk_at);
     let at = (instance_id, scan_id, now);
-    for chunk in leading.chunks(UPSERT_BATCH) {
-        let parts = Parts {
-            results: ResultColumns::default(),
-            seen_again: &[],
-            full: FullColumns::of(chunk, &split.catalog_of),
-            resolve: &[],
-            unmute: &[],
-            events: EventColumns::default(),
+    for (chunk, last) in super::write_chunks(split.full.len(), UPSERT_BATCH) {
+        let full = FullColumns::of(&split.full[chunk], &split.catalog_of);
+        let parts = if !last {
+            Parts {
+                results: ResultColumns::default(),
+                seen_again: &[],
+                full,
+                resolve: &[],
+                unmute: &[],
+                events: EventColumns::default(),
+            }
+        } else {
+            Parts {
+                results: ResultColumns {
+                    check_ids: outcomes.iter().map(|o| o.check_id).collect(),
+                    statuses: outcomes.iter().map(|o| o.status).collect(),
+                    severities: outcomes
+                        .iter()
+                        .map(|o| severity_of(o.check_id).as_str())
+                        .collect(),
+                    reasons: outcomes.iter().map(|o| o.reason.as_deref()).collect(),
+                    failed_counts: outcomes.iter().map(|o| o.findings.len() as i32).collect(),
+                },
+                seen_again: &split.seen_again,
+                full,
+                resolve: &plan.resolve,
+                unmute: &plan.unmute,
+                events: EventColumns {
+                    finding_ids: plan.transitions.iter().map(|t| t.finding_id).collect(),
+                    from: plan.transitions.iter().map(|t| t.from).collect(),
+                    to: plan.transitions.iter().map(|t| t.to).collect(),
+                    reasons: plan.transitions.iter().map(|t| t.reason).collect(),
+                },
+            }
         };
         write_statement(conn, at, parts).await?;
     }
-    let parts = Parts {
-        results: ResultColumns {
-            check_ids: outcomes.iter().map(|o| o.check_id).collect(),
-            statuses: outcomes.iter().map(|o| o.status).collect(),
-            severities: outcomes
-                .iter()
-                .map(|o| severity_of(o.check_id).as_str())
-                .collect(),
-            reasons: outcomes.iter().map(|o| o.reason.as_deref()).collect(),
-            failed_counts: outcomes.iter().map(|o| o.findings.len() as i32).collect(),
-        },
-        seen_again: &split.seen_again,
-        full: FullColumns::of(last, &split.catalog_of),
-        resolve: &plan.resolve,
-        unmute: &plan.unmute,
-        events: EventColumns {
-            finding_ids: plan.transitions.iter().map(|t| t.finding_id).collect(),
-            from: plan.transitions.iter().map(|t| t.from).collect(),
-            to: plan.transitions.iter().map(|t| t.to).collect(),
-            reasons: plan.transitions.iter().map(|t| t.reason).collect(),
-        },
-    };
-    write_statement(conn, at, parts).await?;
     Ok(UpsertCounts {
         written: split.full.len(),
         seen_again: split.seen_again.len(),

@@ -61,6 +61,19 @@ impl DbError {
 }
 
 /// Errors that come from the connection rather than from the statement.
+/// The chunks a batched write of `n` rows takes, `size` rows each, as index ranges, each
+/// with whether it is the last. Always at least one (possibly empty) range: the last
+/// statement of a scan's write also carries its parts that are not chunked (bumps,
+/// resolutions, removals), so it runs even when there is nothing to upsert.
+pub fn write_chunks(n: usize, size: usize) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> {
+    let size = size.max(1);
+    let count = n.div_ceil(size).max(1);
+    (0..count).map(move |i| {
+        let lo = i * size;
+        ((lo..(lo + size).min(n)), i + 1 == count)
+    })
+}
+
 pub fn transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -247,6 +260,15 @@ fn redact_url_error(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn write_chunks_cover_every_row_once_and_always_end_with_one_last_chunk() {
+        let chunks = |n| write_chunks(n, 3).collect::<Vec<_>>();
+        assert_eq!(chunks(0), vec![(0..0, true)]);
+        assert_eq!(chunks(3), vec![(0..3, true)]);
+        assert_eq!(chunks(4), vec![(0..3, false), (3..4, true)]);
+        assert_eq!(chunks(6), vec![(0..3, false), (3..6, true)]);
+    }
+
     use super::*;
 
     #[test]
