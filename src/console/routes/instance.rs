@@ -134,8 +134,14 @@ async fn render(
     id: Uuid,
     notice: &'static str,
 ) -> Result<Option<Response>, sqlx::Error> {
-    let pool = &state.pool;
-    let Some(i) = instances::find(pool, &id.to_string()).await? else {
+    // One snapshot for the whole page: a scan that commits between two of these reads
+    // would otherwise show its history beside the state before it, with nothing busy, so
+    // the page's poller would stop on a mix of both.
+    let mut tx = state
+        .pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let Some(i) = instances::find(&mut *tx, &id.to_string()).await? else {
         return Ok(None);
     };
     let latest = sqlx::query!(
@@ -144,7 +150,7 @@ async fn render(
            ORDER BY started_at DESC, id DESC LIMIT 1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let now = Utc::now();
     let from = now - chrono::Duration::days(TREND_DAYS);
@@ -155,7 +161,7 @@ async fn render(
         id,
         from
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let score_pts: Vec<Point> = trend_rows
         .iter()
@@ -179,7 +185,7 @@ async fn render(
                FROM sspm.check_results WHERE scan_id = $1"#,
             l.id
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(|c| {
@@ -213,7 +219,7 @@ async fn render(
         id,
         MAX_FINDINGS
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|f| FindingRow {
@@ -232,7 +238,7 @@ async fn render(
         id,
         MAX_ADMINS
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|a| AdminRow {
@@ -258,7 +264,7 @@ async fn render(
         id,
         MAX_SCANS
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|s| {
@@ -273,6 +279,7 @@ async fn render(
         })
     })
     .collect::<Result<_, sqlx::Error>>()?;
+    tx.commit().await?;
     let (status_label, status_class, advice) = views::status_words(i.status);
     let busy = if scans
         .first()
