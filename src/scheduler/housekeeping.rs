@@ -96,7 +96,7 @@ pub struct Pruned {
     pub housekeeping_runs: u64,
 }
 
-/// Deletes scans (and by cascade their check results), finding history, activity events
+/// Deletes scans (and, by trigger, their check results), finding history, activity events
 /// and housekeeping rows older than the retention. Findings themselves are never deleted
 /// (open ones are current state; resolved ones are the record). Each instance's latest
 /// scan and latest succeeded scan are kept whatever their age: consumers show the first
@@ -123,18 +123,9 @@ pub async fn prune(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if scans > 0 {
-        // `findings.last_scan_id` has no foreign key (it moves on every scan; see migration
-        // 20261202000020): references to the scans just deleted are cleared here, as the
-        // constraint's ON DELETE SET NULL did.
-        sqlx::query!(
-            "UPDATE sspm.findings f SET last_scan_id = NULL
-             WHERE f.last_scan_id IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM sspm.scans s WHERE s.id = f.last_scan_id)"
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    // What the deleted scans leave behind (their check results, the scan_id of the events
+    // and findings that name them) is cleared by the `scans_clear_references` trigger in
+    // this statement (migration 20261203000020), for any DELETE of scans.
     let finding_events = sqlx::query!("DELETE FROM sspm.finding_events WHERE at < $1", cutoff)
         .execute(&mut *tx)
         .await?

@@ -109,9 +109,13 @@ INSERT INTO sspm.finding_events (finding_id, instance_id, scan_id, from_status, 
   ('f0000000-0000-0000-0000-000000000002', '22222222-2222-2222-2222-222222222222', 'b0000000-0000-0000-0000-000000000001', NULL, 'open', now() - interval '200 days'),
   ('f0000000-0000-0000-0000-000000000002', '22222222-2222-2222-2222-222222222222', 'b0000000-0000-0000-0000-000000000003', 'open', 'resolved', now() - interval '1 day');
 
-INSERT INTO sspm.activity_events (instance_id, event_id, activity_type, created_at) VALUES
-  ('22222222-2222-2222-2222-222222222222', 'old', 'admin_login_success', now() - interval '150 days'),
-  ('22222222-2222-2222-2222-222222222222', 'recent', 'admin_login_success', now() - interval '10 days');
+INSERT INTO sspm.activity_events (instance_id, event_id, activity_type, created_at, scan_id) VALUES
+  ('22222222-2222-2222-2222-222222222222', 'old', 'admin_login_success', now() - interval '150 days', NULL),
+  -- Ingested by a scan that retention prunes, and by one it keeps.
+  ('22222222-2222-2222-2222-222222222222', 'recent', 'admin_login_success', now() - interval '10 days',
+   'b0000000-0000-0000-0000-000000000002'),
+  ('22222222-2222-2222-2222-222222222222', 'latest', 'admin_login_success', now() - interval '1 day',
+   'b0000000-0000-0000-0000-000000000003');
 
 INSERT INTO sspm.housekeeping_runs (job, slot, replica) VALUES
   ('retention', now() - interval '100 days', 'old-replica'),
@@ -176,13 +180,22 @@ async fn daemon_retention_prune_keeps_latest_scans_and_open_findings(pool: PgPoo
         1
     );
     assert_eq!(pruned.activity_events, 1);
+    // Kept events that name a pruned scan lose the reference; the others keep theirs.
+    let events: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT event_id, scan_id::text FROM sspm.activity_events ORDER BY event_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM sspm.activity_events WHERE event_id = 'recent'"
-        )
-        .await,
-        1
+        events,
+        [
+            (
+                "latest".to_string(),
+                Some("b0000000-0000-0000-0000-000000000003".to_string())
+            ),
+            ("recent".to_string(), None),
+        ]
     );
     assert_eq!(pruned.housekeeping_runs, 1);
     // The consumer view still shows the failing instance's last score.
@@ -198,6 +211,42 @@ async fn daemon_retention_prune_keeps_latest_scans_and_open_findings(pool: PgPoo
         .await
         .unwrap();
     assert_eq!(again, housekeeping::Pruned::default());
+}
+
+/// check_results and activity_events have no foreign key on scans (migration
+/// 20261203000020): removing an instance still removes everything of its scans, through
+/// the cascade to its scans and their trigger, and nothing of another instance.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn removing_an_instance_removes_its_check_results_and_nothing_else(pool: PgPool) {
+    sqlx::raw_sql(SEED).execute(&pool).await.unwrap();
+    let removed = intercom_sspm::db::instances::remove(
+        &pool,
+        "11111111-1111-1111-1111-111111111111".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(removed);
+    let left: Vec<(String, String)> =
+        sqlx::query_as("SELECT scan_id::text, instance_id::text FROM sspm.check_results")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        left,
+        [(
+            "b0000000-0000-0000-0000-000000000002".to_string(),
+            "22222222-2222-2222-2222-222222222222".to_string()
+        )]
+    );
+    // The other instance's events keep their scan references.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM sspm.activity_events WHERE scan_id IS NOT NULL"
+        )
+        .await,
+        2
+    );
 }
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
