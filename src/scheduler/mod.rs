@@ -320,7 +320,7 @@ impl Scheduler {
             scan_id: Some(c.scan_id),
             next: NextDue::Plan(plan.clone()),
         };
-        let instance = match instances::find(pool, &c.instance_id.to_string()).await {
+        let instance = match instances::find_by_id(pool, c.instance_id).await {
             Ok(Some(i)) => i,
             // Removed since the claim: the cascade deleted the scan row too.
             Ok(None) => return Outcome::Gone,

@@ -113,6 +113,15 @@ async fn unknown_instance_status_is_an_error_naming_the_instance(pool: PgPool) {
     let (instance, _) = instance_with_finding(&pool).await;
     let found = instances::find(&pool, "odd").await.unwrap().unwrap();
     assert_eq!(found.status, InstanceStatus::Pending);
+    let by_id = instances::find_by_id(&pool, instance)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((by_id.id, by_id.name.as_str()), (instance, "odd"));
+    assert!(instances::find_by_id(&pool, Uuid::new_v4())
+        .await
+        .unwrap()
+        .is_none());
 
     store_behind_the_check(
         &pool,
@@ -126,6 +135,11 @@ async fn unknown_instance_status_is_an_error_naming_the_instance(pool: PgPool) {
     let err = instances::find(&pool, "odd")
         .await
         .expect_err("an unknown instance status is never read as another");
+    assert_names_row(&err, "sspm.instances", instance, "suspended");
+    // By id too (the scheduler's read after each claim).
+    let err = instances::find_by_id(&pool, instance)
+        .await
+        .expect_err("nor read by id as another");
     assert_names_row(&err, "sspm.instances", instance, "suspended");
     let err = instances::list(&pool)
         .await

@@ -141,7 +141,7 @@ async fn render(
         .pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
-    let Some(i) = instances::find(&mut *tx, &id.to_string()).await? else {
+    let Some(i) = instances::find_by_id(&mut *tx, id).await? else {
         return Ok(None);
     };
     let latest = sqlx::query!(

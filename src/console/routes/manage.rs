@@ -29,7 +29,7 @@ use crate::manage::{self, OverridesError, RemovalImpact};
 use crate::onboard;
 
 async fn load(state: &ConsoleState, signed: &Signed, id: Uuid) -> Result<Instance, Response> {
-    match instances::find(&state.pool, &id.to_string()).await {
+    match instances::find_by_id(&state.pool, id).await {
         Ok(Some(i)) => Ok(i),
         Ok(None) => Err(views::not_found(signed, "instance")),
         Err(e) => Err(views::internal(e)),
