@@ -74,7 +74,10 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: None,
-            max_connections: 20,
+            // Not one per scan slot: a scan holds a connection only while it reads or writes,
+            // and more busy backends than the database has cores make each statement cost
+            // more CPU there (benches/README.md, "pool size": 10 against 20 on 2 cores).
+            max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
         }
     }

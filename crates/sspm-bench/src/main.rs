@@ -735,18 +735,12 @@ const FINISHED: &str = "SELECT count(*) FROM sspm.scans WHERE status <> 'running
 const SUCCEEDED: &str = "SELECT count(*) FROM sspm.scans WHERE status = 'succeeded'";
 
 fn daemon_settings(concurrency: usize) -> Vec<(&'static str, String)> {
-    vec![
+    let mut settings = vec![
         (
             "SSPM__SCHEDULER__MAX_CONCURRENT_SCANS",
             concurrency.to_string(),
         ),
         ("SSPM__SCHEDULER__POLL_INTERVAL", "1s".into()),
-        // A scan holds its permit while it waits for a connection: a pool smaller than the
-        // concurrency turns the pool into the limit.
-        (
-            "SSPM__DATABASE__MAX_CONNECTIONS",
-            std::env::var("SSPM_BENCH_DB_CONNECTIONS").unwrap_or_else(|_| "20".into()),
-        ),
         // Per-region caps as large as the global one: the global cap is the measured one.
         (
             "SSPM__SCHEDULER__REGION_CONCURRENCY__US",
@@ -760,7 +754,13 @@ fn daemon_settings(concurrency: usize) -> Vec<(&'static str, String)> {
             "SSPM__SCHEDULER__REGION_CONCURRENCY__AU",
             concurrency.to_string(),
         ),
-    ]
+    ];
+    // The pool is the product default (`database.max_connections`) unless
+    // SSPM_BENCH_DB_CONNECTIONS names another size to compare.
+    if let Ok(n) = std::env::var("SSPM_BENCH_DB_CONNECTIONS") {
+        settings.push(("SSPM__DATABASE__MAX_CONNECTIONS", n));
+    }
+    settings
 }
 
 fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
