@@ -60,7 +60,6 @@ impl DbError {
     }
 }
 
-/// Errors that come from the connection rather than from the statement.
 /// The chunks a batched write of `n` rows takes, `size` rows each, as index ranges, each
 /// with whether it is the last. Always at least one (possibly empty) range: the last
 /// statement of a scan's write also carries its parts that are not chunked (bumps,
@@ -74,6 +73,7 @@ pub fn write_chunks(n: usize, size: usize) -> impl Iterator<Item = (std::ops::Ra
     })
 }
 
+/// Errors that come from the connection rather than from the statement.
 pub fn transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -260,6 +260,8 @@ fn redact_url_error(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn write_chunks_cover_every_row_once_and_always_end_with_one_last_chunk() {
         let chunks = |n| write_chunks(n, 3).collect::<Vec<_>>();
@@ -268,8 +270,6 @@ mod tests {
         assert_eq!(chunks(4), vec![(0..3, false), (3..4, true)]);
         assert_eq!(chunks(6), vec![(0..3, false), (3..6, true)]);
     }
-
-    use super::*;
 
     #[test]
     fn only_connection_failures_are_worth_retrying() {
