@@ -49,13 +49,10 @@ pub async fn for_scan(
     bounds: ScanBounds,
 ) -> Result<StoredActivity, sqlx::Error> {
     let needed = bounds.events_needed_from.max(bounds.lookback_from);
+    // Both reads are PL/pgSQL functions (migration 20261204000010) so that their plans are made
+    // once per connection: planned per call, they cost more than they run.
     let run_start = sqlx::query_scalar!(
-        r#"SELECT max(created_at) AS "run_start"
-           FROM (SELECT created_at, lag(created_at) OVER (ORDER BY created_at) AS prev
-                 FROM sspm.activity_events
-                 WHERE instance_id = $1 AND activity_type = 'admin_login_failure'
-                   AND created_at >= $2 AND created_at <= $3) f
-           WHERE prev IS NULL OR created_at - prev > $4::bigint * interval '1 minute'"#,
+        r#"SELECT sspm.failed_login_run_start($1, $2, $3, $4::bigint) AS "run_start""#,
         instance_id,
         bounds.lookback_from,
         needed,
@@ -68,12 +65,8 @@ pub async fn for_scan(
     let mut earlier = EarlierActivity::default();
     if events_from > bounds.lookback_from {
         let rows = sqlx::query!(
-            r#"SELECT performed_by_id, performed_by_email, max(created_at) AS "last_at!"
-               FROM sspm.activity_events
-               WHERE instance_id = $1 AND created_at >= $2 AND created_at < $3
-                 AND activity_type <> 'admin_login_failure'
-                 AND (performed_by_id IS NOT NULL OR performed_by_email IS NOT NULL)
-               GROUP BY performed_by_id, performed_by_email"#,
+            r#"SELECT performed_by_id, performed_by_email, last_at AS "last_at!"
+               FROM sspm.activity_last_per_performer($1, $2, $3)"#,
             instance_id,
             bounds.lookback_from,
             events_from
