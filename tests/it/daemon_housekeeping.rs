@@ -214,11 +214,22 @@ async fn daemon_retention_prune_keeps_latest_scans_and_open_findings(pool: PgPoo
 }
 
 /// check_results and activity_events have no foreign key on scans (migration
-/// 20261203000020): removing an instance still removes everything of its scans, through
-/// the cascade to its scans and their trigger, and nothing of another instance.
+/// 20261203000020), nor activity_events on instances (20261204000020): removing an
+/// instance still removes everything of its scans, through the cascade to its scans and
+/// their trigger, and its activity events, through the instances trigger, and nothing of
+/// another instance.
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
-async fn removing_an_instance_removes_its_check_results_and_nothing_else(pool: PgPool) {
+async fn removing_an_instance_removes_its_check_results_and_events_and_nothing_else(pool: PgPool) {
     sqlx::raw_sql(SEED).execute(&pool).await.unwrap();
+    // Events of the instance to remove, in two months (two partitions).
+    sqlx::raw_sql(
+        "INSERT INTO sspm.activity_events (instance_id, event_id, activity_type, created_at, scan_id) VALUES
+           ('11111111-1111-1111-1111-111111111111', 'gone-1', 'admin_login_success', now() - interval '40 days', NULL),
+           ('11111111-1111-1111-1111-111111111111', 'gone-2', 'admin_logout', now(), 'a0000000-0000-0000-0000-000000000001')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let removed = intercom_sspm::db::instances::remove(
         &pool,
         "11111111-1111-1111-1111-111111111111".parse().unwrap(),
@@ -238,7 +249,22 @@ async fn removing_an_instance_removes_its_check_results_and_nothing_else(pool: P
             "22222222-2222-2222-2222-222222222222".to_string()
         )]
     );
-    // The other instance's events keep their scan references.
+    // The other instance's events stay, with their scan references.
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT instance_id::text, event_id FROM sspm.activity_events ORDER BY event_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let healthy = "22222222-2222-2222-2222-222222222222".to_string();
+    assert_eq!(
+        events,
+        [
+            (healthy.clone(), "latest".to_string()),
+            (healthy.clone(), "old".to_string()),
+            (healthy, "recent".to_string()),
+        ]
+    );
     assert_eq!(
         count(
             &pool,
