@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::db::instances::InstanceScanUpdate;
 use crate::region::Region;
-use crate::status::InstanceStatus;
+use crate::status::{InstanceStatus, ScanStatus};
 
 pub mod outbox;
 
@@ -322,49 +322,95 @@ pub async fn release_manual<'c>(
     .await
 }
 
-/// Records how a scan ended on its instance ([`InstanceScanUpdate`]) and, for a fenced
-/// scan (`release`: the lease held and the next due time), gives the lease back with the
-/// schedule moved, in ONE update of the row: the scan's transaction locked it with
-/// [`lock_for_write`], and one statement is one round trip and one row version fewer than
-/// recording and releasing apart. False when no row matched (the instance is gone, or the
-/// lease is no longer ours): the caller's transaction must then roll back.
+/// The end of a scan's row: its totals, and the `sspm_findings` payload to send (delivered
+/// at commit, like any NOTIFY) for a scan that evaluated checks.
+pub struct ScanRowEnd<'a> {
+    pub scan_id: Uuid,
+    pub totals: &'a crate::db::scans::ScanTotals,
+    pub notify_findings: Option<&'a str>,
+}
+
+/// What [`record_scan_end`] matched. Either false means the caller's transaction must roll
+/// back: the scan row was not running any more (marked abandoned meanwhile: the lease was
+/// reclaimed), or the instance row is gone or no longer leased by us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEndWritten {
+    pub scan_finished: bool,
+    pub instance_updated: bool,
+}
+
+/// Finishes the scan's row, records how the scan ended on its instance
+/// ([`InstanceScanUpdate`]) and, for a fenced scan (`release`: the lease held and the next
+/// due time), gives the lease back with the schedule moved, in ONE statement: the scan's
+/// transaction locked the instance row with [`lock_for_write`], and each statement is a
+/// round trip for the daemon and Postgres.
+///
+/// A succeeded scan also sets the instance's latest-succeeded columns to its own, which
+/// the `scans_latest_upd_row` trigger (the one place that maintains them) would otherwise
+/// write in a second version of the instance row after this statement. The trigger still
+/// runs: it finds them equal and writes nothing, or corrects them when another scan of the
+/// instance started later and succeeded first.
 pub async fn record_scan_end(
     conn: &mut PgConnection,
     id: Uuid,
+    scan: ScanRowEnd<'_>,
     u: &InstanceScanUpdate<'_>,
     release: Option<(Held, DateTime<Utc>)>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<ScanEndWritten, sqlx::Error> {
     if let Some((held, _)) = &release {
         debug_assert_eq!(held.id, id, "a lease is released on its own instance");
     }
+    debug_assert_eq!(
+        scan.scan_id, u.scan_id,
+        "the scan row is the instance's last scan"
+    );
     let token = release.as_ref().map(|(held, _)| held.token);
     let next = release.as_ref().map(|(_, next)| *next);
+    let t = scan.totals;
+    let succeeded = t.status == ScanStatus::Succeeded;
     let done = sqlx::query!(
-        r#"UPDATE sspm.instances SET
-               status = COALESCE($2, status),
-               status_detail = CASE WHEN $2::text IS NULL THEN status_detail ELSE $3 END,
-               last_scan_at = $4,
-               last_scan_id = $5,
-               last_success_at = CASE WHEN $6 THEN $4 ELSE last_success_at END,
-               workspace_id = COALESCE(workspace_id, $7),
-               workspace_name = COALESCE($8, workspace_name),
-               activity_cursor_at = COALESCE($9, activity_cursor_at),
-               activity_covered_from = COALESCE($10, activity_covered_from),
-               consecutive_failures = CASE WHEN $6 THEN 0 WHEN $11 THEN consecutive_failures + 1
-                                           ELSE consecutive_failures END,
-               updated_at = now(),
-               -- The release, when fenced ($12 is the token): claims and heartbeats keep
-               -- next_scan_at equal to lease_expires_at; anything else means an operator
-               -- queued a scan or changed the schedule meanwhile, and their choice wins over
-               -- the computed time ($13).
-               lease_token = CASE WHEN $12::uuid IS NULL THEN lease_token END,
-               lease_owner = CASE WHEN $12::uuid IS NULL THEN lease_owner END,
-               lease_expires_at = CASE WHEN $12::uuid IS NULL THEN lease_expires_at END,
-               lease_scan_id = CASE WHEN $12::uuid IS NULL THEN lease_scan_id END,
-               next_scan_at = CASE WHEN $12::uuid IS NULL
-                                        OR next_scan_at IS DISTINCT FROM lease_expires_at
-                                   THEN next_scan_at ELSE $13 END
-           WHERE id = $1 AND ($12::uuid IS NULL OR lease_token = $12)"#,
+        r#"WITH finished AS (
+               UPDATE sspm.scans
+               SET status = $14, finished_at = $4, error = $15, error_kind = $16, score = $17,
+                   coverage = $18, api_calls = $19, admins_seen = $20, events_ingested = $21,
+                   new_findings = $22, resolved_findings = $23, open_findings = $24
+               WHERE id = $5 AND status = 'running'
+               RETURNING CASE WHEN $25::text IS NOT NULL
+                              THEN pg_notify('sspm_findings', $25)::text END AS notified
+           ),
+           ended AS (
+               UPDATE sspm.instances SET
+                   status = COALESCE($2, status),
+                   status_detail = CASE WHEN $2::text IS NULL THEN status_detail ELSE $3 END,
+                   last_scan_at = $4,
+                   last_scan_id = $5,
+                   last_success_at = CASE WHEN $6 THEN $4 ELSE last_success_at END,
+                   last_succeeded_scan_id = CASE WHEN $26 THEN $5 ELSE last_succeeded_scan_id END,
+                   last_score = CASE WHEN $26 THEN $17 ELSE last_score END,
+                   last_coverage = CASE WHEN $26 THEN $18 ELSE last_coverage END,
+                   workspace_id = COALESCE(workspace_id, $7),
+                   workspace_name = COALESCE($8, workspace_name),
+                   activity_cursor_at = COALESCE($9, activity_cursor_at),
+                   activity_covered_from = COALESCE($10, activity_covered_from),
+                   consecutive_failures = CASE WHEN $6 THEN 0 WHEN $11 THEN consecutive_failures + 1
+                                               ELSE consecutive_failures END,
+                   updated_at = now(),
+                   -- The release, when fenced ($12 is the token): claims and heartbeats keep
+                   -- next_scan_at equal to lease_expires_at; anything else means an operator
+                   -- queued a scan or changed the schedule meanwhile, and their choice wins
+                   -- over the computed time ($13).
+                   lease_token = CASE WHEN $12::uuid IS NULL THEN lease_token END,
+                   lease_owner = CASE WHEN $12::uuid IS NULL THEN lease_owner END,
+                   lease_expires_at = CASE WHEN $12::uuid IS NULL THEN lease_expires_at END,
+                   lease_scan_id = CASE WHEN $12::uuid IS NULL THEN lease_scan_id END,
+                   next_scan_at = CASE WHEN $12::uuid IS NULL
+                                            OR next_scan_at IS DISTINCT FROM lease_expires_at
+                                       THEN next_scan_at ELSE $13 END
+               WHERE id = $1 AND ($12::uuid IS NULL OR lease_token = $12)
+               RETURNING 1 AS one
+           )
+           SELECT EXISTS (SELECT 1 FROM finished) AS "scan_finished!",
+                  EXISTS (SELECT 1 FROM ended) AS "instance_updated!""#,
         id,
         u.status as Option<InstanceStatus>,
         u.status_detail,
@@ -378,10 +424,26 @@ pub async fn record_scan_end(
         u.failure,
         token,
         next,
+        t.status as ScanStatus,
+        t.error,
+        t.error_kind,
+        t.score,
+        t.coverage,
+        t.api_calls,
+        t.admins_seen,
+        t.events_ingested,
+        t.new_findings,
+        t.resolved_findings,
+        t.open_findings,
+        scan.notify_findings,
+        succeeded,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(ScanEndWritten {
+        scan_finished: done.scan_finished,
+        instance_updated: done.instance_updated,
+    })
 }
 
 /// What [`lock_for_write`] found.

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Checked;
@@ -58,44 +58,6 @@ pub struct ScanTotals {
     pub new_findings: Option<i32>,
     pub resolved_findings: Option<i32>,
     pub open_findings: Option<i32>,
-}
-
-/// Finishes a running scan's row; false when it is not running any more (marked abandoned
-/// meanwhile). `notify_findings`, when given, is sent on `sspm_findings` by the same
-/// statement (delivered at commit, like any NOTIFY): one round trip fewer per scan.
-pub async fn finish(
-    conn: &mut PgConnection,
-    scan_id: Uuid,
-    finished_at: DateTime<Utc>,
-    totals: &ScanTotals,
-    notify_findings: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query_scalar!(
-        r#"UPDATE sspm.scans
-           SET status = $2, finished_at = $3, error = $4, error_kind = $5, score = $6, coverage = $7,
-               api_calls = $8, admins_seen = $9, events_ingested = $10, new_findings = $11,
-               resolved_findings = $12, open_findings = $13
-           WHERE id = $1 AND status = 'running'
-           RETURNING CASE WHEN $14::text IS NOT NULL
-                          THEN pg_notify('sspm_findings', $14)::text END AS notified"#,
-        scan_id,
-        totals.status as ScanStatus,
-        finished_at,
-        totals.error,
-        totals.error_kind,
-        totals.score,
-        totals.coverage,
-        totals.api_calls,
-        totals.admins_seen,
-        totals.events_ingested,
-        totals.new_findings,
-        totals.resolved_findings,
-        totals.open_findings,
-        notify_findings,
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(done.is_some())
 }
 
 /// Marks a still-running scan abandoned (lease lost, released on shutdown, or reclaimed).

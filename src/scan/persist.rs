@@ -291,7 +291,6 @@ async fn write_workspace(
 struct ScanEnd<'a> {
     instance: &'a Instance,
     scan_id: Uuid,
-    finished_at: DateTime<Utc>,
     totals: scans::ScanTotals,
     update: InstanceScanUpdate<'a>,
     fence: Option<&'a Fence>,
@@ -300,21 +299,33 @@ struct ScanEnd<'a> {
     notify_findings: Option<String>,
 }
 
-/// The end of every scan, in its transaction: finish the scan row (false when it was
-/// marked abandoned meanwhile: the lease was reclaimed and our writes are void), record
-/// the outcome on the instance, and give the lease back, fenced.
+/// The end of every scan, in its transaction: finish the scan row (it is not running any
+/// more when it was marked abandoned meanwhile: the lease was reclaimed and our writes are
+/// void), record the outcome on the instance, and give the lease back, fenced; one
+/// statement ([`leases::record_scan_end`]).
 async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), ScanError> {
     let id = end.instance.id;
-    let notify = end.notify_findings.as_deref();
-    if !scans::finish(tx, end.scan_id, end.finished_at, &end.totals, notify).await? {
-        return Err(ScanError::LeaseLost(id));
-    }
     let release = match (end.fence, end.next_scan_at) {
         (Some(f), Some(next)) => Some((f.held(id), next)),
         _ => None,
     };
     let fenced = release.is_some();
-    if !leases::record_scan_end(tx, id, &end.update, release).await? {
+    let written = leases::record_scan_end(
+        tx,
+        id,
+        leases::ScanRowEnd {
+            scan_id: end.scan_id,
+            totals: &end.totals,
+            notify_findings: end.notify_findings.as_deref(),
+        },
+        &end.update,
+        release,
+    )
+    .await?;
+    if !written.scan_finished {
+        return Err(ScanError::LeaseLost(id));
+    }
+    if !written.instance_updated {
         // The row is locked (`lock_instance`), so a miss is a lease lost before the lock
         // or, unfenced, a removed instance.
         return Err(if fenced {
@@ -407,7 +418,6 @@ pub(super) async fn persist(
         ScanEnd {
             instance,
             scan_id,
-            finished_at,
             notify_findings: Some(payload.to_string()),
             totals: scans::ScanTotals {
                 status: status.stored(),
@@ -525,7 +535,6 @@ pub(super) async fn fail_without_results(
         ScanEnd {
             instance,
             scan_id,
-            finished_at,
             notify_findings: None,
             totals: scans::ScanTotals {
                 status: ScanStatus::Failed,

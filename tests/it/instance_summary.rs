@@ -166,3 +166,110 @@ async fn the_migration_backfills_existing_instances(pool: PgPool) {
     assert_eq!(moved, computed);
     assert_ne!(moved, stored, "the move and the upsert changed counts");
 }
+
+/// `leases::record_scan_end` writes a succeeded scan's score into the summary itself (so the
+/// scans trigger has nothing left to write); the trigger still decides which scan is the
+/// latest: a scan that started earlier and finished later does not replace it.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn a_scan_end_sets_the_summary_and_the_latest_started_scan_stays_latest(pool: PgPool) {
+    use intercom_sspm::db::{instances::InstanceScanUpdate, leases, scans::ScanTotals};
+    use intercom_sspm::status::ScanStatus;
+    use uuid::Uuid;
+
+    let instance: Uuid = sqlx::query_scalar(
+        "INSERT INTO sspm.instances (name, region, token_ref) VALUES ('inst', 'us', 'env:T') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let running = |ago: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO sspm.scans (instance_id, status, trigger, started_at)
+                 VALUES ($1, 'running', 'manual', now() - $2::interval) RETURNING id",
+            )
+            .bind(instance)
+            .bind(ago)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let earlier = running("10 minutes").await;
+    let later = running("5 minutes").await;
+    let end = |scan_id: Uuid, status: ScanStatus, score: Option<f64>| {
+        let pool = pool.clone();
+        async move {
+            let totals = ScanTotals {
+                status,
+                error: None,
+                error_kind: None,
+                score,
+                coverage: score.map(|_| 0.5),
+                api_calls: 3,
+                admins_seen: None,
+                events_ingested: None,
+                new_findings: Some(0),
+                resolved_findings: Some(0),
+                open_findings: Some(0),
+            };
+            let mut conn = pool.acquire().await.unwrap();
+            leases::record_scan_end(
+                &mut conn,
+                instance,
+                leases::ScanRowEnd {
+                    scan_id,
+                    totals: &totals,
+                    notify_findings: None,
+                },
+                &InstanceScanUpdate {
+                    status: None,
+                    status_detail: None,
+                    scan_id,
+                    at: chrono::Utc::now(),
+                    succeeded: status == ScanStatus::Succeeded,
+                    workspace_id: None,
+                    workspace_name: None,
+                    activity_cursor_at: None,
+                    activity_covered_from: None,
+                    failure: status != ScanStatus::Succeeded,
+                },
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let summary = || async {
+        sqlx::query_as::<_, (Option<Uuid>, Option<f64>)>(
+            "SELECT last_succeeded_scan_id, last_score FROM sspm.instances WHERE id = $1",
+        )
+        .bind(instance)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    let written = end(later, ScanStatus::Succeeded, Some(80.0)).await;
+    assert_eq!(
+        written,
+        leases::ScanEndWritten {
+            scan_finished: true,
+            instance_updated: true
+        }
+    );
+    assert_eq!(summary().await, (Some(later), Some(80.0)));
+    let (stored, computed) = stored_vs_computed(&pool).await;
+    assert_eq!(stored, computed);
+
+    // The earlier-started scan finishes last: the later-started one is still the latest.
+    end(earlier, ScanStatus::Succeeded, Some(20.0)).await;
+    assert_eq!(summary().await, (Some(later), Some(80.0)));
+    let (stored, computed) = stored_vs_computed(&pool).await;
+    assert_eq!(stored, computed);
+
+    // A scan row that is no longer running is not finished again.
+    let again = end(later, ScanStatus::Failed, None).await;
+    assert!(!again.scan_finished);
+}
