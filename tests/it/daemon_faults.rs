@@ -177,3 +177,39 @@ async fn daemon_waits_for_the_database_at_start_up(pool: PgPool) {
     sigterm_and_expect_clean_exit(&mut q, Duration::from_secs(10)).await;
     w.sim.shutdown().await;
 }
+
+/// The pool does not ping a connection it hands out again moments after it came back
+/// (one round trip per acquire, `db::connect`), but still checks one that sat idle: a
+/// backend that went away meanwhile (Postgres restarted, a firewall dropped the
+/// connection) is replaced before a query uses it, instead of failing that query.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn a_pooled_connection_idle_for_a_while_is_checked_before_it_is_used(pool: PgPool) {
+    let url = db::database_url(&pool);
+    let settings = crate::support::settings(
+        None,
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("SSPM__DATABASE__MAX_CONNECTIONS", "1"),
+        ],
+    );
+    let daemon_pool = intercom_sspm::db::connect(&settings).await.unwrap();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&daemon_pool)
+            .await
+    };
+    let first = backend().await.unwrap();
+    assert_eq!(backend().await.unwrap(), first, "one pooled connection");
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    // Idle longer than the pool's ping threshold (5 s).
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let replaced = backend()
+        .await
+        .expect("the dead idle connection is replaced, not handed out");
+    assert_ne!(replaced, first);
+}
