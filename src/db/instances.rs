@@ -187,28 +187,29 @@ pub async fn find_by_id(
     .transpose()
 }
 
-/// The columns `select` and `find_by_id` read (the same list in both statements), before
-/// the stored status is checked.
-struct InstanceRow {
-    id: Uuid,
-    name: String,
-    region: Region,
-    workspace_id: Option<String>,
-    workspace_name: Option<String>,
-    enabled: bool,
-    schedule: Option<String>,
-    next_scan_at: DateTime<Utc>,
-    status: Checked<InstanceStatus>,
-    status_detail: Option<String>,
-    last_scan_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    token_kind: String,
-    token_key_id: Option<String>,
-    allowed_domains: Vec<String>,
+/// The columns `select`, `find_by_id` and the scheduler's claim (`leases::claim`) read (the
+/// same list in each statement), before the stored status is checked.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceRow {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) region: Region,
+    pub(crate) workspace_id: Option<String>,
+    pub(crate) workspace_name: Option<String>,
+    pub(crate) enabled: bool,
+    pub(crate) schedule: Option<String>,
+    pub(crate) next_scan_at: DateTime<Utc>,
+    pub(crate) status: Checked<InstanceStatus>,
+    pub(crate) status_detail: Option<String>,
+    pub(crate) last_scan_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) token_kind: String,
+    pub(crate) token_key_id: Option<String>,
+    pub(crate) allowed_domains: Vec<String>,
 }
 
 impl InstanceRow {
-    fn into_instance(self) -> Result<Instance, sqlx::Error> {
+    pub(crate) fn into_instance(self) -> Result<Instance, sqlx::Error> {
         Ok(Instance {
             status: self.status.of("sspm.instances", self.id)?,
             id: self.id,

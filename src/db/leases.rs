@@ -35,7 +35,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
-use crate::db::instances::InstanceScanUpdate;
+use crate::db::instances::{Instance, InstanceRow, InstanceScanUpdate};
+use crate::db::Checked;
 use crate::region::Region;
 use crate::status::{InstanceStatus, ScanStatus};
 
@@ -69,6 +70,9 @@ pub struct Claimed {
     pub consecutive_failures: i32,
     /// The scan row of a previous holder whose lease expired (now marked abandoned).
     pub reclaimed_scan: Option<Uuid>,
+    /// The instance as the claim left it, read by the claim itself (one look-up per scan
+    /// fewer); checked by [`Claimed::instance`].
+    row: InstanceRow,
 }
 
 /// Claims up to `limit` due instances of `region` in ONE statement: skips rows other
@@ -105,8 +109,12 @@ pub async fn claim(
                    lease_scan_id = gen_random_uuid()
                FROM due
                WHERE i.id = due.id
+               -- The instance's columns as `instances::find_by_id` reads them (InstanceRow).
                RETURNING i.id, i.lease_token, i.lease_scan_id, i.schedule, i.consecutive_failures,
-                         due.stale_scan_id
+                         due.stale_scan_id, i.name, i.region, i.workspace_id, i.workspace_name,
+                         i.enabled, i.next_scan_at, i.status, i.status_detail, i.last_scan_at,
+                         i.created_at, i.token_key_id, i.allowed_domains,
+                         CASE WHEN i.token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS token_kind
            ), abandoned AS (
                UPDATE sspm.scans s
                SET status = 'abandoned', finished_at = now(), error_kind = 'abandoned',
@@ -120,7 +128,12 @@ pub async fn claim(
            )
            SELECT id AS "id!", lease_token AS "lease_token!", lease_scan_id AS "scan_id!", schedule,
                   consecutive_failures AS "consecutive_failures!",
-                  (SELECT a.id FROM abandoned a WHERE a.id = claimed.stale_scan_id) AS reclaimed_scan
+                  (SELECT a.id FROM abandoned a WHERE a.id = claimed.stale_scan_id) AS reclaimed_scan,
+                  name AS "name!", region AS "region!: Region", workspace_id, workspace_name,
+                  enabled AS "enabled!", next_scan_at AS "next_scan_at!",
+                  status AS "status!: Checked<InstanceStatus>", status_detail, last_scan_at,
+                  created_at AS "created_at!", token_key_id, allowed_domains AS "allowed_domains!",
+                  token_kind AS "token_kind!"
            FROM claimed"#,
         region.as_str(),
         limit,
@@ -135,14 +148,37 @@ pub async fn claim(
             instance_id: r.id,
             lease_token: r.lease_token,
             scan_id: r.scan_id,
-            schedule: r.schedule,
+            schedule: r.schedule.clone(),
             consecutive_failures: r.consecutive_failures,
             reclaimed_scan: r.reclaimed_scan,
+            row: InstanceRow {
+                id: r.id,
+                name: r.name,
+                region: r.region,
+                workspace_id: r.workspace_id,
+                workspace_name: r.workspace_name,
+                enabled: r.enabled,
+                schedule: r.schedule,
+                next_scan_at: r.next_scan_at,
+                status: r.status,
+                status_detail: r.status_detail,
+                last_scan_at: r.last_scan_at,
+                created_at: r.created_at,
+                token_kind: r.token_kind,
+                token_key_id: r.token_key_id,
+                allowed_domains: r.allowed_domains,
+            },
         })
         .collect())
 }
 
 impl Claimed {
+    /// The claimed instance, as the claim read it; an error when its stored status is one
+    /// this build does not know (the caller hands the lease back, as for a failed read).
+    pub fn instance(&self) -> Result<Instance, sqlx::Error> {
+        self.row.clone().into_instance()
+    }
+
     pub fn held(&self) -> Held {
         Held {
             id: self.instance_id,

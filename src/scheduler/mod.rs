@@ -20,7 +20,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 use uuid::Uuid;
 
-use crate::db::instances;
 use crate::db::leases::{self, Held, LeaseTerms};
 use crate::db::scans::Trigger;
 use crate::metrics::{self, Outcome};
@@ -320,12 +319,12 @@ impl Scheduler {
             scan_id: Some(c.scan_id),
             next: NextDue::Plan(plan.clone()),
         };
-        let instance = match instances::find_by_id(pool, c.instance_id).await {
-            Ok(Some(i)) => i,
-            // Removed since the claim: the cascade deleted the scan row too.
-            Ok(None) => return Outcome::Gone,
+        // As the claim read it (no second look-up): an instance removed since then ends
+        // the scan as InstanceGone when it reads its inputs or locks the row to write.
+        let instance = match c.instance() {
+            Ok(i) => i,
             Err(e) => {
-                warn!(error = %e, "cannot load the claimed instance; handing the lease back");
+                warn!(error = %e, "cannot read the claimed instance; handing the lease back");
                 let _ = leases::release(
                     pool,
                     c.held(),

@@ -1,7 +1,8 @@
 //! Stored values this build does not know are errors that say where they are, never a
 //! silent default (an instance's region) or a silently dropped row (a finding's status).
 
-use intercom_sspm::db::{findings, instances, scans};
+use intercom_sspm::db::{findings, instances, leases, scans};
+use intercom_sspm::region::Region;
 use intercom_sspm::status::{FindingStatus, InstanceStatus, ScanStatus};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -122,6 +123,32 @@ async fn unknown_instance_status_is_an_error_naming_the_instance(pool: PgPool) {
         .await
         .unwrap()
         .is_none());
+    // The scheduler's claim reads the instance itself, with the same columns.
+    let claim = || async {
+        let claimed = leases::claim(
+            &pool,
+            Region::Us,
+            10,
+            "test",
+            leases::LeaseTerms(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(claimed.len(), 1, "the instance is due");
+        claimed.into_iter().next().unwrap()
+    };
+    let claimed = claim().await.instance().unwrap();
+    let after_claim = instances::find_by_id(&pool, instance)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&claimed).unwrap(),
+        serde_json::to_value(&after_claim).unwrap(),
+        "the claim reads what a look-up after it reads"
+    );
+    let due_again = "UPDATE sspm.instances SET lease_token = NULL, lease_owner = NULL,
+                            lease_expires_at = NULL, lease_scan_id = NULL, next_scan_at = now()";
 
     store_behind_the_check(
         &pool,
@@ -144,6 +171,13 @@ async fn unknown_instance_status_is_an_error_naming_the_instance(pool: PgPool) {
     let err = instances::list(&pool)
         .await
         .expect_err("nor skipped in a listing");
+    assert_names_row(&err, "sspm.instances", instance, "suspended");
+    // Nor by the claim (the scheduler then hands the lease back).
+    sqlx::query(due_again).execute(&pool).await.unwrap();
+    let err = claim()
+        .await
+        .instance()
+        .expect_err("nor read by the claim as another");
     assert_names_row(&err, "sspm.instances", instance, "suspended");
 }
 
