@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::collect::Collected;
@@ -106,6 +107,10 @@ pub(super) struct PersistInput<'a> {
     pub failure: Option<Failure>,
     pub api_calls: u32,
     pub started: Instant,
+    /// The connection the scan read its stored activity with, if it did: the transaction
+    /// begins on it instead of a fresh acquire (sqlx pings a connection when it goes back
+    /// to the pool, so each acquire and release is a round trip).
+    pub conn: Option<PoolConnection<Postgres>>,
 }
 
 fn catalog_data(check_id: &str) -> FindingCatalogData {
@@ -352,13 +357,18 @@ pub(super) async fn persist(
         failure,
         api_calls,
         started,
+        conn,
     } = input;
     let mode = if failure.is_none() {
         Mode::Complete
     } else {
         Mode::HealthOnly
     };
-    let mut tx = scanner.pool.begin().await?;
+    let mut conn = match conn {
+        Some(conn) => conn,
+        None => scanner.pool.acquire().await?,
+    };
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let (finished_at, last_scan_id) = lock_instance(&mut tx, instance, fence.as_ref()).await?;
 
     let summary = write_findings(&mut tx, instance, scan_id, now, &outcomes, mode).await?;
