@@ -66,7 +66,6 @@ pub struct Claimed {
     pub instance_id: Uuid,
     pub lease_token: Uuid,
     pub scan_id: Uuid,
-    pub schedule: Option<String>,
     pub consecutive_failures: i32,
     /// The scan row of a previous holder whose lease expired (now marked abandoned).
     pub reclaimed_scan: Option<Uuid>,
@@ -148,7 +147,6 @@ pub async fn claim(
             instance_id: r.id,
             lease_token: r.lease_token,
             scan_id: r.scan_id,
-            schedule: r.schedule.clone(),
             consecutive_failures: r.consecutive_failures,
             reclaimed_scan: r.reclaimed_scan,
             row: InstanceRow {
@@ -177,6 +175,11 @@ impl Claimed {
     /// this build does not know (the caller hands the lease back, as for a failed read).
     pub fn instance(&self) -> Result<Instance, sqlx::Error> {
         self.row.clone().into_instance()
+    }
+
+    /// The instance's schedule as the claim read it (None: the configured default).
+    pub fn schedule(&self) -> Option<&str> {
+        self.row.schedule.as_deref()
     }
 
     pub fn held(&self) -> Held {
@@ -360,8 +363,8 @@ pub async fn release_manual<'c>(
 
 /// The end of a scan's row: its totals, and the `sspm_findings` payload to send (delivered
 /// at commit, like any NOTIFY) for a scan that evaluated checks.
+/// The row is the one `InstanceScanUpdate::scan_id` names.
 pub struct ScanRowEnd<'a> {
-    pub scan_id: Uuid,
     pub totals: &'a crate::db::scans::ScanTotals,
     pub notify_findings: Option<&'a str>,
 }
@@ -396,14 +399,14 @@ pub async fn record_scan_end(
     if let Some((held, _)) = &release {
         debug_assert_eq!(held.id, id, "a lease is released on its own instance");
     }
+    let t = scan.totals;
     debug_assert_eq!(
-        scan.scan_id, u.scan_id,
-        "the scan row is the instance's last scan"
+        u.succeeded,
+        t.status == ScanStatus::Succeeded,
+        "the instance records the scan row's outcome"
     );
     let token = release.as_ref().map(|(held, _)| held.token);
     let next = release.as_ref().map(|(_, next)| *next);
-    let t = scan.totals;
-    let succeeded = t.status == ScanStatus::Succeeded;
     let done = sqlx::query!(
         r#"WITH finished AS (
                UPDATE sspm.scans
@@ -421,9 +424,9 @@ pub async fn record_scan_end(
                    last_scan_at = $4,
                    last_scan_id = $5,
                    last_success_at = CASE WHEN $6 THEN $4 ELSE last_success_at END,
-                   last_succeeded_scan_id = CASE WHEN $26 THEN $5 ELSE last_succeeded_scan_id END,
-                   last_score = CASE WHEN $26 THEN $17 ELSE last_score END,
-                   last_coverage = CASE WHEN $26 THEN $18 ELSE last_coverage END,
+                   last_succeeded_scan_id = CASE WHEN $6 THEN $5 ELSE last_succeeded_scan_id END,
+                   last_score = CASE WHEN $6 THEN $17 ELSE last_score END,
+                   last_coverage = CASE WHEN $6 THEN $18 ELSE last_coverage END,
                    workspace_id = COALESCE(workspace_id, $7),
                    workspace_name = COALESCE($8, workspace_name),
                    activity_cursor_at = COALESCE($9, activity_cursor_at),
@@ -472,7 +475,6 @@ pub async fn record_scan_end(
         t.resolved_findings,
         t.open_findings,
         scan.notify_findings,
-        succeeded,
     )
     .fetch_one(conn)
     .await?;

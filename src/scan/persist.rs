@@ -295,7 +295,6 @@ async fn write_workspace(
 /// and, for a fenced scan, when it is due next.
 struct ScanEnd<'a> {
     instance: &'a Instance,
-    scan_id: Uuid,
     totals: scans::ScanTotals,
     update: InstanceScanUpdate<'a>,
     fence: Option<&'a Fence>,
@@ -319,7 +318,6 @@ async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), Scan
         tx,
         id,
         leases::ScanRowEnd {
-            scan_id: end.scan_id,
             totals: &end.totals,
             notify_findings: end.notify_findings.as_deref(),
         },
@@ -427,7 +425,6 @@ pub(super) async fn persist(
         &mut tx,
         ScanEnd {
             instance,
-            scan_id,
             notify_findings: Some(payload.to_string()),
             totals: scans::ScanTotals {
                 status: status.stored(),
@@ -544,7 +541,6 @@ pub(super) async fn fail_without_results(
         &mut tx,
         ScanEnd {
             instance,
-            scan_id,
             notify_findings: None,
             totals: scans::ScanTotals {
                 status: ScanStatus::Failed,

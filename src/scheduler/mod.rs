@@ -300,8 +300,8 @@ impl Scheduler {
         let settings = &self.scanner.settings;
         let pool = &self.scanner.pool;
         let schedule_text = c
-            .schedule
-            .clone()
+            .schedule()
+            .map(str::to_string)
             .unwrap_or_else(|| settings.scheduler.default_schedule.clone());
         let schedule = Schedule::parse(&schedule_text).unwrap_or_else(|e| {
             warn!(schedule = %schedule_text, error = %e, "invalid schedule in the database; using the default");

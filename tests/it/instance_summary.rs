@@ -219,7 +219,6 @@ async fn a_scan_end_sets_the_summary_and_the_latest_started_scan_stays_latest(po
                 &mut conn,
                 instance,
                 leases::ScanRowEnd {
-                    scan_id,
                     totals: &totals,
                     notify_findings: None,
                 },
