@@ -24,9 +24,6 @@ pub mod schema;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A pooled connection idle at least this long is pinged before it is handed out.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
-
 /// The database's clock: `now()`, the start of the current transaction (of this statement
 /// outside one). Every persisted time and every schedule computation uses it, never the
 /// replica's own clock: replicas may be skewed against each other, Postgres is the one
@@ -235,20 +232,6 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
         .max_connections(settings.database.max_connections)
         .acquire_timeout(settings.database.acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
-        // sqlx pings every connection it hands out by default: one round trip per acquire,
-        // ~5 per scan (a quarter of a steady scan's round trips, benches/README.md). A
-        // connection back in the pool moments ago was alive moments ago; one idle for
-        // longer (Postgres restarted, a firewall dropped it) is still checked before use.
-        // This is the pattern sqlx documents for `before_acquire`.
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_with(options)
         .await
         .map_err(|e| connect_error(connect_reason(&e)))
