@@ -340,7 +340,7 @@ pub async fn token_source(
 }
 
 /// The token columns as a source: a reference wins; a sealed token needs all three parts.
-fn token_source_of(
+pub(crate) fn token_source_of(
     token_ref: Option<String>,
     ciphertext: Option<Vec<u8>>,
     nonce: Option<Vec<u8>>,

@@ -35,7 +35,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
-use crate::db::instances::{Instance, InstanceRow, InstanceScanUpdate};
+use crate::db::instances::{
+    token_source_of, Instance, InstanceRow, InstanceScanUpdate, ScanTarget,
+};
 use crate::db::Checked;
 use crate::region::Region;
 use crate::status::{InstanceStatus, ScanStatus};
@@ -72,6 +74,10 @@ pub struct Claimed {
     /// The instance as the claim left it, read by the claim itself (one look-up per scan
     /// fewer); checked by [`Claimed::instance`].
     row: InstanceRow,
+    /// What the scan reads of its instance before calling Intercom, read by the claim too
+    /// (`instances::scan_target` for a manual scan): a steady scan's first connection,
+    /// with its two pings, and one statement fewer.
+    target: ScanTarget,
 }
 
 /// Claims up to `limit` due instances of `region` in ONE statement: skips rows other
@@ -113,7 +119,13 @@ pub async fn claim(
                          due.stale_scan_id, i.name, i.region, i.workspace_id, i.workspace_name,
                          i.enabled, i.next_scan_at, i.status, i.status_detail, i.last_scan_at,
                          i.created_at, i.token_key_id, i.allowed_domains,
-                         CASE WHEN i.token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS token_kind
+                         CASE WHEN i.token_key_id IS NULL THEN 'reference' ELSE 'sealed' END AS token_kind,
+                         -- What `instances::scan_target` reads (ScanTarget).
+                         i.check_overrides, i.activity_cursor_at, i.activity_covered_from,
+                         i.last_success_at IS NOT NULL AS has_completed_scan, i.last_scan_id,
+                         ARRAY(SELECT DISTINCT control_id FROM sspm.attestations a
+                               WHERE a.instance_id = i.id AND a.expires_at > now()) AS attestations,
+                         i.token_ciphertext, i.token_nonce, i.token_ref
            ), abandoned AS (
                UPDATE sspm.scans s
                SET status = 'abandoned', finished_at = now(), error_kind = 'abandoned',
@@ -132,7 +144,10 @@ pub async fn claim(
                   enabled AS "enabled!", next_scan_at AS "next_scan_at!",
                   status AS "status!: Checked<InstanceStatus>", status_detail, last_scan_at,
                   created_at AS "created_at!", token_key_id, allowed_domains AS "allowed_domains!",
-                  token_kind AS "token_kind!"
+                  token_kind AS "token_kind!", now() AS "now!",
+                  check_overrides AS "check_overrides!", activity_cursor_at, activity_covered_from,
+                  has_completed_scan AS "has_completed_scan!", last_scan_id,
+                  attestations AS "attestations!", token_ciphertext, token_nonce, token_ref
            FROM claimed"#,
         region.as_str(),
         limit,
@@ -163,8 +178,23 @@ pub async fn claim(
                 last_scan_at: r.last_scan_at,
                 created_at: r.created_at,
                 token_kind: r.token_kind,
-                token_key_id: r.token_key_id,
+                token_key_id: r.token_key_id.clone(),
                 allowed_domains: r.allowed_domains,
+            },
+            target: ScanTarget {
+                check_overrides: r.check_overrides,
+                activity_cursor_at: r.activity_cursor_at,
+                activity_covered_from: r.activity_covered_from,
+                has_completed_scan: r.has_completed_scan,
+                attestations: r.attestations,
+                now: r.now,
+                last_scan_id: r.last_scan_id,
+                token: token_source_of(
+                    r.token_ref,
+                    r.token_ciphertext,
+                    r.token_nonce,
+                    r.token_key_id,
+                ),
             },
         })
         .collect())
@@ -175,6 +205,11 @@ impl Claimed {
     /// this build does not know (the caller hands the lease back, as for a failed read).
     pub fn instance(&self) -> Result<Instance, sqlx::Error> {
         self.row.clone().into_instance()
+    }
+
+    /// What the scan reads of its instance before calling Intercom, as the claim read it.
+    pub fn target(&self) -> ScanTarget {
+        self.target.clone()
     }
 
     /// The instance's schedule as the claim read it (None: the configured default).

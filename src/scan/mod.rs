@@ -123,17 +123,31 @@ impl Scanner {
         trigger: Trigger,
         fence: Option<Fence>,
     ) -> Result<ScanReport, ScanError> {
+        self.scan_with_target(instance, trigger, fence, None).await
+    }
+
+    /// [`Scanner::scan`] with what the scan reads of its instance before calling Intercom
+    /// already read (`leases::Claimed::target`); None reads it first.
+    pub async fn scan_with_target(
+        &self,
+        instance: &Instance,
+        trigger: Trigger,
+        fence: Option<Fence>,
+        target: Option<instances::ScanTarget>,
+    ) -> Result<ScanReport, ScanError> {
         let scan_id = fence
             .as_ref()
             .and_then(|f| f.scan_id)
             .unwrap_or_else(Uuid::new_v4);
         // A scheduled scan runs in the scheduler's scan span already: name it there.
         if crate::telemetry::record_scan_instance(&instance.name) {
-            return self.scan_inner(instance, trigger, fence, scan_id).await;
+            return self
+                .scan_inner(instance, trigger, fence, scan_id, target)
+                .await;
         }
         let span = crate::telemetry::scan_span(scan_id, instance.id, instance.region);
         span.record("instance", tracing::field::display(&instance.name));
-        self.scan_inner(instance, trigger, fence, scan_id)
+        self.scan_inner(instance, trigger, fence, scan_id, target)
             .instrument(span)
             .await
     }
@@ -147,6 +161,7 @@ impl Scanner {
         trigger: Trigger,
         fence: Option<Fence>,
         scan_id: Uuid,
+        target: Option<instances::ScanTarget>,
     ) -> Result<ScanReport, ScanError> {
         let started = Instant::now();
         if fence.as_ref().and_then(|f| f.scan_id).is_none() {
@@ -170,7 +185,7 @@ impl Scanner {
             started,
         };
 
-        let inputs = self.load_inputs(instance).await?;
+        let inputs = self.load_inputs(instance, target).await?;
         // The scan's instant, by the database's clock: the snapshot's "now" (activity
         // window, dormancy), the findings' first/last seen times and their history.
         let now = inputs.now;
@@ -219,22 +234,21 @@ impl Scanner {
         };
 
         let mut collected = collected;
-        let mut previous = inputs.previous;
-        // Kept through the checks (CPU only, no I/O) for the findings write: one acquire
-        // and release fewer per scan.
-        let mut conn = None;
+        // One connection from here to the findings write, kept through the checks (CPU
+        // only, no I/O): each acquire and release costs two round trips (sqlx pings).
+        let mut conn = self.pool.acquire().await?;
+        let (mut previous, inventory) =
+            load_stored_admins(&mut conn, instance.id, &inputs.target).await?;
         if matches!(collected.snapshot.activity, ActivityData::Available { .. }) {
-            let mut c = self.pool.acquire().await?;
             let stored = self
                 .load_stored_activity(
-                    &mut c,
+                    &mut conn,
                     instance,
                     &inputs.check_settings,
                     &inputs.target,
                     now,
                 )
                 .await?;
-            conn = Some(c);
             previous.earlier_activity = stored.earlier;
             collected.merge_stored(stored.events);
         }
@@ -242,22 +256,19 @@ impl Scanner {
         // What only the checks read goes before the findings write, the memory peak.
         drop(previous);
         collected.keep_only_new_events();
-        let report = persist::persist(
-            self,
-            persist::PersistInput {
-                instance,
-                scan_id,
-                now,
-                fence,
-                outcomes,
-                collected: &collected,
-                inventory: &inputs.inventory,
-                failure,
-                api_calls,
-                started,
-                conn,
-            },
-        )
+        let report = persist::persist(persist::PersistInput {
+            instance,
+            scan_id,
+            now,
+            fence,
+            outcomes,
+            collected: &collected,
+            inventory: &inventory,
+            failure,
+            api_calls,
+            started,
+            conn,
+        })
         .await?;
         match report.status {
             ScanOutcome::Succeeded => info!(
@@ -274,33 +285,25 @@ impl Scanner {
         Ok(report)
     }
 
-    /// Stage 1: what the scan reads from the database before calling Intercom (one
-    /// connection, released before the API calls), the database's time, and the token,
-    /// revealed.
-    async fn load_inputs(&self, instance: &Instance) -> Result<ScanInputs, ScanError> {
-        let mut conn = self.pool.acquire().await?;
-        let mut target = instances::scan_target(&mut conn, instance.id)
-            .await?
-            .ok_or(ScanError::InstanceGone(instance.id))?;
+    /// Stage 1: what the scan reads of its instance before calling Intercom (unless the
+    /// claim read it: `target`), and the token, revealed. The stored teammates are read
+    /// after the API calls, with the stored events (`load_stored_admins`).
+    async fn load_inputs(
+        &self,
+        instance: &Instance,
+        target: Option<instances::ScanTarget>,
+    ) -> Result<ScanInputs, ScanError> {
+        let mut target = match target {
+            Some(t) => t,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                instances::scan_target(&mut conn, instance.id)
+                    .await?
+                    .ok_or(ScanError::InstanceGone(instance.id))?
+            }
+        };
         let now = target.now;
         let check_settings = self.check_settings(&target.check_overrides);
-        let stored_admins = crate::db::admins::current(&mut conn, instance.id).await?;
-        drop(conn);
-        // The inventory holds exactly the admins present at the last completed scan.
-        let previous = PreviousState {
-            has_completed_scan: target.has_completed_scan,
-            previous_admin_ids: stored_admins.keys().cloned().collect(),
-            admins: stored_admins
-                .iter()
-                .map(|(id, a)| (id.clone(), a.history.clone()))
-                .collect(),
-            // Read with the stored events, after the API calls (`load_stored_activity`).
-            earlier_activity: Default::default(),
-        };
-        let inventory = crate::db::admins::Inventory {
-            admins: stored_admins,
-            after_scan: target.last_scan_id,
-        };
         let token = match target.token.take() {
             Some(source) => source
                 .refuse_own_key_file(self.settings.security.token_key_file.as_deref())
@@ -311,8 +314,6 @@ impl Scanner {
             now,
             target,
             check_settings,
-            previous,
-            inventory,
             token,
         })
     }
@@ -382,9 +383,35 @@ struct ScanInputs {
     now: DateTime<Utc>,
     target: instances::ScanTarget,
     check_settings: CheckSettings,
-    previous: PreviousState,
-    inventory: crate::db::admins::Inventory,
     token: Result<secrecy::SecretString, TokenError>,
+}
+
+/// Stage 2a, once `/me` and `/admins` were called: the teammates stored by the last
+/// completed scan, as the checks compare against them (`PreviousState`) and as the
+/// findings write diffs against them (`Inventory`). No other scan of the instance can
+/// complete meanwhile: the lease is held since the claim.
+async fn load_stored_admins(
+    conn: &mut sqlx::PgConnection,
+    instance_id: Uuid,
+    target: &instances::ScanTarget,
+) -> Result<(PreviousState, crate::db::admins::Inventory), ScanError> {
+    let stored_admins = crate::db::admins::current(conn, instance_id).await?;
+    // The inventory holds exactly the admins present at the last completed scan.
+    let previous = PreviousState {
+        has_completed_scan: target.has_completed_scan,
+        previous_admin_ids: stored_admins.keys().cloned().collect(),
+        admins: stored_admins
+            .iter()
+            .map(|(id, a)| (id.clone(), a.history.clone()))
+            .collect(),
+        // Read with the stored events (`load_stored_activity`).
+        earlier_activity: Default::default(),
+    };
+    let inventory = crate::db::admins::Inventory {
+        admins: stored_admins,
+        after_scan: target.last_scan_id,
+    };
+    Ok((previous, inventory))
 }
 
 /// Stage 3, pure: why the collected data cannot be evaluated as a complete scan, if it

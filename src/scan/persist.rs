@@ -101,16 +101,16 @@ pub(super) struct PersistInput<'a> {
     pub fence: Option<Fence>,
     pub outcomes: Vec<CheckOutcome>,
     pub collected: &'a Collected,
-    /// The inventory read before collection (compared, not trusted blindly: see
+    /// The inventory read after collection (compared, not trusted blindly: see
     /// `admins::sync`).
     pub inventory: &'a admins::Inventory,
     pub failure: Option<Failure>,
     pub api_calls: u32,
     pub started: Instant,
-    /// The connection the scan read its stored activity with, if it did: the transaction
-    /// begins on it instead of a fresh acquire (sqlx pings a connection when it goes back
-    /// to the pool, so each acquire and release is a round trip).
-    pub conn: Option<PoolConnection<Postgres>>,
+    /// The connection the scan read its stored teammates and activity with: the
+    /// transaction begins on it instead of a fresh acquire (sqlx pings a connection when
+    /// it hands it out and when it goes back to the pool: two round trips each).
+    pub conn: PoolConnection<Postgres>,
 }
 
 fn catalog_data(check_id: &str) -> FindingCatalogData {
@@ -340,10 +340,7 @@ async fn finish_scan(tx: &mut PgConnection, end: ScanEnd<'_>) -> Result<(), Scan
     Ok(())
 }
 
-pub(super) async fn persist(
-    scanner: &Scanner,
-    input: PersistInput<'_>,
-) -> Result<ScanReport, ScanError> {
+pub(super) async fn persist(input: PersistInput<'_>) -> Result<ScanReport, ScanError> {
     let PersistInput {
         instance,
         scan_id,
@@ -355,16 +352,12 @@ pub(super) async fn persist(
         failure,
         api_calls,
         started,
-        conn,
+        mut conn,
     } = input;
     let mode = if failure.is_none() {
         Mode::Complete
     } else {
         Mode::HealthOnly
-    };
-    let mut conn = match conn {
-        Some(conn) => conn,
-        None => scanner.pool.acquire().await?,
     };
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let (finished_at, last_scan_id) = lock_instance(&mut tx, instance, fence.as_ref()).await?;

@@ -340,7 +340,7 @@ impl Scheduler {
             // Prefer a finished scan over a cancellation that raced with it: its writes
             // are committed (or rolled back) already.
             biased;
-            r = self.scanner.scan(&instance, Trigger::Schedule, Some(fence.clone())) => Some(r),
+            r = self.scanner.scan_with_target(&instance, Trigger::Schedule, Some(fence.clone()), Some(c.target())) => Some(r),
             _ = cancel.cancelled() => None,
         };
         match result {

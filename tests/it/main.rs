@@ -10,6 +10,7 @@ mod alerts_faults;
 mod alerts_leaks;
 mod alerts_rotation;
 mod bad_input;
+mod claim_target;
 mod cli_conventions;
 mod cli_scan;
 mod cli_schedule;
