@@ -18,67 +18,60 @@ const TABLE: &str = "sspm.findings";
 const UPSERT_BATCH: usize = 2000;
 
 /// What a scan's lifecycle plan starts from: the instance's findings, locked for the rest
-/// of the scan's transaction, and its exceptions in force at `now`.
+/// of the scan's transaction, and its exceptions in force at the scan's time. Read with the
+/// instance's write lock, in one statement (`leases::lock_for_scan_write`).
 #[derive(Debug, Default)]
 pub struct PlanInputs {
     pub existing: Vec<ExistingFinding>,
     pub exceptions: Vec<ActiveException>,
 }
 
-/// Reads [`PlanInputs`] in one statement (one round trip fewer per scan than two reads):
-/// findings rows have `is_exception` false, exception rows true and no finding columns.
-pub async fn plan_inputs(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<PlanInputs, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"WITH locked AS (
-               SELECT id, check_id, resource, status, severity, exception_id, content_digest
-               FROM sspm.findings WHERE instance_id = $1 FOR UPDATE
-           )
-           SELECT false AS "is_exception!", id AS "id!", check_id AS "check_id!", resource,
-                  status AS "status?: Checked<FindingStatus>", severity, exception_id, content_digest
-           FROM locked
-           UNION ALL
-           SELECT true, id, check_id, resource, NULL, NULL, NULL, NULL
-           FROM sspm.exceptions
-           WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > $2)"#,
-        instance_id,
-        now
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = PlanInputs::default();
-    for r in rows {
+/// One row of that statement: a finding (`is_exception` false) or an exception (true, no
+/// finding columns). Options where the statement's UNION leaves sqlx unsure.
+pub(crate) struct PlanRow {
+    pub is_exception: bool,
+    pub id: Option<Uuid>,
+    pub check_id: Option<String>,
+    pub resource: Option<String>,
+    pub status: Option<Checked<FindingStatus>>,
+    pub severity: Option<String>,
+    pub exception_id: Option<Uuid>,
+    pub content_digest: Option<i64>,
+}
+
+impl PlanInputs {
+    pub(crate) fn push(&mut self, r: PlanRow) -> Result<(), sqlx::Error> {
+        let (Some(id), Some(check_id)) = (r.id, r.check_id) else {
+            return Err(missing_column(r.id.unwrap_or_default(), "id, check_id"));
+        };
         if r.is_exception {
-            out.exceptions.push(ActiveException {
-                id: r.id,
-                check_id: r.check_id,
+            self.exceptions.push(ActiveException {
+                id,
+                check_id,
                 resource: r.resource,
             });
-            continue;
+            return Ok(());
         }
         // A row this build cannot read stops the scan (its transaction rolls back) instead
         // of being skipped: skipping would plan it as new and write a duplicate finding.
         let status = match r.status {
-            Some(status) => status.of(TABLE, r.id)?,
-            None => return Err(missing_column(r.id, "status")),
+            Some(status) => status.of(TABLE, id)?,
+            None => return Err(missing_column(id, "status")),
         };
         let (Some(resource), Some(severity)) = (r.resource, r.severity) else {
-            return Err(missing_column(r.id, "resource, severity"));
+            return Err(missing_column(id, "resource, severity"));
         };
-        out.existing.push(ExistingFinding {
+        self.existing.push(ExistingFinding {
             status,
-            id: r.id,
-            check_id: r.check_id,
+            id,
+            check_id,
             resource,
             severity,
             exception_id: r.exception_id,
             content_digest: r.content_digest,
         });
+        Ok(())
     }
-    Ok(out)
 }
 
 /// A NOT NULL column read as NULL: only a schema this build does not know can do that.

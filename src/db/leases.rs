@@ -39,6 +39,7 @@ use crate::db::instances::{
     token_source_of, Instance, InstanceRow, InstanceScanUpdate, ScanTarget,
 };
 use crate::db::Checked;
+use crate::lifecycle::FindingStatus;
 use crate::region::Region;
 use crate::status::{InstanceStatus, ScanStatus};
 
@@ -542,20 +543,100 @@ pub async fn lock_for_write(
     id: Uuid,
     fence: Option<Uuid>,
 ) -> Result<WriteLock, sqlx::Error> {
-    let held = sqlx::query!(
+    let row = sqlx::query_as!(
+        LockedInstance,
         r#"SELECT lease_token, last_scan_id, now() AS "now!" FROM sspm.instances WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(conn)
     .await?;
-    Ok(match (held, fence) {
+    Ok(write_lock(row, fence))
+}
+
+/// The instance row as a write transaction locked it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LockedInstance {
+    lease_token: Option<Uuid>,
+    last_scan_id: Option<Uuid>,
+    /// The transaction's `now()`.
+    now: DateTime<Utc>,
+}
+
+/// Whether a locked instance row (None: not found) may be written by the holder of
+/// `fence` (None: an unfenced write).
+fn write_lock(row: Option<LockedInstance>, fence: Option<Uuid>) -> WriteLock {
+    match (row, fence) {
         (None, _) => WriteLock::Gone,
         (Some(row), Some(expected)) if row.lease_token != Some(expected) => WriteLock::LeaseLost,
         (Some(row), _) => WriteLock::Locked {
             now: row.now,
             last_scan_id: row.last_scan_id,
         },
-    })
+    }
+}
+
+/// [`lock_for_write`] for a scan that writes findings, with what its lifecycle plan starts
+/// from (`findings::PlanInputs`: the findings, locked too, and the exceptions in force at
+/// `at`), in one statement: a round trip fewer per scan. The instance row is locked before
+/// its findings, the order every writer of an instance keeps (the Append runs its
+/// branches in order). A lost fence still returns the findings: the caller rolls back.
+pub async fn lock_for_scan_write(
+    conn: &mut PgConnection,
+    id: Uuid,
+    fence: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> Result<(WriteLock, crate::db::findings::PlanInputs), sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"WITH instance AS (
+               SELECT lease_token, last_scan_id, now() AS now
+               FROM sspm.instances WHERE id = $1 FOR UPDATE
+           ), locked AS (
+               SELECT id, check_id, resource, status, severity, exception_id, content_digest
+               FROM sspm.findings WHERE instance_id = $1 FOR UPDATE
+           )
+           SELECT 0 AS "kind!", NULL::uuid AS id, NULL::text AS check_id, NULL::text AS resource,
+                  NULL::text AS "status?: Checked<FindingStatus>", NULL::text AS severity,
+                  NULL::uuid AS exception_id, NULL::bigint AS content_digest,
+                  lease_token, last_scan_id, now
+           FROM instance
+           UNION ALL
+           SELECT 1, id, check_id, resource, status, severity, exception_id, content_digest,
+                  NULL, NULL, NULL
+           FROM locked
+           UNION ALL
+           SELECT 2, id, check_id, resource, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+           FROM sspm.exceptions
+           WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > $2)"#,
+        id,
+        at
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut instance = None;
+    let mut plan = crate::db::findings::PlanInputs::default();
+    for r in rows {
+        if r.kind == 0 {
+            instance = Some(LockedInstance {
+                lease_token: r.lease_token,
+                last_scan_id: r.last_scan_id,
+                now: r.now.ok_or_else(|| {
+                    sqlx::Error::Decode(format!("sspm.instances row {id}: now() is NULL").into())
+                })?,
+            });
+            continue;
+        }
+        plan.push(crate::db::findings::PlanRow {
+            is_exception: r.kind == 2,
+            id: r.id,
+            check_id: r.check_id,
+            resource: r.resource,
+            status: r.status,
+            severity: r.severity,
+            exception_id: r.exception_id,
+            content_digest: r.content_digest,
+        })?;
+    }
+    Ok((write_lock(instance, fence), plan))
 }
 
 /// Instances due at least `overdue_by` ago and not held by a live lease: how many, and

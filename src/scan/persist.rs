@@ -87,7 +87,17 @@ async fn lock_instance(
     instance: &Instance,
     fence: Option<&Fence>,
 ) -> Result<(DateTime<Utc>, Option<Uuid>), ScanError> {
-    match leases::lock_for_write(conn, instance.id, fence.map(|f| f.lease_token)).await? {
+    let lock = leases::lock_for_write(conn, instance.id, fence.map(|f| f.lease_token)).await?;
+    locked(lock, instance)
+}
+
+/// The transaction's time and the instance's last scan under the lock, or why the scan
+/// may not write.
+fn locked(
+    lock: WriteLock,
+    instance: &Instance,
+) -> Result<(DateTime<Utc>, Option<Uuid>), ScanError> {
+    match lock {
         WriteLock::Locked { now, last_scan_id } => Ok((now, last_scan_id)),
         WriteLock::Gone => Err(ScanError::InstanceGone(instance.id)),
         WriteLock::LeaseLost => Err(ScanError::LeaseLost(instance.id)),
@@ -177,11 +187,12 @@ async fn write_findings(
     now: DateTime<Utc>,
     outcomes: &[CheckOutcome],
     mode: Mode,
+    inputs: findings::PlanInputs,
 ) -> Result<FindingsSummary, ScanError> {
     let findings::PlanInputs {
         existing,
         exceptions,
-    } = findings::plan_inputs(tx, instance.id, now).await?;
+    } = inputs;
     let plan = lifecycle::plan(outcomes, &existing, &exceptions, mode, is_health_check);
     let counts = findings::write_scan(
         tx,
@@ -360,9 +371,25 @@ pub(super) async fn persist(input: PersistInput<'_>) -> Result<ScanReport, ScanE
         Mode::HealthOnly
     };
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let (finished_at, last_scan_id) = lock_instance(&mut tx, instance, fence.as_ref()).await?;
+    let (lock, plan_inputs) = leases::lock_for_scan_write(
+        &mut tx,
+        instance.id,
+        fence.as_ref().map(|f| f.lease_token),
+        now,
+    )
+    .await?;
+    let (finished_at, last_scan_id) = locked(lock, instance)?;
 
-    let summary = write_findings(&mut tx, instance, scan_id, now, &outcomes, mode).await?;
+    let summary = write_findings(
+        &mut tx,
+        instance,
+        scan_id,
+        now,
+        &outcomes,
+        mode,
+        plan_inputs,
+    )
+    .await?;
     // The scan's finding transitions are known here (summary.transitions), inside the
     // scan's transaction: alert outbox rows for them are enqueued at this point, so they
     // commit or roll back with the findings.

@@ -32,10 +32,22 @@ async fn instance_with_finding(pool: &PgPool) -> (Uuid, Uuid) {
 async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {
     let (instance, finding) = instance_with_finding(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    let known = findings::plan_inputs(&mut conn, instance, chrono::Utc::now())
+    let now = chrono::Utc::now();
+    let (lock, known) = leases::lock_for_scan_write(&mut conn, instance, None, now)
         .await
         .unwrap();
+    assert!(matches!(lock, leases::WriteLock::Locked { .. }), "{lock:?}");
     assert_eq!(known.existing.len(), 1);
+    // The same statement is the scan's fence: another holder's token, or no instance.
+    let (lock, _) = leases::lock_for_scan_write(&mut conn, instance, Some(Uuid::new_v4()), now)
+        .await
+        .unwrap();
+    assert_eq!(lock, leases::WriteLock::LeaseLost);
+    let (lock, none) = leases::lock_for_scan_write(&mut conn, Uuid::new_v4(), None, now)
+        .await
+        .unwrap();
+    assert_eq!(lock, leases::WriteLock::Gone);
+    assert!(none.existing.is_empty());
 
     // As a newer build (or a hand edit) might leave it.
     sqlx::query("ALTER TABLE sspm.findings DROP CONSTRAINT findings_status_valid")
@@ -47,7 +59,7 @@ async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let err = findings::plan_inputs(&mut conn, instance, chrono::Utc::now())
+    let err = leases::lock_for_scan_write(&mut conn, instance, None, chrono::Utc::now())
         .await
         .expect_err("an unknown status is not skipped");
     let message = format!("{err}");
