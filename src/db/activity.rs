@@ -48,81 +48,60 @@ pub async fn for_scan(
     instance_id: Uuid,
     bounds: ScanBounds,
 ) -> Result<StoredActivity, sqlx::Error> {
+    use futures_util::TryStreamExt;
     let needed = bounds.events_needed_from.max(bounds.lookback_from);
-    // Both reads are PL/pgSQL functions (migration 20261204000010) so that their plans are made
-    // once per connection: planned per call, they cost more than they run.
-    let run_start = sqlx::query_scalar!(
-        r#"SELECT sspm.failed_login_run_start($1, $2, $3, $4::bigint) AS "run_start""#,
+    // One call, three reads from plans kept for the session (migration 20261207000010):
+    // the bound (kind 0), the events from it (1), the aggregate before it (2). Streamed
+    // into the result: collecting the rows first held a second copy of every event (and
+    // up to half again of unused capacity) at the scan's peak, ~25 MB for a 70,000-event
+    // window (benches/README.md). Types, performers and IPs repeat across events and are
+    // shared ([`Interner`]).
+    let mut rows = sqlx::query!(
+        r#"SELECT kind AS "kind!", events_from, event_id, activity_type, performed_by_id,
+                  performed_by_email, ip, created_at, description, metadata_text
+           FROM sspm.activity_for_scan($1, $2, $3, $4::bigint)"#,
         instance_id,
         bounds.lookback_from,
         needed,
         i64::from(bounds.burst_gap_minutes)
     )
-    .fetch_one(&mut *conn)
-    .await?;
-    let events_from = run_start.map_or(needed, |r| r.min(needed));
-    let events = since(&mut *conn, instance_id, events_from).await?;
-    let mut earlier = EarlierActivity::default();
-    if events_from > bounds.lookback_from {
-        let rows = sqlx::query!(
-            r#"SELECT performed_by_id, performed_by_email, last_at AS "last_at!"
-               FROM sspm.activity_last_per_performer($1, $2, $3)"#,
-            instance_id,
-            bounds.lookback_from,
-            events_from
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            earlier.add(
-                r.performed_by_id,
-                r.performed_by_email.as_deref(),
-                r.last_at,
-            );
-        }
-    }
-    Ok(StoredActivity {
-        events,
-        earlier,
-        events_from,
-    })
-}
-
-/// Stored events created at or after `from`. Streamed into the result: collecting the
-/// rows first held a second copy of every event (and up to half again of unused capacity)
-/// at the scan's peak, ~25 MB for a 70,000-event window (benches/README.md). Types,
-/// performers and IPs repeat across events and are shared ([`Interner`]).
-pub async fn since(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    from: DateTime<Utc>,
-) -> Result<Vec<ActivityEvent>, sqlx::Error> {
-    use futures_util::TryStreamExt;
-    let mut rows = sqlx::query!(
-        r#"SELECT event_id, activity_type, performed_by_id, performed_by_email, ip, created_at, description,
-                  metadata::text AS "metadata_text"
-         FROM sspm.activity_events WHERE instance_id = $1 AND created_at >= $2"#,
-        instance_id,
-        from
-    )
     .fetch(conn);
-    let mut events = Vec::new();
+    let mut out = StoredActivity {
+        events: Vec::new(),
+        earlier: EarlierActivity::default(),
+        events_from: needed,
+    };
     let mut shared = Interner::default();
     while let Some(r) = rows.try_next().await? {
-        events.push(ActivityEvent {
-            id: r.event_id.into_boxed_str(),
-            activity_type: shared.intern(r.activity_type),
-            performed_by_id: r.performed_by_id.map(|id| shared.intern(id)),
-            performed_by_email: r.performed_by_email.map(|e| shared.intern(e)),
-            ip: r.ip.map(|ip| shared.intern(ip)),
-            created_at: r.created_at,
-            description: r.description.map(String::into_boxed_str),
-            metadata: EventMetadata::from_json_text(r.metadata_text),
-        });
+        match (r.kind, r.event_id, r.activity_type, r.created_at) {
+            (0, _, _, _) => out.events_from = r.events_from.unwrap_or(needed),
+            (1, Some(id), Some(activity_type), Some(created_at)) => {
+                out.events.push(ActivityEvent {
+                    id: id.into_boxed_str(),
+                    activity_type: shared.intern(activity_type),
+                    performed_by_id: r.performed_by_id.map(|id| shared.intern(id)),
+                    performed_by_email: r.performed_by_email.map(|e| shared.intern(e)),
+                    ip: r.ip.map(|ip| shared.intern(ip)),
+                    created_at,
+                    description: r.description.map(String::into_boxed_str),
+                    metadata: EventMetadata::from_json_text(r.metadata_text),
+                })
+            }
+            (2, _, _, Some(last_at)) => {
+                out.earlier
+                    .add(r.performed_by_id, r.performed_by_email.as_deref(), last_at)
+            }
+            (kind, ..) => {
+                return Err(sqlx::Error::Decode(
+                    format!("sspm.activity_for_scan: a row of kind {kind} without its columns")
+                        .into(),
+                ))
+            }
+        }
     }
     // Pushing grows by doubling: up to half the capacity would sit unused.
-    events.shrink_to_fit();
-    Ok(events)
+    out.events.shrink_to_fit();
+    Ok(out)
 }
 
 /// Inserts new events; ones already stored (the overlap window) are skipped by id. The
