@@ -484,6 +484,8 @@ pub struct ScanTarget {
 
 /// One statement for what a scan reads of its instance row before calling Intercom:
 /// the database's time, settings, cursors, live attestations and the token's columns.
+/// Manual scans read it here; the scheduler's claim reads the same columns with the same
+/// rules (`leases::claim`), and `tests/it/claim_target.rs` keeps the two equal.
 pub async fn scan_target(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
