@@ -7,7 +7,7 @@
 //! no longer fail are resolved; findings of checks that errored or were not evaluated are
 //! never touched, because missing data proves nothing.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 use uuid::Uuid;
 

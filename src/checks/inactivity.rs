@@ -8,16 +8,15 @@
 //! their period, and neither judges a teammate who joined within it (an invitee who has
 //! not logged in for three days is not dormant).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 
 use super::activity::available;
 use super::catalog::CheckMeta;
-use super::context::{admin_evidence, admin_label, admin_resource, unnamed, Ctx, PerAdmin};
+use super::context::{admin_label, admin_resource, unnamed, Ctx, PerAdmin};
 use super::snapshot::{ActivityEvent, EarlierActivity, PreviousState};
-use super::types::{FindingDraft, Verdict};
+use super::types::{Evidence, FindingDraft, Verdict};
 use crate::intercom::models::Admin;
 
 /// Teammates first seen within this long after the earliest inventory entry were there
@@ -75,18 +74,18 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
             continue;
         }
         // Loaded events, and the aggregate of the stored ones not loaded (same matching).
-        let seen_in_events = last_seen
-            .of(admin)
-            .max(earlier_of(&ctx.prev.earlier_activity, admin));
+        let email = email_key(admin);
+        let seen_in_events = last_seen.of(admin, email.as_deref()).max(earlier_of(
+            &ctx.prev.earlier_activity,
+            admin,
+            email.as_deref(),
+        ));
         let remembered = ctx.prev.admins.get(id).and_then(|h| h.last_active_at);
         let last_active = seen_in_events.max(remembered);
         if last_active.is_some_and(|t| t >= cutoff) {
             continue;
         }
-        let mut evidence = admin_evidence(admin);
-        evidence["last_activity_at"] = json!(last_active);
-        evidence["inactive_days_threshold"] = json!(days);
-        evidence["has_inbox_seat"] = json!(admin.has_inbox_seat);
+        let evidence = InactiveEvidence::of(admin, last_active, days);
         let title = if seat_only {
             format!(
                 "Inbox seat of {} unused for over {days} days",
@@ -102,7 +101,7 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
             resource,
             severity: m.severity,
             title,
-            evidence: evidence.into(),
+            evidence: Evidence::of_sorted_fields(&evidence),
         });
     }
     if recent_joiners > 0 {
@@ -111,6 +110,31 @@ fn inactive(ctx: &Ctx<'_>, m: &CheckMeta, days: u32, seat_only: bool) -> Verdict
         ));
     }
     agg.finish()
+}
+
+/// A finding's evidence: `admin_evidence` and the inactivity facts, fields in key order
+/// (see [`Evidence::of_sorted_fields`]).
+#[derive(serde::Serialize)]
+struct InactiveEvidence<'a> {
+    admin_id: &'a Option<String>,
+    email: &'a Option<String>,
+    has_inbox_seat: Option<bool>,
+    inactive_days_threshold: u32,
+    last_activity_at: Option<DateTime<Utc>>,
+    name: &'a Option<String>,
+}
+
+impl<'a> InactiveEvidence<'a> {
+    fn of(admin: &'a Admin, last_activity_at: Option<DateTime<Utc>>, days: u32) -> Self {
+        Self {
+            admin_id: &admin.id,
+            email: &admin.email,
+            has_inbox_seat: admin.has_inbox_seat,
+            inactive_days_threshold: days,
+            last_activity_at,
+            name: &admin.name,
+        }
+    }
 }
 
 /// Latest activity per performer id and per lower-cased performer email, built once so
@@ -139,34 +163,39 @@ impl<'a> LastSeen<'a> {
         Self { by_id, by_email }
     }
 
-    /// Same matching as [`ActivityEvent::performed_by`].
-    fn of(&self, admin: &Admin) -> Option<DateTime<Utc>> {
+    /// Same matching as [`ActivityEvent::performed_by`]; `email` is [`email_key`]'s.
+    fn of(&self, admin: &Admin, email: Option<&str>) -> Option<DateTime<Utc>> {
         let by_id = admin
             .id
             .as_deref()
             .and_then(|id| self.by_id.get(id))
             .copied();
-        let by_email = admin
-            .email
-            .as_deref()
-            .and_then(|e| self.by_email.get(&e.trim().to_ascii_lowercase()))
-            .copied();
+        let by_email = email.and_then(|e| self.by_email.get(e)).copied();
         by_id.max(by_email)
     }
 }
 
+/// The teammate's email as the indexes key it (trimmed, lower-cased), made once per
+/// teammate for both lookups.
+fn email_key(admin: &Admin) -> Option<String> {
+    admin
+        .email
+        .as_deref()
+        .map(|e| e.trim().to_ascii_lowercase())
+}
+
 /// [`LastSeen::of`] over the aggregate of stored events a scan did not load.
-fn earlier_of(earlier: &EarlierActivity, admin: &Admin) -> Option<DateTime<Utc>> {
+fn earlier_of(
+    earlier: &EarlierActivity,
+    admin: &Admin,
+    email: Option<&str>,
+) -> Option<DateTime<Utc>> {
     let by_id = admin
         .id
         .as_deref()
         .and_then(|id| earlier.by_id.get(id))
         .copied();
-    let by_email = admin
-        .email
-        .as_deref()
-        .and_then(|e| earlier.by_email.get(&e.trim().to_ascii_lowercase()))
-        .copied();
+    let by_email = email.and_then(|e| earlier.by_email.get(e)).copied();
     by_id.max(by_email)
 }
 
@@ -216,6 +245,33 @@ mod tests {
     use super::super::testutil::*;
     use super::super::types::{CheckStatus, Severity};
     use super::super::{ActivityData, CheckSettings, PreviousState};
+
+    /// The evidence text is what the `json!` form it replaced wrote (the content digests
+    /// stored by earlier builds are compared with it), for teammates with and without the
+    /// optional fields and with text that JSON escapes.
+    #[test]
+    fn inactive_evidence_is_the_json_value_form_byte_for_byte() {
+        use serde_json::json;
+        let mut full = admin("7", "z\u{2028}@example.com");
+        full.name = Some("Zoë \"Q\" <x>\n".into());
+        let mut bare = full.clone();
+        bare.id = None;
+        bare.name = None;
+        bare.email = None;
+        bare.has_inbox_seat = None;
+        let at = chrono::Utc::now();
+        for (a, last) in [(&full, Some(at)), (&bare, None)] {
+            let mut value = super::super::context::admin_evidence(a);
+            value["last_activity_at"] = json!(last);
+            value["inactive_days_threshold"] = json!(30);
+            value["has_inbox_seat"] = json!(a.has_inbox_seat);
+            let expected: super::super::types::Evidence = value.into();
+            let written = super::super::types::Evidence::of_sorted_fields(
+                &super::InactiveEvidence::of(a, last, 30),
+            );
+            assert_eq!(written.json(), expected.json());
+        }
+    }
 
     /// Teammate 2 last logged in 45 days ago: dormant (30) but not inbox-inactive (60).
     fn quiet_colleague() -> super::super::Snapshot {

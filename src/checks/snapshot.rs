@@ -1,7 +1,7 @@
 //! Everything one scan collected, plus what earlier scans left behind: the only input of
 //! the checks.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -158,7 +158,7 @@ impl serde::Serialize for SharedText {
 /// `HashSet` local to the read is all it takes: a process-wide interner (such as
 /// `internment`'s) would keep every value of every scan alive behind a lock.
 #[derive(Default)]
-pub struct Interner(std::collections::HashSet<SharedText>);
+pub struct Interner(HashSet<SharedText>);
 
 impl Interner {
     pub fn intern(&mut self, s: String) -> SharedText {

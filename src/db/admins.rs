@@ -1,7 +1,7 @@
 //! The teammate inventory (`sspm.admins`), kept across scans: first/last seen, removal,
 //! continuous away time, last activity.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

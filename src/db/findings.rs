@@ -1,7 +1,7 @@
 //! Findings, their history, exceptions and per-scan check results. A scan's writes are
 //! batched with UNNEST into one statement (`write_scan`), whatever the workspace's size.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

@@ -2,7 +2,7 @@
 //! are fetched incrementally from the stored cursor (with overlap; duplicates are dropped
 //! by id when stored) and merged with the stored events the A checks read one by one.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 use chrono::{DateTime, Duration, Utc};
 

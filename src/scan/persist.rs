@@ -2,7 +2,9 @@
 //! If the fence fails or anything errors, the transaction rolls back and the previous
 //! state stays intact.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};

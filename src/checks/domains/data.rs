@@ -2,7 +2,7 @@
 //! compiled in and turned into hash sets once per process, on first use: every scan after
 //! that does O(1) lookups per teammate and builds nothing.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::sync::LazyLock;
 
 use super::names::self_and_parents;
