@@ -6,41 +6,56 @@
 use serde_json::json;
 
 use super::catalog::CheckMeta;
-use super::context::{admin_evidence, admin_label, admin_resource, unnamed, Ctx, PerAdmin};
-use super::domains::{affiliation, email_domain, local_part, provider, Affiliation, Provider};
+use super::context::{
+    admin_evidence, admin_label, admin_resource, unnamed, Ctx, EmailFacts, PerAdmin,
+};
+use super::domains::{affiliation, local_part, Affiliation, Provider};
 use super::types::{FindingDraft, Verdict};
 use crate::intercom::models::Admin;
 
-/// What the three checks share: iterate teammates with an id and a parseable email.
+/// A teammate as the email checks judge it: the trimmed address, its normalized domain
+/// and its provider under the scan's settings.
+struct Address<'a> {
+    email: &'a str,
+    domain: &'a str,
+    provider: Option<&'a Provider>,
+}
+
+/// What the email checks share: iterate teammates with an id and a parseable email.
 fn per_email(
     ctx: &Ctx<'_>,
-    mut judge: impl FnMut(&Admin, &str, &str) -> Option<(String, serde_json::Value)>,
+    mut judge: impl FnMut(&Admin, &Address<'_>) -> Option<(String, serde_json::Value)>,
     m: &CheckMeta,
 ) -> Verdict {
     let admins = match ctx.admins() {
         Ok(a) => a,
         Err(v) => return v,
     };
+    let facts = ctx.email_facts();
     let mut agg = PerAdmin::default();
-    for admin in admins {
+    for (admin, fact) in admins.iter().zip(facts) {
         let Some(resource) = admin_resource(admin) else {
             agg.unknown(unnamed(admin));
             continue;
         };
-        let Some(email) = admin
-            .email
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        else {
-            agg.unknown(format!("{resource} has no email"));
-            continue;
+        let email = admin.email.as_deref().map(str::trim).unwrap_or_default();
+        let (domain, provider) = match fact {
+            EmailFacts::Missing => {
+                agg.unknown(format!("{resource} has no email"));
+                continue;
+            }
+            EmailFacts::Unparseable => {
+                agg.unknown(format!("{resource} has an unparseable email {email:?}"));
+                continue;
+            }
+            EmailFacts::Parsed { domain, provider } => (domain.as_str(), provider.as_ref()),
         };
-        let Some(domain) = email_domain(email) else {
-            agg.unknown(format!("{resource} has an unparseable email {email:?}"));
-            continue;
+        let address = Address {
+            email,
+            domain,
+            provider,
         };
-        if let Some((title, extra)) = judge(admin, email, &domain) {
+        if let Some((title, extra)) = judge(admin, &address) {
             let mut evidence = admin_evidence(admin);
             if let (Some(e), Some(x)) = (evidence.as_object_mut(), extra.as_object()) {
                 e.extend(x.clone());
@@ -56,24 +71,15 @@ fn per_email(
     agg.finish()
 }
 
-/// The teammate's provider, unless ignored by configuration (see [`provider`]).
-fn provider_of(ctx: &Ctx<'_>, domain: &str) -> Option<Provider> {
-    provider(
-        domain,
-        &ctx.settings.personal_email_domains,
-        &ctx.settings.personal_email_domains_ignore,
-    )
-}
-
 /// Disposable takes precedence over personal, and both over lookalike and external: one
 /// finding per teammate for the most specific reason.
 pub(super) fn disposable_email(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     per_email(
         ctx,
-        |_, email, domain| match provider_of(ctx, domain)? {
+        |_, a| match a.provider? {
             Provider::Disposable { entry } => Some((
-                format!("Teammate {email} uses a disposable email address"),
-                json!({"domain": domain, "dataset_entry": entry}),
+                format!("Teammate {} uses a disposable email address", a.email),
+                json!({"domain": a.domain, "dataset_entry": entry}),
             )),
             Provider::Consumer { .. } => None,
         },
@@ -84,10 +90,10 @@ pub(super) fn disposable_email(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
 pub(super) fn personal_email_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     per_email(
         ctx,
-        |_, email, domain| match provider_of(ctx, domain)? {
+        |_, a| match a.provider? {
             Provider::Consumer { entry } => Some((
-                format!("Teammate {email} uses a personal email domain"),
-                json!({"domain": domain, "dataset_entry": entry}),
+                format!("Teammate {} uses a personal email domain", a.email),
+                json!({"domain": a.domain, "dataset_entry": entry}),
             )),
             Provider::Disposable { .. } => None,
         },
@@ -105,15 +111,18 @@ pub(super) fn lookalike_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     };
     per_email(
         ctx,
-        |_, email, domain| {
-            if provider_of(ctx, domain).is_some() {
+        |_, a| {
+            if a.provider.is_some() {
                 return None;
             }
-            match affiliation(domain, &allowed) {
+            match affiliation(a.domain, &allowed) {
                 Affiliation::Lookalike { imitates, rule } => Some((
-                    format!("Teammate {email} uses {domain}, a lookalike of {imitates}"),
+                    format!(
+                        "Teammate {} uses {}, a lookalike of {imitates}",
+                        a.email, a.domain
+                    ),
                     json!({
-                        "domain": domain,
+                        "domain": a.domain,
                         "imitates": imitates,
                         "rule": rule.as_str(),
                         "allowed_domains": allowed,
@@ -132,15 +141,15 @@ pub(super) fn external_domain(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     };
     per_email(
         ctx,
-        |_, email, domain| {
+        |_, a| {
             // Disposable, personal and lookalike domains have their own checks: one finding.
-            if provider_of(ctx, domain).is_some() {
+            if a.provider.is_some() {
                 return None;
             }
-            (affiliation(domain, &allowed) == Affiliation::External).then(|| {
+            (affiliation(a.domain, &allowed) == Affiliation::External).then(|| {
                 (
-                    format!("Teammate {email} is outside the allowed email domains"),
-                    json!({"domain": domain, "allowed_domains": allowed}),
+                    format!("Teammate {} is outside the allowed email domains", a.email),
+                    json!({"domain": a.domain, "allowed_domains": allowed}),
                 )
             })
         },
@@ -152,8 +161,8 @@ pub(super) fn shared_account(ctx: &Ctx<'_>, m: &CheckMeta) -> Verdict {
     let generic = &ctx.settings.shared_account_local_parts;
     per_email(
         ctx,
-        |admin, email, _| {
-            let local = local_part(email)?;
+        |admin, a| {
+            let local = local_part(a.email)?;
             generic
                 .iter()
                 .any(|g| g.trim().eq_ignore_ascii_case(&local))

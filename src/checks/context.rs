@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::domains::{email_domain, normalize_domain, registrable};
+use super::domains::{email_domain, normalize_domain, provider, registrable, Provider};
 use super::settings::CheckSettings;
 use super::snapshot::{PreviousState, Snapshot};
 use super::types::{FindingDraft, Verdict};
@@ -16,6 +16,67 @@ pub(crate) struct Ctx<'a> {
     pub prev: &'a PreviousState,
     pub settings: &'a CheckSettings,
     pub me: &'a Me,
+    /// What several checks derive from the same snapshot, shared by every check of one
+    /// evaluation.
+    pub derived: &'a Derived,
+}
+
+/// Values several checks derive from the same teammates, worked out by the first check
+/// that needs them and reused by the others of the same evaluation (same snapshot, same
+/// settings). Five email checks read each teammate's domain and four its provider: the
+/// IDNA normalisation and the dataset lookups, redone per check, were ~5 % of a steady
+/// scan's CPU (benches/README.md, issue 17).
+#[derive(Default)]
+pub(crate) struct Derived {
+    emails: std::cell::OnceCell<Vec<EmailFacts>>,
+}
+
+/// One teammate's address as the email checks judge it.
+pub(crate) enum EmailFacts {
+    /// No email, or an empty one.
+    Missing,
+    /// An address whose domain does not parse.
+    Unparseable,
+    Parsed {
+        /// The normalized domain ([`email_domain`]).
+        domain: String,
+        /// Its mailbox provider under the scan's settings ([`provider`]).
+        provider: Option<Provider>,
+    },
+}
+
+impl<'a> Ctx<'a> {
+    /// [`EmailFacts`] per teammate, in the order of the snapshot's list (empty when the
+    /// list was not fetched).
+    pub fn email_facts(&self) -> &'a [EmailFacts] {
+        self.derived.emails.get_or_init(|| {
+            let Ok(admins) = &self.snap.admins else {
+                return Vec::new();
+            };
+            admins
+                .iter()
+                .map(|admin| {
+                    let Some(email) = admin.email.as_deref().map(str::trim) else {
+                        return EmailFacts::Missing;
+                    };
+                    if email.is_empty() {
+                        return EmailFacts::Missing;
+                    }
+                    match email_domain(email) {
+                        None => EmailFacts::Unparseable,
+                        Some(domain) => EmailFacts::Parsed {
+                            provider: provider(
+                                &domain,
+                                &self.settings.personal_email_domains,
+                                &self.settings.personal_email_domains_ignore,
+                            ),
+                            domain,
+                        },
+                    }
+                })
+                .collect()
+        })
+    }
 }
 
 impl<'a> Ctx<'a> {

@@ -50,9 +50,10 @@ pub fn evaluate(
     previous: &PreviousState,
     settings: &CheckSettings,
 ) -> Vec<CheckOutcome> {
+    let derived = context::Derived::default();
     catalog()
         .iter()
-        .map(|m| evaluate_one(m, snapshot, previous, settings).into_outcome(m.id))
+        .map(|m| evaluate_one(m, snapshot, previous, settings, &derived).into_outcome(m.id))
         .collect()
 }
 
@@ -61,6 +62,7 @@ fn evaluate_one(
     snapshot: &Snapshot,
     previous: &PreviousState,
     settings: &CheckSettings,
+    derived: &context::Derived,
 ) -> Verdict {
     if settings.disabled.iter().any(|d| d.trim() == m.id) {
         return Verdict::not_evaluated(DISABLED_REASON);
@@ -76,6 +78,7 @@ fn evaluate_one(
         prev: previous,
         settings,
         me,
+        derived,
     };
     if m.source == Source::Manual {
         return manual::attested(&ctx, m);
