@@ -9,7 +9,7 @@ use crate::checks::{ActivityEvent, EarlierActivity, EventMetadata, Interner};
 
 /// Events per INSERT: large enough to amortise the round trip, small enough that the
 /// encoded arrays of one statement stay a few MB.
-const INSERT_BATCH: usize = 2000;
+pub(super) const INSERT_BATCH: usize = 2000;
 
 /// What a scan reads of the stored activity log: the events the checks read one by one,
 /// and an aggregate of the rest of the look-back window for the inactivity checks.
@@ -104,58 +104,49 @@ pub async fn for_scan(
     Ok(out)
 }
 
-/// Inserts new events; ones already stored (the overlap window) are skipped by id. The
-/// table is partitioned by `created_at`, so its primary key includes it and cannot do the
-/// de-duplication by id alone: the `NOT EXISTS` does (one index probe per partition, on the
-/// primary key's `(instance_id, event_id)` prefix), `ON CONFLICT` covers a racing insert.
-/// Returns how many were actually new.
+/// The scan's new events as the columns of an `UNNEST`, metadata as JSON text (cast in
+/// SQL: no parsed `Value` per event on either side). Inserted by
+/// [`super::workspace::write`]: ones already stored (the overlap window) are skipped by
+/// id. The table is partitioned by `created_at`, so its primary key includes it and cannot
+/// do the de-duplication by id alone: a `NOT EXISTS` does (one index probe per partition,
+/// on the primary key's `(instance_id, event_id)` prefix), `ON CONFLICT` covers a racing
+/// insert.
+#[derive(Default)]
+pub(super) struct EventColumns<'a> {
+    pub ids: Vec<&'a str>,
+    pub types: Vec<&'a str>,
+    pub by_id: Vec<Option<&'a str>>,
+    pub by_email: Vec<Option<&'a str>>,
+    pub ips: Vec<Option<&'a str>>,
+    pub created: Vec<DateTime<Utc>>,
+    pub descriptions: Vec<Option<&'a str>>,
+    pub metadata: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    pub(super) fn of(batch: &'a [ActivityEvent]) -> Self {
+        Self {
+            ids: batch.iter().map(|e| &*e.id).collect(),
+            types: batch.iter().map(|e| e.activity_type.as_str()).collect(),
+            by_id: batch.iter().map(|e| e.performed_by_id.as_deref()).collect(),
+            by_email: batch
+                .iter()
+                .map(|e| e.performed_by_email.as_deref())
+                .collect(),
+            ips: batch.iter().map(|e| e.ip.as_deref()).collect(),
+            created: batch.iter().map(|e| e.created_at).collect(),
+            descriptions: batch.iter().map(|e| e.description.as_deref()).collect(),
+            metadata: batch.iter().map(|e| e.metadata.json_text()).collect(),
+        }
+    }
+}
+
+/// Inserts new events alone (no inventory change); returns how many were actually new.
 pub async fn insert(
     conn: &mut PgConnection,
     instance_id: Uuid,
     scan_id: Uuid,
     events: &[ActivityEvent],
 ) -> Result<u64, sqlx::Error> {
-    let mut inserted = 0;
-    for batch in events.chunks(INSERT_BATCH) {
-        let ids: Vec<&str> = batch.iter().map(|e| &*e.id).collect();
-        let types: Vec<&str> = batch.iter().map(|e| e.activity_type.as_str()).collect();
-        let by_id: Vec<Option<&str>> = batch.iter().map(|e| e.performed_by_id.as_deref()).collect();
-        let by_email: Vec<Option<&str>> = batch
-            .iter()
-            .map(|e| e.performed_by_email.as_deref())
-            .collect();
-        let ips: Vec<Option<&str>> = batch.iter().map(|e| e.ip.as_deref()).collect();
-        let created: Vec<DateTime<Utc>> = batch.iter().map(|e| e.created_at).collect();
-        let descriptions: Vec<Option<&str>> =
-            batch.iter().map(|e| e.description.as_deref()).collect();
-        // JSON text, cast in SQL: no parsed Value per event on either side.
-        let metadata: Vec<&str> = batch.iter().map(|e| e.metadata.json_text()).collect();
-        let done = sqlx::query!(
-            r#"INSERT INTO sspm.activity_events
-                   (instance_id, event_id, activity_type, performed_by_id, performed_by_email, ip,
-                    created_at, description, metadata, scan_id)
-               SELECT $1, u.event_id, u.activity_type, u.by_id, u.by_email, u.ip, u.created_at,
-                      u.description, u.metadata::jsonb, $2
-               FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::timestamptz[], $9::text[], $10::text[])
-                    AS u(event_id, activity_type, by_id, by_email, ip, created_at, description, metadata)
-               WHERE NOT EXISTS (SELECT 1 FROM sspm.activity_events s
-                                 WHERE s.instance_id = $1 AND s.event_id = u.event_id)
-               ON CONFLICT DO NOTHING"#,
-            instance_id,
-            scan_id,
-            &ids as &[&str],
-            &types as &[&str],
-            &by_id as &[Option<&str>],
-            &by_email as &[Option<&str>],
-            &ips as &[Option<&str>],
-            &created,
-            &descriptions as &[Option<&str>],
-            &metadata as &[&str],
-        )
-        .execute(&mut *conn)
-        .await?;
-        inserted += done.rows_affected();
-    }
-    Ok(inserted)
+    super::workspace::write(conn, instance_id, scan_id, None, events).await
 }

@@ -11,7 +11,7 @@ use crate::checks::AdminHistory;
 use crate::intercom::models::Admin;
 
 /// Teammates per upsert statement.
-const UPSERT_BATCH: usize = 5000;
+pub(super) const UPSERT_BATCH: usize = 5000;
 
 /// One inventory row as stored: what the checks read (`history`) and what `sync` compares
 /// to decide whether the row needs writing. The listed fields are kept as their digest
@@ -185,141 +185,90 @@ pub struct AdminActivity {
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
-/// Brings the inventory to what `/admins` lists now: rows that change are upserted,
-/// rows that only were seen again get `last_seen_at` in one statement, and the ones no
-/// longer listed are marked removed. `before` is the inventory read before collection;
-/// when `current_scan` (the instance's last scan, read under the scan's lock) is not the
-/// one it was read after, another scan committed meanwhile and every row is upserted.
-pub async fn sync(
-    conn: &mut PgConnection,
-    instance_id: Uuid,
-    now: DateTime<Utc>,
-    admins: &[Admin],
-    activity: &HashMap<String, AdminActivity>,
-    before: &Inventory,
-    current_scan: Option<Uuid>,
-) -> Result<(), sqlx::Error> {
-    let trusted = before.after_scan == current_scan;
-    // The first listing of each id counts (Intercom should not repeat one).
-    let mut listed: HashSet<&str> = HashSet::with_capacity(admins.len());
-    let admins: Vec<&Admin> = admins
-        .iter()
-        .filter(|a| a.id.as_deref().is_some_and(|id| listed.insert(id)))
-        .collect();
-    let n = admins.len();
-    let mut seen_again: Vec<&str> = Vec::new();
-    let mut ids = Vec::with_capacity(n);
-    let mut names = Vec::with_capacity(n);
-    let mut emails = Vec::with_capacity(n);
-    let mut titles = Vec::with_capacity(n);
-    let mut roles = Vec::with_capacity(n);
-    let mut role_ids = Vec::with_capacity(n);
-    let mut seats = Vec::with_capacity(n);
-    let mut away = Vec::with_capacity(n);
-    let mut teams = Vec::with_capacity(n);
-    let mut last_active = Vec::with_capacity(n);
-    let mut last_login = Vec::with_capacity(n);
-    for a in &admins {
-        let id = a.id.as_deref().unwrap_or_default();
-        let act = activity.get(id).copied().unwrap_or_default();
-        let joined = a.team_ids.as_deref().unwrap_or_default().join(",");
-        if trusted
-            && before
-                .admins
-                .get(id)
-                .is_some_and(|stored| unchanged(stored, a, &joined, &act))
-        {
-            seen_again.push(id);
-            continue;
+/// How a scan's write brings the inventory to what `/admins` lists now: the rows that
+/// change, upserted with these columns; the rows only seen again, whose `last_seen_at`
+/// alone moves; and, when a row read before is no longer listed, every listed id (the
+/// others are marked removed). Written with the scan's new events by
+/// [`super::workspace::write`].
+pub struct InventoryWrite<'a> {
+    pub(super) now: DateTime<Utc>,
+    pub(super) upserts: UpsertColumns<'a>,
+    pub(super) seen_again: Vec<&'a str>,
+    /// None when nobody left: no row is marked removed.
+    pub(super) listed: Option<Vec<&'a str>>,
+}
+
+/// The upserted teammates as the columns of an `UNNEST`.
+#[derive(Default)]
+pub(super) struct UpsertColumns<'a> {
+    pub ids: Vec<&'a str>,
+    pub names: Vec<Option<&'a str>>,
+    pub emails: Vec<Option<&'a str>>,
+    pub titles: Vec<Option<&'a str>>,
+    pub roles: Vec<Option<&'a str>>,
+    pub role_ids: Vec<Option<&'a str>>,
+    pub seats: Vec<Option<bool>>,
+    pub away: Vec<Option<bool>>,
+    pub teams: Vec<String>,
+    pub last_active: Vec<Option<DateTime<Utc>>>,
+    pub last_login: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> InventoryWrite<'a> {
+    /// `before` is the inventory read before collection; when `current_scan` (the
+    /// instance's last scan, read under the scan's lock) is not the one it was read after,
+    /// another scan committed meanwhile and every row is upserted.
+    pub fn of(
+        now: DateTime<Utc>,
+        admins: &'a [Admin],
+        activity: &HashMap<String, AdminActivity>,
+        before: &Inventory,
+        current_scan: Option<Uuid>,
+    ) -> Self {
+        let trusted = before.after_scan == current_scan;
+        // The first listing of each id counts (Intercom should not repeat one).
+        let mut listed: HashSet<&str> = HashSet::with_capacity(admins.len());
+        let mut seen_again: Vec<&str> = Vec::new();
+        let mut c = UpsertColumns::default();
+        for a in admins {
+            let Some(id) = a.id.as_deref().filter(|id| listed.insert(id)) else {
+                continue;
+            };
+            let act = activity.get(id).copied().unwrap_or_default();
+            let joined = a.team_ids.as_deref().unwrap_or_default().join(",");
+            if trusted
+                && before
+                    .admins
+                    .get(id)
+                    .is_some_and(|stored| unchanged(stored, a, &joined, &act))
+            {
+                seen_again.push(id);
+                continue;
+            }
+            c.names.push(a.name.as_deref());
+            c.emails.push(a.email.as_deref());
+            c.titles.push(a.job_title.as_deref());
+            c.roles
+                .push(a.role.as_ref().and_then(|r| r.name.as_deref()));
+            c.role_ids
+                .push(a.role.as_ref().and_then(|r| r.id.as_deref()));
+            c.seats.push(a.has_inbox_seat);
+            c.away.push(a.away_mode_enabled);
+            c.teams.push(joined);
+            c.last_active.push(act.last_active_at);
+            c.last_login.push(act.last_login_at);
+            c.ids.push(id);
         }
-        names.push(a.name.clone());
-        emails.push(a.email.clone());
-        titles.push(a.job_title.clone());
-        roles.push(a.role.as_ref().and_then(|r| r.name.clone()));
-        role_ids.push(a.role.as_ref().and_then(|r| r.id.clone()));
-        seats.push(a.has_inbox_seat);
-        away.push(a.away_mode_enabled);
-        teams.push(joined);
-        last_active.push(act.last_active_at);
-        last_login.push(act.last_login_at);
-        ids.push(id);
-    }
-    // Someone left only if a row read before is not listed now (or the read is stale).
-    let removals = !trusted || before.admins.keys().any(|id| !listed.contains(id.as_str()));
-    let listed: Vec<&str> = if removals {
-        ids.iter().chain(seen_again.iter()).copied().collect()
-    } else {
-        Vec::new()
-    };
-    // Upserts beyond one chunk (a large workspace's first scan) go first, each in the same
-    // statement with its other parts empty; the last chunk carries the bump of the rows seen
-    // again and the removals: a steady scan writes its inventory in one round trip. The
-    // three parts touch disjoint rows (listed and changed, listed and unchanged, no longer
-    // listed), so no row is modified twice in a statement.
-    for (chunk, last) in super::write_chunks(ids.len(), UPSERT_BATCH) {
-        let (lo, hi) = (chunk.start, chunk.end);
-        let (bump, removed): (&[&str], Option<&[&str]>) = if last {
-            (&seen_again, removals.then_some(&listed[..]))
-        } else {
-            (&[], None)
-        };
-        sqlx::query!(
-            r#"WITH changed AS (
-                   INSERT INTO sspm.admins
-                       (instance_id, admin_id, name, email, job_title, role, role_id, has_inbox_seat,
-                        away_mode_enabled, away_since, team_ids, first_seen_at, last_seen_at, removed_at,
-                        last_active_at, last_login_at)
-                   SELECT $1, u.admin_id, u.name, u.email, u.job_title, u.role, u.role_id, u.seat, u.away,
-                          CASE WHEN u.away THEN $2::timestamptz END,
-                          COALESCE(string_to_array(NULLIF(u.teams, ''), ','), '{}'),
-                          $2, $2, NULL, u.last_active, u.last_login
-                   FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                               $9::bool[], $10::bool[], $11::text[], $12::timestamptz[], $13::timestamptz[])
-                        AS u(admin_id, name, email, job_title, role, role_id, seat, away, teams, last_active, last_login)
-                   ON CONFLICT (instance_id, admin_id) DO UPDATE SET
-                       name = EXCLUDED.name,
-                       email = EXCLUDED.email,
-                       job_title = EXCLUDED.job_title,
-                       role = EXCLUDED.role,
-                       role_id = EXCLUDED.role_id,
-                       has_inbox_seat = EXCLUDED.has_inbox_seat,
-                       away_mode_enabled = EXCLUDED.away_mode_enabled,
-                       -- Away time is continuous: it starts when first seen away and ends when back.
-                       away_since = CASE WHEN EXCLUDED.away_mode_enabled IS TRUE
-                                         THEN COALESCE(sspm.admins.away_since, EXCLUDED.away_since) END,
-                       team_ids = EXCLUDED.team_ids,
-                       last_seen_at = EXCLUDED.last_seen_at,
-                       removed_at = NULL,
-                       last_active_at = GREATEST(sspm.admins.last_active_at, EXCLUDED.last_active_at),
-                       last_login_at = GREATEST(sspm.admins.last_login_at, EXCLUDED.last_login_at)
-               ),
-               seen_again AS (
-                   UPDATE sspm.admins SET last_seen_at = $2
-                   WHERE instance_id = $1 AND admin_id = ANY($14)
-               )
-               UPDATE sspm.admins SET removed_at = $2
-               WHERE $15::text[] IS NOT NULL
-                 AND instance_id = $1 AND removed_at IS NULL AND NOT (admin_id = ANY($15))"#,
-            instance_id,
+        // Someone left only if a row read before is not listed now (or the read is stale).
+        let removals = !trusted || before.admins.keys().any(|id| !listed.contains(id.as_str()));
+        let listed = removals.then(|| c.ids.iter().chain(seen_again.iter()).copied().collect());
+        Self {
             now,
-            &ids[lo..hi] as &[&str],
-            &names[lo..hi] as &[Option<String>],
-            &emails[lo..hi] as &[Option<String>],
-            &titles[lo..hi] as &[Option<String>],
-            &roles[lo..hi] as &[Option<String>],
-            &role_ids[lo..hi] as &[Option<String>],
-            &seats[lo..hi] as &[Option<bool>],
-            &away[lo..hi] as &[Option<bool>],
-            &teams[lo..hi],
-            &last_active[lo..hi] as &[Option<DateTime<Utc>>],
-            &last_login[lo..hi] as &[Option<DateTime<Utc>>],
-            bump as &[&str],
-            removed as Option<&[&str]>,
-        )
-        .execute(&mut *conn)
-        .await?;
+            upserts: c,
+            seen_again,
+            listed,
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

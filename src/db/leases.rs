@@ -575,17 +575,30 @@ fn write_lock(row: Option<LockedInstance>, fence: Option<Uuid>) -> WriteLock {
     }
 }
 
+/// What [`lock_for_scan_write`] read with its lock.
+#[derive(Debug)]
+pub struct ScanWriteStart {
+    pub lock: WriteLock,
+    /// What the scan's lifecycle plan starts from.
+    pub plan: crate::db::findings::PlanInputs,
+    /// Whether any alert channel is enabled (false also when the instance is gone): a
+    /// scan whose transitions could alert reads the channels only then, a round trip
+    /// fewer for most scans with changes (`notify::ScanNotice::channels_enabled`).
+    pub any_channel_enabled: bool,
+}
+
 /// [`lock_for_write`] for a scan that writes findings, with what its lifecycle plan starts
 /// from (`findings::PlanInputs`: the findings, locked too, and the exceptions in force at
-/// `at`), in one statement: a round trip fewer per scan. The instance row is locked before
-/// its findings, the order every writer of an instance keeps (the Append runs its
-/// branches in order). A lost fence still returns the findings: the caller rolls back.
+/// `at`) and whether any alert channel is enabled, in one statement: round trips fewer
+/// per scan. The instance row is locked before its findings, the order every writer of an
+/// instance keeps (the Append runs its branches in order). A lost fence still returns the
+/// findings: the caller rolls back.
 pub async fn lock_for_scan_write(
     conn: &mut PgConnection,
     id: Uuid,
     fence: Option<Uuid>,
     at: DateTime<Utc>,
-) -> Result<(WriteLock, crate::db::findings::PlanInputs), sqlx::Error> {
+) -> Result<ScanWriteStart, sqlx::Error> {
     let rows = sqlx::query!(
         r#"WITH instance AS (
                SELECT lease_token, last_scan_id, now() AS now
@@ -597,14 +610,15 @@ pub async fn lock_for_scan_write(
            SELECT 0 AS "kind!", NULL::uuid AS id, NULL::text AS check_id, NULL::text AS resource,
                   NULL::text AS "status?: Checked<FindingStatus>", NULL::text AS severity,
                   NULL::uuid AS exception_id, NULL::bigint AS content_digest,
-                  lease_token, last_scan_id, now
+                  lease_token, last_scan_id, now,
+                  EXISTS (SELECT 1 FROM sspm.notification_channels WHERE enabled) AS channels_enabled
            FROM instance
            UNION ALL
            SELECT 1, id, check_id, resource, status, severity, exception_id, content_digest,
-                  NULL, NULL, NULL
+                  NULL, NULL, NULL, NULL
            FROM locked
            UNION ALL
-           SELECT 2, id, check_id, resource, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+           SELECT 2, id, check_id, resource, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
            FROM sspm.exceptions
            WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > $2)"#,
         id,
@@ -613,6 +627,7 @@ pub async fn lock_for_scan_write(
     .fetch_all(&mut *conn)
     .await?;
     let mut instance = None;
+    let mut any_channel_enabled = false;
     let mut plan = crate::db::findings::PlanInputs::default();
     for r in rows {
         if r.kind == 0 {
@@ -623,6 +638,7 @@ pub async fn lock_for_scan_write(
                     sqlx::Error::Decode(format!("sspm.instances row {id}: now() is NULL").into())
                 })?,
             });
+            any_channel_enabled = r.channels_enabled.unwrap_or(false);
             continue;
         }
         plan.push(crate::db::findings::PlanRow {
@@ -636,7 +652,11 @@ pub async fn lock_for_scan_write(
             content_digest: r.content_digest,
         })?;
     }
-    Ok((write_lock(instance, fence), plan))
+    Ok(ScanWriteStart {
+        lock: write_lock(instance, fence),
+        plan,
+        any_channel_enabled,
+    })
 }
 
 /// Instances due at least `overdue_by` ago and not held by a live lease: how many, and

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod leases;
 pub mod scans;
 pub mod schema;
+pub mod workspace;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

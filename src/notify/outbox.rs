@@ -33,6 +33,10 @@ pub struct ScanNotice<'a> {
     /// The finding transitions this scan's transaction recorded (empty for a scan that
     /// ended before its checks ran).
     pub transitions: &'a [crate::lifecycle::Transition],
+    /// Whether any channel is enabled, when the scan's transaction read it already
+    /// (`leases::lock_for_scan_write`); None reads the channels whenever something could
+    /// alert.
+    pub channels_enabled: Option<bool>,
 }
 
 /// Whether any transition can alert (into `muted` never does): without one and without a
@@ -44,8 +48,9 @@ fn any_alerting(transitions: &[crate::lifecycle::Transition]) -> bool {
 }
 
 /// Inserts this scan's alerts; returns how many rows. A scan with nothing to alert (the
-/// steady state: no transition, no health change) costs no query at all; otherwise one
-/// small query finds the enabled channels, and nothing more runs when there are none.
+/// steady state: no transition, no health change), or that knows no channel is enabled,
+/// costs no query at all; otherwise one small query finds the enabled channels, and
+/// nothing more runs when there are none.
 pub async fn enqueue_for_scan(
     conn: &mut PgConnection,
     notice: &ScanNotice<'_>,
@@ -59,7 +64,9 @@ pub async fn enqueue_for_scan(
             to: after,
             detail: notice.status_detail.map(|d| d.chars().take(500).collect()),
         });
-    if health.is_none() && !any_alerting(notice.transitions) {
+    if (health.is_none() && !any_alerting(notice.transitions))
+        || notice.channels_enabled == Some(false)
+    {
         return Ok(0);
     }
     let channels = channels::list_enabled(&mut *conn).await?;

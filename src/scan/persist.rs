@@ -20,7 +20,7 @@ use crate::db::admins::AdminActivity;
 use crate::db::findings::FindingCatalogData;
 use crate::db::instances::{Instance, InstanceScanUpdate};
 use crate::db::leases::{self, Held, WriteLock};
-use crate::db::{activity, admins, findings, scans};
+use crate::db::{admins, findings, scans, workspace};
 use crate::lifecycle::{self, FindingStatus, Mode};
 use crate::scheduler::timing::NextPlan;
 use crate::status::{InstanceStatus, ScanStatus};
@@ -114,7 +114,7 @@ pub(super) struct PersistInput<'a> {
     pub outcomes: Vec<CheckOutcome>,
     pub collected: &'a Collected,
     /// The inventory read after collection (compared, not trusted blindly: see
-    /// `admins::sync`).
+    /// `admins::InventoryWrite::of`).
     pub inventory: &'a admins::Inventory,
     pub failure: Option<Failure>,
     pub api_calls: u32,
@@ -280,26 +280,35 @@ async fn write_workspace(
         cursor_at: None,
         covered_from: None,
     };
-    if let Ok(list) = &collected.snapshot.admins {
-        admins::sync(
-            tx,
-            instance.id,
+    let activity_by_admin = admin_activity(collected);
+    let inventory = collected.snapshot.admins.as_ref().ok().map(|list| {
+        out.admins_seen = Some(list.len() as i32);
+        admins::InventoryWrite::of(
             now,
             list,
-            &admin_activity(collected),
+            &activity_by_admin,
             input.inventory,
             input.last_scan_id,
         )
-        .await?;
-        out.admins_seen = Some(list.len() as i32);
-    }
-    if let (ActivityData::Available { .. }, Some(window)) =
-        (&collected.snapshot.activity, collected.fetched_window)
-    {
-        let n = activity::insert(tx, instance.id, scan_id, collected.new_events()).await?;
-        out.events_ingested = Some(n as i32);
-        out.cursor_at = Some(window.before);
-        out.covered_from = Some(window.covered_from);
+    });
+    let events = match (&collected.snapshot.activity, collected.fetched_window) {
+        (ActivityData::Available { .. }, Some(window)) => {
+            out.cursor_at = Some(window.before);
+            out.covered_from = Some(window.covered_from);
+            Some(collected.new_events())
+        }
+        _ => None,
+    };
+    let inserted = workspace::write(
+        tx,
+        instance.id,
+        scan_id,
+        inventory.as_ref(),
+        events.unwrap_or_default(),
+    )
+    .await?;
+    if events.is_some() {
+        out.events_ingested = Some(inserted as i32);
     }
     Ok(out)
 }
@@ -373,14 +382,15 @@ pub(super) async fn persist(input: PersistInput<'_>) -> Result<ScanReport, ScanE
         Mode::HealthOnly
     };
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let (lock, plan_inputs) = leases::lock_for_scan_write(
+    let start = leases::lock_for_scan_write(
         &mut tx,
         instance.id,
         fence.as_ref().map(|f| f.lease_token),
         now,
     )
     .await?;
-    let (finished_at, last_scan_id) = locked(lock, instance)?;
+    let (finished_at, last_scan_id) = locked(start.lock, instance)?;
+    let plan_inputs = start.plan;
 
     let summary = write_findings(
         &mut tx,
@@ -490,6 +500,7 @@ pub(super) async fn persist(input: PersistInput<'_>) -> Result<ScanReport, ScanE
             status_after: instance_status,
             status_detail: error.as_deref(),
             transitions: &summary.transitions,
+            channels_enabled: Some(start.any_channel_enabled),
         },
     )
     .await?;
@@ -605,6 +616,7 @@ pub(super) async fn fail_without_results(
             status_after: instance_status,
             status_detail: Some(&message),
             transitions: &[],
+            channels_enabled: None,
         },
     )
     .await?;

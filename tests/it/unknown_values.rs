@@ -33,21 +33,48 @@ async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {
     let (instance, finding) = instance_with_finding(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
     let now = chrono::Utc::now();
-    let (lock, known) = leases::lock_for_scan_write(&mut conn, instance, None, now)
+    let known = leases::lock_for_scan_write(&mut conn, instance, None, now)
         .await
         .unwrap();
-    assert!(matches!(lock, leases::WriteLock::Locked { .. }), "{lock:?}");
-    assert_eq!(known.existing.len(), 1);
+    assert!(
+        matches!(known.lock, leases::WriteLock::Locked { .. }),
+        "{known:?}"
+    );
+    assert_eq!(known.plan.existing.len(), 1);
+    assert!(!known.any_channel_enabled, "no channel exists");
     // The same statement is the scan's fence: another holder's token, or no instance.
-    let (lock, _) = leases::lock_for_scan_write(&mut conn, instance, Some(Uuid::new_v4()), now)
+    let lost = leases::lock_for_scan_write(&mut conn, instance, Some(Uuid::new_v4()), now)
         .await
         .unwrap();
-    assert_eq!(lock, leases::WriteLock::LeaseLost);
-    let (lock, none) = leases::lock_for_scan_write(&mut conn, Uuid::new_v4(), None, now)
+    assert_eq!(lost.lock, leases::WriteLock::LeaseLost);
+    let none = leases::lock_for_scan_write(&mut conn, Uuid::new_v4(), None, now)
         .await
         .unwrap();
-    assert_eq!(lock, leases::WriteLock::Gone);
-    assert!(none.existing.is_empty());
+    assert_eq!(none.lock, leases::WriteLock::Gone);
+    assert!(none.plan.existing.is_empty());
+    // And it tells whether the outbox needs to read the channels: only enabled ones count.
+    sqlx::query(
+        "INSERT INTO sspm.notification_channels (name, kind, enabled, url_ref)
+         VALUES ('paused', 'slack', false, 'env:SLACK_URL')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let paused = leases::lock_for_scan_write(&mut conn, instance, None, now)
+        .await
+        .unwrap();
+    assert!(
+        !paused.any_channel_enabled,
+        "a disabled channel alerts nobody"
+    );
+    sqlx::query("UPDATE sspm.notification_channels SET enabled = true")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let enabled = leases::lock_for_scan_write(&mut conn, instance, None, now)
+        .await
+        .unwrap();
+    assert!(enabled.any_channel_enabled);
 
     // As a newer build (or a hand edit) might leave it.
     sqlx::query("ALTER TABLE sspm.findings DROP CONSTRAINT findings_status_valid")
