@@ -79,10 +79,13 @@ fn missing_column(id: Uuid, column: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("{TABLE} row {id}: {column} is NULL").into())
 }
 
-/// Catalog data stored with each finding so consumers need not know the catalog.
+/// Catalog data stored with each finding so consumers need not know the catalog: the
+/// remediation text and the compliance mapping as JSON text (what `Value`'s serialiser
+/// writes). Static: the catalog is compiled in, so its JSON is made once per process.
+#[derive(Debug, Clone, Copy)]
 pub struct FindingCatalogData {
-    pub remediation: String,
-    pub compliance: serde_json::Value,
+    pub remediation: &'static str,
+    pub compliance_json: &'static str,
 }
 
 /// Digest of what the scanner writes into a finding's content columns (stored as
@@ -137,7 +140,7 @@ struct SplitWrites<'p, 'a> {
     seen_again: Vec<Uuid>,
     full: Vec<(&'p FindingWrite<'a>, i64)>,
     /// Remediation and compliance JSON per check, made once per scan.
-    catalog_of: HashMap<&'static str, (String, String)>,
+    catalog_of: HashMap<&'static str, FindingCatalogData>,
 }
 
 fn split_writes<'p, 'a>(
@@ -152,15 +155,15 @@ fn split_writes<'p, 'a>(
         catalog_of: HashMap::new(),
     };
     for w in writes {
-        let (remediation, compliance) = out.catalog_of.entry(w.check_id).or_insert_with(|| {
-            let data = catalog(w.check_id);
-            (data.remediation, data.compliance.to_string())
-        });
+        let data = *out
+            .catalog_of
+            .entry(w.check_id)
+            .or_insert_with(|| catalog(w.check_id));
         let digest = content_digest(
             w.draft.severity.as_str(),
             &w.draft.title,
-            remediation,
-            compliance,
+            data.remediation,
+            data.compliance_json,
             &w.draft.evidence,
         );
         match prior.get(&w.id) {
@@ -197,11 +200,11 @@ struct FullColumns<'p> {
 impl<'p> FullColumns<'p> {
     fn of(
         chunk: &[(&'p FindingWrite<'_>, i64)],
-        catalog_of: &'p HashMap<&'static str, (String, String)>,
+        catalog_of: &'p HashMap<&'static str, FindingCatalogData>,
     ) -> Self {
         let mut c = FullColumns::default();
         for (w, digest) in chunk {
-            let (rem, comp) = &catalog_of[w.check_id];
+            let data = &catalog_of[w.check_id];
             c.ids.push(w.id);
             c.check_ids.push(w.check_id);
             c.resources.push(w.draft.resource.as_str());
@@ -209,8 +212,8 @@ impl<'p> FullColumns<'p> {
             c.severities.push(w.draft.severity.as_str());
             c.titles.push(w.draft.title.as_str());
             c.evidence.push(w.draft.evidence.json());
-            c.remediations.push(rem);
-            c.compliance.push(comp);
+            c.remediations.push(data.remediation);
+            c.compliance.push(data.compliance_json);
             c.exception_ids.push(w.exception_id);
             c.digests.push(*digest);
         }
