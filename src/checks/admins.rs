@@ -31,15 +31,14 @@ fn per_email(
         Ok(a) => a,
         Err(v) => return v,
     };
-    let facts = ctx.email_facts();
     let mut agg = PerAdmin::default();
-    for (admin, fact) in admins.iter().zip(facts) {
+    for admin in admins {
         let Some(resource) = admin_resource(admin) else {
             agg.unknown(unnamed(admin));
             continue;
         };
         let email = admin.email.as_deref().map(str::trim).unwrap_or_default();
-        let (domain, provider) = match fact {
+        let (domain, provider) = match ctx.email_facts(admin) {
             EmailFacts::Missing => {
                 agg.unknown(format!("{resource} has no email"));
                 continue;
@@ -48,7 +47,7 @@ fn per_email(
                 agg.unknown(format!("{resource} has an unparseable email {email:?}"));
                 continue;
             }
-            EmailFacts::Parsed { domain, provider } => (domain.as_str(), provider.as_ref()),
+            EmailFacts::Parsed(facts) => (facts.domain.as_str(), facts.provider.as_ref()),
         };
         let address = Address {
             email,

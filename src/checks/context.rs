@@ -4,7 +4,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::domains::{email_domain, normalize_domain, provider, registrable, Provider};
+use foldhash::{HashMap, HashMapExt};
+
+use super::domains::{
+    domain_part, email_domain, normalize_domain, normalize_email_domain, provider, registrable,
+    Provider,
+};
 use super::settings::CheckSettings;
 use super::snapshot::{PreviousState, Snapshot};
 use super::types::{FindingDraft, Verdict};
@@ -18,63 +23,74 @@ pub(crate) struct Ctx<'a> {
     pub me: &'a Me,
     /// What several checks derive from the same snapshot, shared by every check of one
     /// evaluation.
-    pub derived: &'a Derived,
+    pub derived: &'a Derived<'a>,
 }
 
 /// Values several checks derive from the same teammates, worked out by the first check
 /// that needs them and reused by the others of the same evaluation (same snapshot, same
 /// settings). Five email checks read each teammate's domain and four its provider: the
-/// IDNA normalisation and the dataset lookups, redone per check, were ~5 % of a steady
-/// scan's CPU (benches/README.md, issue 17).
+/// IDNA normalisation and the dataset lookups, redone per check and teammate, were ~5 % of
+/// a steady scan's CPU (benches/README.md, issue 17). Kept per distinct domain as written
+/// (a workspace has few), not per teammate: a 20,000-teammate list would otherwise hold
+/// ~2 MB more at the scan's memory peak.
 #[derive(Default)]
-pub(crate) struct Derived {
-    emails: std::cell::OnceCell<Vec<EmailFacts>>,
+pub(crate) struct Derived<'a> {
+    domains: std::cell::OnceCell<HashMap<&'a str, Option<DomainFacts>>>,
 }
 
-/// One teammate's address as the email checks judge it.
-pub(crate) enum EmailFacts {
+/// A teammate's email domain as the email checks judge it.
+pub(crate) struct DomainFacts {
+    /// The normalized domain ([`email_domain`]).
+    pub domain: String,
+    /// Its mailbox provider under the scan's settings ([`provider`]).
+    pub provider: Option<Provider>,
+}
+
+/// What the email checks can tell of one teammate's address.
+pub(crate) enum EmailFacts<'d> {
     /// No email, or an empty one.
     Missing,
     /// An address whose domain does not parse.
     Unparseable,
-    Parsed {
-        /// The normalized domain ([`email_domain`]).
-        domain: String,
-        /// Its mailbox provider under the scan's settings ([`provider`]).
-        provider: Option<Provider>,
-    },
+    Parsed(&'d DomainFacts),
 }
 
 impl<'a> Ctx<'a> {
-    /// [`EmailFacts`] per teammate, in the order of the snapshot's list (empty when the
-    /// list was not fetched).
-    pub fn email_facts(&self) -> &'a [EmailFacts] {
-        self.derived.emails.get_or_init(|| {
+    /// [`EmailFacts`] of a teammate of the snapshot's list.
+    pub fn email_facts(&self, admin: &Admin) -> EmailFacts<'a> {
+        let Some(email) = admin.email.as_deref().map(str::trim) else {
+            return EmailFacts::Missing;
+        };
+        if email.is_empty() {
+            return EmailFacts::Missing;
+        }
+        let facts = domain_part(email).and_then(|d| self.domains().get(d)?.as_ref());
+        facts.map_or(EmailFacts::Unparseable, EmailFacts::Parsed)
+    }
+
+    /// Every distinct domain part of the teammates' addresses, judged once.
+    fn domains(&self) -> &'a HashMap<&'a str, Option<DomainFacts>> {
+        self.derived.domains.get_or_init(|| {
+            let mut out = HashMap::new();
             let Ok(admins) = &self.snap.admins else {
-                return Vec::new();
+                return out;
             };
-            admins
+            for part in admins
                 .iter()
-                .map(|admin| {
-                    let Some(email) = admin.email.as_deref().map(str::trim) else {
-                        return EmailFacts::Missing;
-                    };
-                    if email.is_empty() {
-                        return EmailFacts::Missing;
-                    }
-                    match email_domain(email) {
-                        None => EmailFacts::Unparseable,
-                        Some(domain) => EmailFacts::Parsed {
-                            provider: provider(
-                                &domain,
-                                &self.settings.personal_email_domains,
-                                &self.settings.personal_email_domains_ignore,
-                            ),
-                            domain,
-                        },
-                    }
-                })
-                .collect()
+                .filter_map(|a| domain_part(a.email.as_deref()?))
+            {
+                out.entry(part).or_insert_with(|| {
+                    normalize_email_domain(part).map(|domain| DomainFacts {
+                        provider: provider(
+                            &domain,
+                            &self.settings.personal_email_domains,
+                            &self.settings.personal_email_domains_ignore,
+                        ),
+                        domain,
+                    })
+                });
+            }
+            out
         })
     }
 }
@@ -212,6 +228,71 @@ pub(crate) fn unnamed(admin: &Admin) -> String {
 mod tests {
     use super::*;
     use crate::checks::types::Severity;
+
+    /// The facts shared per domain are what each teammate's own address gives, whatever
+    /// the case or spacing it is written with, and teammates without a usable address
+    /// stay apart.
+    #[test]
+    fn email_facts_are_each_addresses_own_domain_and_provider() {
+        use crate::checks::testutil::{admin, previous, snapshot};
+        let mut snap = snapshot();
+        let emails = [
+            "a@Gmail.com",
+            " b@gmail.com ",
+            "c@acme.com",
+            "d@mailinator.com",
+            "e@",
+            "@acme.com",
+            "no-at-sign",
+            "f@bad domain.com",
+            "",
+        ];
+        let mut admins: Vec<Admin> = emails
+            .iter()
+            .enumerate()
+            .map(|(i, e)| admin(&i.to_string(), e))
+            .collect();
+        let mut no_email = admin("99", "x@acme.com");
+        no_email.email = None;
+        admins.push(no_email);
+        snap.admins = Ok(admins.clone());
+        let (prev, settings, derived) = (previous(), CheckSettings::default(), Derived::default());
+        let me = snap.me.clone().unwrap();
+        let ctx = Ctx {
+            snap: &snap,
+            prev: &prev,
+            settings: &settings,
+            me: &me,
+            derived: &derived,
+        };
+        for a in &admins {
+            let email = a.email.as_deref().map(str::trim).unwrap_or_default();
+            let expected = email_domain(email).map(|d| {
+                let p = provider(
+                    &d,
+                    &settings.personal_email_domains,
+                    &settings.personal_email_domains_ignore,
+                );
+                (d, p)
+            });
+            match (ctx.email_facts(a), expected) {
+                (EmailFacts::Missing, None) => assert!(email.is_empty(), "{email:?}"),
+                (EmailFacts::Unparseable, None) => assert!(!email.is_empty(), "{email:?}"),
+                (EmailFacts::Parsed(f), Some((domain, provider))) => {
+                    assert_eq!(f.domain, domain);
+                    assert_eq!(f.provider, provider);
+                }
+                (_, expected) => panic!("{email:?}: expected {expected:?}"),
+            }
+        }
+        assert!(matches!(
+            ctx.email_facts(&admins[1]),
+            EmailFacts::Parsed(DomainFacts {
+                provider: Some(Provider::Consumer { .. }),
+                ..
+            })
+        ));
+    }
 
     fn finding() -> FindingDraft {
         FindingDraft {

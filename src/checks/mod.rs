@@ -57,12 +57,12 @@ pub fn evaluate(
         .collect()
 }
 
-fn evaluate_one(
+fn evaluate_one<'a>(
     m: &CheckMeta,
-    snapshot: &Snapshot,
-    previous: &PreviousState,
-    settings: &CheckSettings,
-    derived: &context::Derived,
+    snapshot: &'a Snapshot,
+    previous: &'a PreviousState,
+    settings: &'a CheckSettings,
+    derived: &'a context::Derived<'a>,
 ) -> Verdict {
     if settings.disabled.iter().any(|d| d.trim() == m.id) {
         return Verdict::not_evaluated(DISABLED_REASON);

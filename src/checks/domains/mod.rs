@@ -16,8 +16,18 @@ pub use names::{is_public_suffix, is_within, normalize_domain, registrable};
 /// The normalized domain of an address (lower-case ASCII, IDN as punycode), or `None` when
 /// it is not `local@domain` with a well-formed domain of two labels or more.
 pub(crate) fn email_domain(email: &str) -> Option<String> {
+    normalize_email_domain(domain_part(email)?)
+}
+
+/// The text after the last `@` of an address with a non-empty local part, as written.
+pub(crate) fn domain_part(email: &str) -> Option<&str> {
     let (local, domain) = email.trim().rsplit_once('@')?;
-    if local.is_empty() || domain.contains(char::is_whitespace) {
+    (!local.is_empty()).then_some(domain)
+}
+
+/// [`email_domain`] of the [`domain_part`] of an address.
+pub(crate) fn normalize_email_domain(domain: &str) -> Option<String> {
+    if domain.contains(char::is_whitespace) {
         return None;
     }
     normalize_domain(domain)
