@@ -591,8 +591,11 @@ pub struct ScanWriteStart {
 /// from (`findings::PlanInputs`: the findings, locked too, and the exceptions in force at
 /// `at`) and whether any alert channel is enabled, in one statement: round trips fewer
 /// per scan. The instance row is locked before its findings, the order every writer of an
-/// instance keeps (the Append runs its branches in order). A lost fence still returns the
-/// findings: the caller rolls back.
+/// instance keeps (the Append runs its branches in order). The exceptions are read by a
+/// volatile function, after the lock is granted (migration 20261207000030): the
+/// statement's own snapshot predates the wait, and would miss an exception that a
+/// transaction holding the lock meanwhile added while seeing the findings it muted. A lost
+/// fence still returns the findings: the caller rolls back.
 pub async fn lock_for_scan_write(
     conn: &mut PgConnection,
     id: Uuid,
@@ -619,8 +622,7 @@ pub async fn lock_for_scan_write(
            FROM locked
            UNION ALL
            SELECT 2, id, check_id, resource, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-           FROM sspm.exceptions
-           WHERE instance_id = $1 AND (expires_at IS NULL OR expires_at > $2)"#,
+           FROM sspm.exceptions_in_force($1, $2)"#,
         id,
         at
     )

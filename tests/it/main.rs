@@ -43,6 +43,7 @@ mod instance_summary;
 mod intercom_client;
 mod onboarding;
 mod prometheus_rules;
+mod scan_lock;
 mod scans;
 mod security_hostile;
 mod security_leaks;
