@@ -206,6 +206,8 @@ impl Evidence {
     /// declared sorted by name for the text, and the content digests stored from it, to
     /// stay the same; each caller's tests compare with the `json!` form.
     pub fn of_sorted_fields(fields: &impl Serialize) -> Self {
+        // Serialising plain data (string keys) cannot fail; `null` is only a type-level
+        // fallback.
         Evidence(serde_json::value::to_raw_value(fields).unwrap_or_else(|_| {
             serde_json::value::RawValue::from_string("null".to_string()).expect("valid JSON")
         }))
@@ -220,11 +222,8 @@ impl Evidence {
 
 impl From<serde_json::Value> for Evidence {
     fn from(v: serde_json::Value) -> Self {
-        // Serialising a `Value` cannot fail (its map keys are strings); `null` is only a
-        // type-level fallback.
-        Evidence(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| {
-            serde_json::value::RawValue::from_string("null".to_string()).expect("valid JSON")
-        }))
+        // A `Value`'s maps are sorted by key already.
+        Evidence::of_sorted_fields(&v)
     }
 }
 

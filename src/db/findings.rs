@@ -139,7 +139,7 @@ pub struct ScanFindings<'a> {
 struct SplitWrites<'p, 'a> {
     seen_again: Vec<Uuid>,
     full: Vec<(&'p FindingWrite<'a>, i64)>,
-    /// Remediation and compliance JSON per check, made once per scan.
+    /// Remediation and compliance JSON per check, looked up once per scan.
     catalog_of: HashMap<&'static str, FindingCatalogData>,
 }
 

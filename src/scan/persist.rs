@@ -3,9 +3,9 @@
 //! state stays intact.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt};
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;

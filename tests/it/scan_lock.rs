@@ -9,25 +9,11 @@ use intercom_sspm::status::FindingStatus;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::support::db::instance_with_finding;
+
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn an_exception_added_while_the_scan_waits_for_the_lock_is_in_its_plan(pool: PgPool) {
-    let instance: Uuid = sqlx::query_scalar(
-        "INSERT INTO sspm.instances (id, name, region, token_ref, next_scan_at)
-         VALUES (gen_random_uuid(), 'acme', 'us', 'env:ACME_TOKEN', now()) RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let finding: Uuid = sqlx::query_scalar(
-        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title,
-                                    remediation, first_seen_at, last_seen_at)
-         VALUES (gen_random_uuid(), $1, 'admin_2fa', 'admin:1', 'open', 'high', 't', 'r', now(), now())
-         RETURNING id",
-    )
-    .bind(instance)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (instance, finding) = instance_with_finding(&pool).await;
 
     // An exception being added, as `exceptions::add` does it: the instance row locked
     // first, then the exception and the finding it mutes; not committed yet.

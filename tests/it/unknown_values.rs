@@ -7,26 +7,7 @@ use intercom_sspm::status::{FindingStatus, InstanceStatus, ScanStatus};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-async fn instance_with_finding(pool: &PgPool) -> (Uuid, Uuid) {
-    let instance: Uuid = sqlx::query_scalar(
-        "INSERT INTO sspm.instances (id, name, region, token_ref, next_scan_at)
-         VALUES (gen_random_uuid(), 'odd', 'us', 'env:ODD_TOKEN', now()) RETURNING id",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let finding: Uuid = sqlx::query_scalar(
-        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title,
-                                    remediation, first_seen_at, last_seen_at)
-         VALUES (gen_random_uuid(), $1, 'admin_2fa', 'admin:1', 'open', 'high', 't', 'r', now(), now())
-         RETURNING id",
-    )
-    .bind(instance)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    (instance, finding)
-}
+use crate::support::db::instance_with_finding;
 
 #[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
 async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {

@@ -149,3 +149,26 @@ pub async fn all_table_text(pool: &PgPool) -> String {
     }
     out
 }
+
+/// An instance stored by SQL (no token, region US) with one open finding, for tests of
+/// what a scan's write reads: (instance id, finding id).
+pub async fn instance_with_finding(pool: &PgPool) -> (Uuid, Uuid) {
+    let instance: Uuid = sqlx::query_scalar(
+        "INSERT INTO sspm.instances (id, name, region, token_ref, next_scan_at)
+         VALUES (gen_random_uuid(), 'odd', 'us', 'env:ODD_TOKEN', now()) RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let finding: Uuid = sqlx::query_scalar(
+        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title,
+                                    remediation, first_seen_at, last_seen_at)
+         VALUES (gen_random_uuid(), $1, 'admin_2fa', 'admin:1', 'open', 'high', 't', 'r', now(), now())
+         RETURNING id",
+    )
+    .bind(instance)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (instance, finding)
+}
