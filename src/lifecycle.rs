@@ -25,6 +25,9 @@ pub struct ExistingFinding {
     pub exception_id: Option<Uuid>,
     /// Digest of the stored content (`db::findings::content_digest`); None when unknown.
     pub content_digest: Option<i64>,
+    /// Its `last_seen_at`/`last_scan_id` are the instance's last succeeded scan's
+    /// (`sspm.finding_rows.last_seen_follows_instance`), not stored on the row.
+    pub last_seen_follows_instance: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +273,7 @@ mod tests {
             severity: "high".into(),
             exception_id: None,
             content_digest: None,
+            last_seen_follows_instance: false,
         }
     }
 

@@ -108,7 +108,7 @@ pub async fn removal_impact(pool: &PgPool, id: Uuid) -> Result<RemovalImpact, sq
     let r = sqlx::query!(
         r#"SELECT
              (SELECT count(*) FROM sspm.scans WHERE instance_id = $1) AS "scans!",
-             (SELECT count(*) FROM sspm.findings WHERE instance_id = $1) AS "findings!",
+             (SELECT count(*) FROM sspm.finding_rows WHERE instance_id = $1) AS "findings!",
              (SELECT count(*) FROM sspm.exceptions WHERE instance_id = $1) AS "exceptions!",
              (SELECT count(*) FROM sspm.attestations WHERE instance_id = $1) AS "attestations!",
              (SELECT count(*) FROM sspm.admins WHERE instance_id = $1) AS "teammates!",

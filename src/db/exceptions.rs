@@ -102,7 +102,7 @@ pub async fn add<'c>(
     }
     if let (Some(resource), false) = (new.resource, new.force) {
         let known = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM sspm.findings
+            r#"SELECT EXISTS (SELECT 1 FROM sspm.finding_rows
                    WHERE instance_id = $1 AND check_id = $2 AND resource = $3
                      AND status IN ('open', 'muted')) AS "known!""#,
             new.instance_id,
@@ -132,7 +132,7 @@ pub async fn add<'c>(
     .await?;
     let muted = sqlx::query!(
         r#"WITH muted AS (
-               UPDATE sspm.findings SET status = 'muted', exception_id = $1
+               UPDATE sspm.finding_rows SET status = 'muted', exception_id = $1
                WHERE instance_id = $2 AND check_id = $3 AND ($4::text IS NULL OR resource = $4)
                  AND status = 'open'
                RETURNING id)
@@ -158,7 +158,7 @@ pub async fn list(
         ExceptionRow,
         r#"SELECT e.id, e.instance_id, i.name AS instance_name, e.check_id, e.resource, e.reason, e.author,
                   e.created_at, e.expires_at,
-                  (SELECT count(*) FROM sspm.findings f WHERE f.exception_id = e.id AND f.status = 'muted') AS "muted_findings!"
+                  (SELECT count(*) FROM sspm.finding_rows f WHERE f.exception_id = e.id AND f.status = 'muted') AS "muted_findings!"
            FROM sspm.exceptions e JOIN sspm.instances i ON i.id = e.instance_id
            WHERE ($1::uuid IS NULL OR e.instance_id = $1)
            ORDER BY i.name, e.check_id, e.created_at"#,
@@ -270,7 +270,7 @@ async fn reopen_findings_of(
     }
     let done = sqlx::query!(
         r#"WITH reopened AS (
-               UPDATE sspm.findings SET status = 'open', exception_id = NULL
+               UPDATE sspm.finding_rows SET status = 'open', exception_id = NULL
                WHERE exception_id = ANY($1) AND status = 'muted'
                RETURNING id, instance_id)
            INSERT INTO sspm.finding_events (finding_id, instance_id, from_status, to_status, reason)

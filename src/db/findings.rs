@@ -37,6 +37,7 @@ pub(crate) struct PlanRow {
     pub severity: Option<String>,
     pub exception_id: Option<Uuid>,
     pub content_digest: Option<i64>,
+    pub last_seen_follows_instance: bool,
 }
 
 impl PlanInputs {
@@ -69,6 +70,7 @@ impl PlanInputs {
             severity,
             exception_id: r.exception_id,
             content_digest: r.content_digest,
+            last_seen_follows_instance: r.last_seen_follows_instance,
         });
         Ok(())
     }
@@ -129,15 +131,22 @@ pub struct ScanFindings<'a> {
     pub outcomes: &'a [CheckOutcome],
     pub plan: &'a Plan<'a>,
     pub existing: &'a [ExistingFinding],
+    /// The scan succeeded (its instance's `findings_seen_*` columns move to it).
+    pub succeeded: bool,
 }
 
 /// The plan's finding writes, split: new findings and those whose status, exception or
 /// content (by digest) changed are upserted in full; every other one is an open or muted
-/// finding found again unchanged, whose `last_seen_at`/`last_scan_id` alone move. The rows
-/// end exactly as the full upsert would leave them (for an unchanged row it only changes
-/// those two columns), without sending or re-parsing their evidence.
+/// finding found again unchanged. Of those, a succeeded scan writes nothing for the ones
+/// whose `last_seen_at`/`last_scan_id` already follow the instance (they move with the
+/// instance's `findings_seen_*` columns, migration 20261208000010); the others get those
+/// two columns and the flag written (`stamped`). The rows end as the full upsert would
+/// leave them, without sending or re-parsing their evidence.
 struct SplitWrites<'p, 'a> {
-    seen_again: Vec<Uuid>,
+    /// Found again unchanged, in all.
+    seen_again: usize,
+    /// Found again unchanged, with `last_seen_at`/`last_scan_id` to write.
+    stamped: Vec<Uuid>,
     full: Vec<(&'p FindingWrite<'a>, i64)>,
     /// Remediation and compliance JSON per check, looked up once per scan.
     catalog_of: HashMap<&'static str, FindingCatalogData>,
@@ -145,12 +154,13 @@ struct SplitWrites<'p, 'a> {
 
 fn split_writes<'p, 'a>(
     writes: &'p [FindingWrite<'a>],
-    existing: &[ExistingFinding],
+    prior: &HashMap<Uuid, &ExistingFinding>,
+    succeeded: bool,
     catalog: impl Fn(&str) -> FindingCatalogData,
 ) -> SplitWrites<'p, 'a> {
-    let prior: HashMap<Uuid, &ExistingFinding> = existing.iter().map(|f| (f.id, f)).collect();
     let mut out = SplitWrites {
-        seen_again: Vec::new(),
+        seen_again: 0,
+        stamped: Vec::new(),
         full: Vec::new(),
         catalog_of: HashMap::new(),
     };
@@ -172,12 +182,41 @@ fn split_writes<'p, 'a>(
                     && p.exception_id == w.exception_id
                     && p.content_digest == Some(digest) =>
             {
-                out.seen_again.push(w.id)
+                out.seen_again += 1;
+                if !(succeeded && p.last_seen_follows_instance) {
+                    out.stamped.push(w.id);
+                }
             }
             _ => out.full.push((w, digest)),
         }
     }
     out
+}
+
+/// The findings a succeeded scan leaves with `last_seen_at`/`last_scan_id` following the
+/// instance although it did not find them again (their check was not evaluated): their
+/// values are stored before the instance's move on. Resolved and unmuted findings store
+/// theirs in their own updates.
+fn to_freeze(existing: &[ExistingFinding], plan: &Plan<'_>, succeeded: bool) -> Vec<Uuid> {
+    if !succeeded {
+        return Vec::new();
+    }
+    let touched: foldhash::HashSet<Uuid> = plan
+        .writes
+        .iter()
+        .map(|w| w.id)
+        .chain(plan.resolve.iter().copied())
+        .chain(plan.unmute.iter().copied())
+        .collect();
+    existing
+        .iter()
+        .filter(|f| {
+            f.last_seen_follows_instance
+                && f.status != FindingStatus::Resolved
+                && !touched.contains(&f.id)
+        })
+        .map(|f| f.id)
+        .collect()
 }
 
 /// One chunk of full finding writes as the columns of an `UNNEST`, evidence and
@@ -243,10 +282,11 @@ struct EventColumns {
 /// What one execution of [`write_statement`] writes; any part may be empty.
 struct Parts<'p> {
     results: ResultColumns<'p>,
-    seen_again: &'p [Uuid],
+    stamped: &'p [Uuid],
     full: FullColumns<'p>,
     resolve: &'p [Uuid],
     unmute: &'p [Uuid],
+    freeze: &'p [Uuid],
     events: EventColumns,
 }
 
@@ -272,18 +312,22 @@ pub async fn write_scan(
         outcomes,
         plan,
         existing,
+        succeeded,
     } = scan;
-    let split = split_writes(&plan.writes, existing, catalog);
-    let at = (instance_id, scan_id, now);
+    let prior: HashMap<Uuid, &ExistingFinding> = existing.iter().map(|f| (f.id, f)).collect();
+    let split = split_writes(&plan.writes, &prior, succeeded, catalog);
+    let freeze = to_freeze(existing, plan, succeeded);
+    let at = (instance_id, scan_id, now, succeeded);
     for (chunk, last) in super::write_chunks(split.full.len(), UPSERT_BATCH) {
         let full = FullColumns::of(&split.full[chunk], &split.catalog_of);
         let parts = if !last {
             Parts {
                 results: ResultColumns::default(),
-                seen_again: &[],
+                stamped: &[],
                 full,
                 resolve: &[],
                 unmute: &[],
+                freeze: &[],
                 events: EventColumns::default(),
             }
         } else {
@@ -298,10 +342,11 @@ pub async fn write_scan(
                     reasons: outcomes.iter().map(|o| o.reason.as_deref()).collect(),
                     failed_counts: outcomes.iter().map(|o| o.findings.len() as i32).collect(),
                 },
-                seen_again: &split.seen_again,
+                stamped: &split.stamped,
                 full,
                 resolve: &plan.resolve,
                 unmute: &plan.unmute,
+                freeze: &freeze,
                 events: EventColumns {
                     finding_ids: plan.transitions.iter().map(|t| t.finding_id).collect(),
                     from: plan.transitions.iter().map(|t| t.from).collect(),
@@ -314,13 +359,13 @@ pub async fn write_scan(
     }
     Ok(UpsertCounts {
         written: split.full.len(),
-        seen_again: split.seen_again.len(),
+        seen_again: split.seen_again,
     })
 }
 
 async fn write_statement(
     conn: &mut PgConnection,
-    (instance_id, scan_id, now): (Uuid, Uuid, DateTime<Utc>),
+    (instance_id, scan_id, now, succeeded): (Uuid, Uuid, DateTime<Utc>, bool),
     p: Parts<'_>,
 ) -> Result<(), sqlx::Error> {
     let (r, f, e) = (&p.results, &p.full, &p.events);
@@ -332,16 +377,18 @@ async fn write_statement(
                FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int4[])
                     AS u(check_id, status, severity, reason, failed_count)
            ),
-           seen_again AS (
-               UPDATE sspm.findings SET last_seen_at = $3, last_scan_id = $2 WHERE id = ANY($9)
+           stamped AS (
+               UPDATE sspm.finding_rows
+               SET last_seen_at = $3, last_scan_id = $2, last_seen_follows_instance = $27
+               WHERE id = ANY($9)
            ),
            written AS (
-               INSERT INTO sspm.findings
+               INSERT INTO sspm.finding_rows
                    (id, instance_id, check_id, resource, status, severity, title, evidence, remediation,
                     compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id, exception_id,
-                    content_digest)
+                    content_digest, last_seen_follows_instance)
                SELECT u.id, $1, u.check_id, u.resource, u.status, u.severity, u.title, u.evidence::jsonb,
-                      u.remediation, u.compliance::jsonb, $3, $3, $2, $2, u.exception_id, u.digest
+                      u.remediation, u.compliance::jsonb, $3, $3, $2, $2, u.exception_id, u.digest, $27
                FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                            $16::text[], $17::text[], $18::text[], $19::uuid[], $20::int8[])
                     AS u(id, check_id, resource, status, severity, title, evidence, remediation, compliance,
@@ -355,20 +402,44 @@ async fn write_statement(
                    compliance = EXCLUDED.compliance,
                    last_seen_at = EXCLUDED.last_seen_at,
                    last_scan_id = EXCLUDED.last_scan_id,
+                   last_seen_follows_instance = EXCLUDED.last_seen_follows_instance,
                    exception_id = EXCLUDED.exception_id,
                    content_digest = EXCLUDED.content_digest,
                    resolved_at = NULL,
-                   reopen_count = sspm.findings.reopen_count
-                       + CASE WHEN sspm.findings.status = 'resolved' THEN 1 ELSE 0 END
+                   reopen_count = sspm.finding_rows.reopen_count
+                       + CASE WHEN sspm.finding_rows.status = 'resolved' THEN 1 ELSE 0 END
            ),
+           -- Resolved, unmuted and frozen findings were not found again: a flagged one
+           -- stores the instance's last succeeded scan (read before this scan moves it).
            resolved AS (
-               UPDATE sspm.findings
-               SET status = 'resolved', resolved_at = $3, last_scan_id = $2, exception_id = NULL
-               WHERE id = ANY($21)
+               UPDATE sspm.finding_rows f
+               SET status = 'resolved', resolved_at = $3, last_scan_id = $2, exception_id = NULL,
+                   last_seen_at = CASE WHEN f.last_seen_follows_instance
+                                       THEN COALESCE(i.findings_seen_at, f.last_seen_at)
+                                       ELSE f.last_seen_at END,
+                   last_seen_follows_instance = false
+               FROM sspm.instances i
+               WHERE i.id = $1 AND f.id = ANY($21)
            ),
            unmuted AS (
-               UPDATE sspm.findings SET status = 'open', exception_id = NULL
-               WHERE id = ANY($22) AND status = 'muted'
+               UPDATE sspm.finding_rows f
+               SET status = 'open', exception_id = NULL,
+                   last_seen_at = CASE WHEN f.last_seen_follows_instance
+                                       THEN COALESCE(i.findings_seen_at, f.last_seen_at)
+                                       ELSE f.last_seen_at END,
+                   last_scan_id = CASE WHEN f.last_seen_follows_instance
+                                       THEN i.findings_seen_scan_id ELSE f.last_scan_id END,
+                   last_seen_follows_instance = false
+               FROM sspm.instances i
+               WHERE i.id = $1 AND f.id = ANY($22) AND f.status = 'muted'
+           ),
+           frozen AS (
+               UPDATE sspm.finding_rows f
+               SET last_seen_at = COALESCE(i.findings_seen_at, f.last_seen_at),
+                   last_scan_id = i.findings_seen_scan_id,
+                   last_seen_follows_instance = false
+               FROM sspm.instances i
+               WHERE i.id = $1 AND f.id = ANY($28) AND f.last_seen_follows_instance
            )
            INSERT INTO sspm.finding_events
                (finding_id, instance_id, scan_id, from_status, to_status, at, reason)
@@ -383,7 +454,7 @@ async fn write_statement(
         &r.severities as &[&str],
         &r.reasons as &[Option<&str>],
         &r.failed_counts,
-        p.seen_again,
+        p.stamped,
         &f.ids,
         &f.check_ids as &[&str],
         &f.resources as &[&str],
@@ -401,6 +472,8 @@ async fn write_statement(
         &e.from as &[Option<FindingStatus>],
         &e.to as &[FindingStatus],
         &e.reasons as &[&str],
+        succeeded,
+        p.freeze,
     )
     .execute(conn)
     .await?;
@@ -443,9 +516,13 @@ pub async fn list(
     filter: &FindingFilter,
 ) -> Result<Vec<FindingListRow>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT f.id, f.instance_id, i.name AS instance_name, i.region, i.workspace_id, f.check_id,
-                  f.resource, f.status AS "status: Checked<FindingStatus>", f.severity, f.title,
-                  f.evidence, f.remediation, f.compliance, f.first_seen_at, f.last_seen_at, f.resolved_at
+        // The view (derived last_seen_at); its columns are NOT NULL in its table.
+        r#"SELECT f.id AS "id!", f.instance_id AS "instance_id!", i.name AS instance_name, i.region,
+                  i.workspace_id, f.check_id AS "check_id!", f.resource AS "resource!",
+                  f.status AS "status!: Checked<FindingStatus>", f.severity AS "severity!",
+                  f.title AS "title!", f.evidence AS "evidence!", f.remediation AS "remediation!",
+                  f.compliance AS "compliance!", f.first_seen_at AS "first_seen_at!",
+                  f.last_seen_at AS "last_seen_at!", f.resolved_at
            FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
            WHERE ($1::uuid IS NULL OR f.instance_id = $1)
              AND ($2::text IS NULL OR f.status = $2)

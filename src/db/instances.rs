@@ -526,6 +526,10 @@ pub struct InstanceScanUpdate<'a> {
     pub scan_id: Uuid,
     pub at: DateTime<Utc>,
     pub succeeded: bool,
+    /// A succeeded scan's own time (its findings' `last_seen_at`): the instance's
+    /// `findings_seen_at`, which the findings found again follow (migration
+    /// 20261208000010). None for any other outcome.
+    pub findings_seen_at: Option<DateTime<Utc>>,
     pub workspace_id: Option<&'a str>,
     pub workspace_name: Option<&'a str>,
     pub activity_cursor_at: Option<DateTime<Utc>>,

@@ -463,6 +463,10 @@ pub async fn record_scan_end(
                    last_succeeded_scan_id = CASE WHEN $6 THEN $5 ELSE last_succeeded_scan_id END,
                    last_score = CASE WHEN $6 THEN $17 ELSE last_score END,
                    last_coverage = CASE WHEN $6 THEN $18 ELSE last_coverage END,
+                   findings_seen_at = CASE WHEN $6 THEN COALESCE($26, findings_seen_at)
+                                           ELSE findings_seen_at END,
+                   findings_seen_scan_id = CASE WHEN $6 AND $26::timestamptz IS NOT NULL THEN $5
+                                                ELSE findings_seen_scan_id END,
                    workspace_id = COALESCE(workspace_id, $7),
                    workspace_name = COALESCE($8, workspace_name),
                    activity_cursor_at = COALESCE($9, activity_cursor_at),
@@ -511,6 +515,7 @@ pub async fn record_scan_end(
         t.resolved_findings,
         t.open_findings,
         scan.notify_findings,
+        u.findings_seen_at,
     )
     .fetch_one(conn)
     .await?;
@@ -607,21 +612,22 @@ pub async fn lock_for_scan_write(
                SELECT lease_token, last_scan_id, now() AS now
                FROM sspm.instances WHERE id = $1 FOR UPDATE
            ), locked AS (
-               SELECT id, check_id, resource, status, severity, exception_id, content_digest
-               FROM sspm.findings WHERE instance_id = $1 FOR UPDATE
+               SELECT id, check_id, resource, status, severity, exception_id, content_digest,
+                      last_seen_follows_instance
+               FROM sspm.finding_rows WHERE instance_id = $1 FOR UPDATE
            )
            SELECT 0 AS "kind!", NULL::uuid AS id, NULL::text AS check_id, NULL::text AS resource,
                   NULL::text AS "status?: Checked<FindingStatus>", NULL::text AS severity,
                   NULL::uuid AS exception_id, NULL::bigint AS content_digest,
-                  lease_token, last_scan_id, now,
+                  NULL::bool AS follows, lease_token, last_scan_id, now,
                   EXISTS (SELECT 1 FROM sspm.notification_channels WHERE enabled) AS channels_enabled
            FROM instance
            UNION ALL
            SELECT 1, id, check_id, resource, status, severity, exception_id, content_digest,
-                  NULL, NULL, NULL, NULL
+                  last_seen_follows_instance, NULL, NULL, NULL, NULL
            FROM locked
            UNION ALL
-           SELECT 2, id, check_id, resource, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+           SELECT 2, id, check_id, resource, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
            FROM sspm.exceptions_in_force($1, $2)"#,
         id,
         at
@@ -652,6 +658,7 @@ pub async fn lock_for_scan_write(
             severity: r.severity,
             exception_id: r.exception_id,
             content_digest: r.content_digest,
+            last_seen_follows_instance: r.follows.unwrap_or(false),
         })?;
     }
     Ok(ScanWriteStart {

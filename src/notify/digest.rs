@@ -139,7 +139,7 @@ pub async fn enqueue(
 
     let open_rows = sqlx::query!(
         r#"SELECT i.name AS instance, f.check_id, f.severity, count(*) AS "n!"
-           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+           FROM sspm.finding_rows f JOIN sspm.instances i ON i.id = f.instance_id
            WHERE f.status = 'open'
            GROUP BY i.name, f.check_id, f.severity"#
     )
@@ -170,9 +170,11 @@ pub async fn enqueue(
 
     let changes = sqlx::query!(
         r#"SELECT e.id, e.finding_id, e.from_status AS "from_status: Checked<FindingStatus>",
-                  e.to_status AS "to_status: Checked<FindingStatus>", i.name AS instance, f.check_id,
-                  f.resource, f.status AS "status: Checked<FindingStatus>", f.severity, f.title,
-                  f.remediation, f.first_seen_at, f.last_seen_at, f.resolved_at
+                  e.to_status AS "to_status: Checked<FindingStatus>", i.name AS instance,
+                  f.check_id AS "check_id!", f.resource AS "resource!",
+                  f.status AS "status!: Checked<FindingStatus>", f.severity AS "severity!",
+                  f.title AS "title!", f.remediation AS "remediation!",
+                  f.first_seen_at AS "first_seen_at!", f.last_seen_at AS "last_seen_at!", f.resolved_at
            FROM sspm.finding_events e
            JOIN sspm.findings f ON f.id = e.finding_id
            JOIN sspm.instances i ON i.id = e.instance_id

@@ -154,10 +154,11 @@ async fn scan_changes(
 ) -> Result<Vec<FindingChange>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"SELECT e.id, e.finding_id, e.from_status AS "from_status: Checked<FindingStatus>",
-                  e.to_status AS "to_status: Checked<FindingStatus>", f.check_id, f.resource,
-                  f.status AS "status: Checked<FindingStatus>",
-                  f.severity, f.title, f.remediation, f.evidence, f.compliance,
-                  f.first_seen_at, f.last_seen_at, f.resolved_at
+                  e.to_status AS "to_status: Checked<FindingStatus>", f.check_id AS "check_id!",
+                  f.resource AS "resource!", f.status AS "status!: Checked<FindingStatus>",
+                  f.severity AS "severity!", f.title AS "title!", f.remediation AS "remediation!",
+                  f.evidence AS "evidence!", f.compliance AS "compliance!",
+                  f.first_seen_at AS "first_seen_at!", f.last_seen_at AS "last_seen_at!", f.resolved_at
            FROM sspm.finding_events e
            JOIN sspm.findings f ON f.id = e.finding_id
            WHERE e.scan_id = $1

@@ -54,7 +54,7 @@ pub async fn seed(pool: &PgPool) {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, evidence, remediation, compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id)
+        "INSERT INTO sspm.finding_rows (id, instance_id, check_id, resource, status, severity, title, evidence, remediation, compliance, first_seen_at, last_seen_at, first_scan_id, last_scan_id)
          VALUES ($1, $2, 'admin_personal_email_domain', $3, 'open', 'high', $4, $5, 'Use a company address', '{\"CIS v8\": [\"5.1\"]}', now(), now(), $6, $6)",
     )
     .bind(uuid::Uuid::parse_str(FINDING).unwrap())
@@ -691,7 +691,7 @@ async fn fleet_and_findings_pages_walk_every_row_once_in_order(pool: PgPool) {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+        "INSERT INTO sspm.finding_rows (instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
          SELECT i.id, 'admin_personal_email_domain', 'admin:' || k,  'open',
                 (ARRAY['critical','high','medium','low','info'])[1 + k % 5],
                 CASE WHEN k % 3 = 0 THEN 'Other' ELSE 'Personal NeedleX email' END, 'r', now(), now()
@@ -770,7 +770,7 @@ async fn fleet_severity_filter_follows_exceptions_at_once(pool: PgPool) {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+        "INSERT INTO sspm.finding_rows (instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
          VALUES ($1, 'failed_login_burst', 'ip:203.0.113.9', 'open', 'critical', 't', 'r', now(), now()),
                 ($2, 'failed_login_burst', 'ip:203.0.113.9', 'muted', 'critical', 't', 'r', now(), now()),
                 ($2, 'admin_personal_email_domain', 'admin:1', 'open', 'high', 't', 'r', now(), now())",
@@ -839,7 +839,7 @@ async fn text_search_pages_rare_and_common_terms_past_the_sample(pool: PgPool) {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
+        "INSERT INTO sspm.finding_rows (id, instance_id, check_id, resource, status, severity, title, remediation, first_seen_at, last_seen_at)
          SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(k), 12, '0'))::uuid, i.id,
                 'admin_personal_email_domain', 'admin:' || k, 'open',
                 (ARRAY['critical', 'medium', 'low'])[1 + k % 3],

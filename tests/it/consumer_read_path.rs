@@ -86,7 +86,7 @@ VALUES ('e0000000-0000-0000-0000-000000000001', '11111111-1111-1111-1111-1111111
         'admin_shared_account', 'admin:104', 'shared on-call inbox, reviewed', 'sec@acme.com',
         now() + interval '30 days');
 
-INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, evidence,
+INSERT INTO sspm.finding_rows (id, instance_id, check_id, resource, status, severity, title, evidence,
                            remediation, compliance, first_seen_at, last_seen_at, resolved_at,
                            first_scan_id, last_scan_id, exception_id)
 VALUES
@@ -262,7 +262,7 @@ async fn reader_reads_views_and_consumer_tables_but_never_a_token(pool: PgPool) 
 
         // Read-only: no write on any table, whatever the member role tries.
         for sql in [
-            "UPDATE sspm.findings SET status = status",
+            "UPDATE sspm.finding_rows SET status = status",
             "DELETE FROM sspm.scans",
             "UPDATE sspm.instances SET enabled = false",
             "INSERT INTO sspm.exceptions (instance_id, check_id, reason, author) \

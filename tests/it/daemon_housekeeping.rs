@@ -94,7 +94,7 @@ INSERT INTO sspm.check_results (scan_id, instance_id, check_id, status, severity
   ('a0000000-0000-0000-0000-000000000002', '11111111-1111-1111-1111-111111111111', 'admin_without_role', 'fail', 'low'),
   ('b0000000-0000-0000-0000-000000000002', '22222222-2222-2222-2222-222222222222', 'admin_without_role', 'pass', 'low');
 
-INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, remediation,
+INSERT INTO sspm.finding_rows (id, instance_id, check_id, resource, status, severity, title, remediation,
                            first_seen_at, last_seen_at, resolved_at, first_scan_id, last_scan_id) VALUES
   -- Open since long ago: its scans go, the finding stays.
   ('f0000000-0000-0000-0000-000000000001', '11111111-1111-1111-1111-111111111111', 'admin_without_role', 'admin:1', 'open', 'low',
@@ -282,7 +282,7 @@ async fn daemon_housekeeping_jobs_fire_through_tokio_cron_scheduler(pool: PgPool
     sqlx::raw_sql(
         "INSERT INTO sspm.exceptions (id, instance_id, check_id, reason, author, expires_at)
          VALUES ('e0000000-0000-0000-0000-000000000001', '22222222-2222-2222-2222-222222222222', 'admin_shared_account', 'reviewed', 'sec@example.com', now() - interval '1 minute');
-         INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title, remediation,
+         INSERT INTO sspm.finding_rows (id, instance_id, check_id, resource, status, severity, title, remediation,
                                     first_seen_at, last_seen_at, exception_id)
          VALUES ('f0000000-0000-0000-0000-000000000009', '22222222-2222-2222-2222-222222222222', 'admin_shared_account', 'admin:7', 'muted', 'medium',
                  'Shared teammate account', 'One seat per person', now(), now(), 'e0000000-0000-0000-0000-000000000001');",

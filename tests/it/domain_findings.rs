@@ -204,7 +204,7 @@ async fn the_migration_moves_old_activity_log_access_findings_to_info(pool: PgPo
     .await;
     scanner.scan(&initech, Trigger::Manual, None).await.unwrap();
     sqlx::query(
-        "UPDATE sspm.findings SET severity = 'medium' WHERE check_id = 'activity_log_access'",
+        "UPDATE sspm.finding_rows SET severity = 'medium' WHERE check_id = 'activity_log_access'",
     )
     .execute(&pool)
     .await

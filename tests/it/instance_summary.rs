@@ -104,12 +104,12 @@ async fn the_migration_backfills_existing_instances(pool: PgPool) {
 
     // And the triggers keep it from there: a reclassified severity, a resolved finding, a
     // pruned latest scan, a removed instance.
-    sqlx::query("UPDATE sspm.findings SET severity = 'info' WHERE resource = 'admin:1'")
+    sqlx::query("UPDATE sspm.finding_rows SET severity = 'info' WHERE resource = 'admin:1'")
         .execute(&pool)
         .await
         .unwrap();
     sqlx::query(
-        "UPDATE sspm.findings SET status = 'resolved', resolved_at = now() WHERE resource = 'admin:2'",
+        "UPDATE sspm.finding_rows SET status = 'resolved', resolved_at = now() WHERE resource = 'admin:2'",
     )
     .execute(&pool)
     .await
@@ -135,7 +135,7 @@ async fn the_migration_backfills_existing_instances(pool: PgPool) {
     // Updates by row (20261202000040): a bump that moves no count, a finding moved to
     // another instance, and an upsert whose conflict reopens a resolved finding and mutes
     // an open one while inserting a new open one.
-    sqlx::query("UPDATE sspm.findings SET last_seen_at = now(), title = 'bumped'")
+    sqlx::query("UPDATE sspm.finding_rows SET last_seen_at = now(), title = 'bumped'")
         .execute(&pool)
         .await
         .unwrap();
@@ -143,14 +143,14 @@ async fn the_migration_backfills_existing_instances(pool: PgPool) {
     assert_eq!(after_bump, computed);
     assert_eq!(after_bump, stored, "a bump changes no count");
     sqlx::query(
-        "UPDATE sspm.findings SET instance_id = (SELECT id FROM sspm.instances WHERE name = 'inst-5')
+        "UPDATE sspm.finding_rows SET instance_id = (SELECT id FROM sspm.instances WHERE name = 'inst-5')
          WHERE resource = 'admin:5' AND instance_id = (SELECT id FROM sspm.instances WHERE name = 'inst-3')",
     )
     .execute(&pool)
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO sspm.findings (instance_id, check_id, resource, status, severity, title, remediation,
+        "INSERT INTO sspm.finding_rows (instance_id, check_id, resource, status, severity, title, remediation,
                                     first_seen_at, last_seen_at)
          SELECT i.id, 'admin_external_domain', r.resource, r.status, 'high', 't', 'r', now(), now()
          FROM sspm.instances i,
@@ -228,6 +228,7 @@ async fn a_scan_end_sets_the_summary_and_the_latest_started_scan_stays_latest(po
                     scan_id,
                     at: chrono::Utc::now(),
                     succeeded: status == ScanStatus::Succeeded,
+                    findings_seen_at: None,
                     workspace_id: None,
                     workspace_name: None,
                     activity_cursor_at: None,

@@ -31,7 +31,7 @@ async fn an_exception_added_while_the_scan_waits_for_the_lock_is_in_its_plan(poo
     .fetch_one(&mut *adding)
     .await
     .unwrap();
-    sqlx::query("UPDATE sspm.findings SET status = 'muted', exception_id = $1 WHERE id = $2")
+    sqlx::query("UPDATE sspm.finding_rows SET status = 'muted', exception_id = $1 WHERE id = $2")
         .bind(exception)
         .bind(finding)
         .execute(&mut *adding)

@@ -935,3 +935,124 @@ async fn workspaces_larger_than_one_write_chunk_are_written_whole(pool: PgPool) 
     );
     w.sim.shutdown().await;
 }
+
+/// `last_seen_at`/`last_scan_id` of `sspm.findings` as a reader sees them, and the stored
+/// row's `xmin` (it changes when a scan rewrites the row).
+async fn seen(
+    pool: &PgPool,
+    instance: Uuid,
+    check: &str,
+) -> (Option<Uuid>, chrono::DateTime<chrono::Utc>, String) {
+    sqlx::query_as(
+        "SELECT f.last_scan_id, f.last_seen_at, r.xmin::text
+         FROM sspm.findings f JOIN sspm.finding_rows r ON r.id = f.id
+         WHERE f.instance_id = $1 AND f.check_id = $2 ORDER BY f.resource LIMIT 1",
+    )
+    .bind(instance)
+    .bind(check)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Issue 17 (migration 20261208000010): a finding found again unchanged is not rewritten;
+/// its last seen scan follows the instance's last succeeded scan, stops at the last scan
+/// that evaluated its check when one cannot, and does not move with a failed scan.
+#[sqlx::test(migrator = "intercom_sspm::db::MIGRATOR")]
+async fn last_seen_follows_the_last_scan_that_found_each_finding(pool: PgPool) {
+    let w = world(&pool).await;
+    let scanner = w.scanner(&[]);
+    let acme = w.onboard(&Onboard::new("acme"), RISKY_TOKEN).await;
+    let handle = w.sim.scenario_handle();
+    let activity_check = "data_exported";
+    let inventory_check = "admin_personal_email_domain";
+    assert_eq!(
+        intercom_sspm::checks::meta(activity_check).map(|m| m.source),
+        Some(intercom_sspm::checks::Source::Activity)
+    );
+
+    let first = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(first.status, ScanOutcome::Succeeded);
+    let (scan, first_at, first_xmin) = seen(&pool, acme.id, inventory_check).await;
+    assert_eq!(scan, Some(first.scan_id));
+    let opened: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(at) FROM sspm.finding_events WHERE scan_id = $1")
+            .bind(first.scan_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(first_at, opened, "last seen at the scan's time");
+    assert_eq!(
+        seen(&pool, acme.id, activity_check).await.0,
+        Some(first.scan_id)
+    );
+
+    // Found again unchanged: the reader sees the new scan, the row is not rewritten.
+    let second = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    let (scan, second_at, xmin) = seen(&pool, acme.id, inventory_check).await;
+    assert_eq!(scan, Some(second.scan_id));
+    assert!(second_at > first_at);
+    assert_eq!(
+        xmin, first_xmin,
+        "a finding found again unchanged is not rewritten"
+    );
+    assert_eq!(
+        seen(&pool, acme.id, activity_check).await.0,
+        Some(second.scan_id)
+    );
+
+    // The token loses the activity scope: activity checks are not evaluated, their
+    // findings stay open and keep the last scan that found them.
+    handle
+        .set_scopes(RISKY_TOKEN, &["read_admins", "read_tags"])
+        .unwrap();
+    let third = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(third.status, ScanOutcome::Succeeded);
+    let line = third
+        .checks
+        .iter()
+        .find(|c| c.check_id == activity_check)
+        .unwrap();
+    assert_eq!(line.status, CheckStatus::NotEvaluated);
+    let (scan, at, _) = seen(&pool, acme.id, activity_check).await;
+    assert_eq!((scan, at), (Some(second.scan_id), second_at));
+    let (scan, third_at, _) = seen(&pool, acme.id, inventory_check).await;
+    assert_eq!(scan, Some(third.scan_id));
+    assert!(third_at > second_at);
+    // ... and follows again once found again.
+    handle
+        .set_scopes(
+            RISKY_TOKEN,
+            &["read_admins", "read_admin_activity_logs", "read_tags"],
+        )
+        .unwrap();
+    let fourth = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(
+        seen(&pool, acme.id, activity_check).await.0,
+        Some(fourth.scan_id)
+    );
+
+    // A failed scan finds nothing again.
+    let faults = serde_json::from_value(json!({
+        "endpoints": ["/admins"],
+        "server_error": { "status": 503 }
+    }))
+    .unwrap();
+    handle.set_token_faults(RISKY_TOKEN, faults).unwrap();
+    let failed = scanner.scan(&acme, Trigger::Manual, None).await.unwrap();
+    assert_eq!(failed.status, ScanOutcome::Failed);
+    assert_eq!(
+        seen(&pool, acme.id, inventory_check).await.0,
+        Some(fourth.scan_id)
+    );
+
+    // Deleting the scan that last found them clears the reference, as it did per row.
+    sqlx::query("DELETE FROM sspm.scans WHERE id = $1")
+        .bind(fourth.scan_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seen(&pool, acme.id, inventory_check).await.0, None);
+    assert_eq!(seen(&pool, acme.id, activity_check).await.0, None);
+    w.sim.shutdown().await;
+}

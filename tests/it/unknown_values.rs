@@ -58,11 +58,11 @@ async fn unknown_finding_status_is_an_error_naming_the_row(pool: PgPool) {
     assert!(enabled.any_channel_enabled);
 
     // As a newer build (or a hand edit) might leave it.
-    sqlx::query("ALTER TABLE sspm.findings DROP CONSTRAINT findings_status_valid")
+    sqlx::query("ALTER TABLE sspm.finding_rows DROP CONSTRAINT findings_status_valid")
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("UPDATE sspm.findings SET status = 'archived' WHERE id = $1")
+    sqlx::query("UPDATE sspm.finding_rows SET status = 'archived' WHERE id = $1")
         .bind(finding)
         .execute(&pool)
         .await
@@ -244,7 +244,7 @@ async fn finding_listings_name_a_finding_of_unknown_status(pool: PgPool) {
 
     store_behind_the_check(
         &pool,
-        "sspm.findings",
+        "sspm.finding_rows",
         "findings_status_valid",
         "status",
         finding,

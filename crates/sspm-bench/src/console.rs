@@ -64,7 +64,7 @@ async fn seed(db: &Db, instances: i64, scans: i64, per_instance: i64) -> anyhow:
         .await?;
     for (n, chunk) in all.chunks(1_000).enumerate() {
         sqlx::query(
-            "INSERT INTO sspm.findings
+            "INSERT INTO sspm.finding_rows
                  (instance_id, check_id, resource, status, severity, title, remediation,
                   first_seen_at, last_seen_at, resolved_at)
              SELECT x.instance_id, x.check_id, x.resource, x.status, x.severity, x.title,
@@ -96,7 +96,7 @@ async fn seed(db: &Db, instances: i64, scans: i64, per_instance: i64) -> anyhow:
             ));
         }
     }
-    sqlx::query("VACUUM ANALYZE sspm.findings")
+    sqlx::query("VACUUM ANALYZE sspm.finding_rows")
         .execute(pool)
         .await?;
     sqlx::query("VACUUM ANALYZE sspm.scans")
@@ -258,7 +258,7 @@ pub async fn console_pages(ctx: &Ctx) -> anyhow::Result<Value> {
     // Cursors for second pages, as the pages' own "Next page" links carry them.
     let mid_name = format!("bench-{:05}", instances / 2);
     let some_finding: uuid::Uuid = sqlx::query_scalar(
-        "SELECT id FROM sspm.findings WHERE status = 'open' AND severity = 'medium' ORDER BY id OFFSET 1000 LIMIT 1",
+        "SELECT id FROM sspm.finding_rows WHERE status = 'open' AND severity = 'medium' ORDER BY id OFFSET 1000 LIMIT 1",
     )
     .fetch_one(&db.pool)
     .await?;
@@ -324,7 +324,7 @@ pub async fn console_pages(ctx: &Ctx) -> anyhow::Result<Value> {
             json!({"p50_ms": round2(percentile(&times, 50)), "p99_ms": round2(p99), "bytes": bytes}),
         );
     }
-    let findings: i64 = sqlx::query_scalar("SELECT count(*) FROM sspm.findings")
+    let findings: i64 = sqlx::query_scalar("SELECT count(*) FROM sspm.finding_rows")
         .fetch_one(&db.pool)
         .await?;
     Ok(json!({

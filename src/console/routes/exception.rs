@@ -38,7 +38,7 @@ pub async fn add(
     }
     let f = match sqlx::query!(
         "SELECT f.instance_id, i.name AS instance_name, f.check_id, f.resource
-         FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id WHERE f.id = $1",
+         FROM sspm.finding_rows f JOIN sspm.instances i ON i.id = f.instance_id WHERE f.id = $1",
         id
     )
     .fetch_optional(&state.pool)
@@ -149,7 +149,7 @@ pub async fn remove(
     if form.confirm != "yes" {
         let e = match sqlx::query!(
             r#"SELECT i.name AS instance_name, e.check_id, e.resource, e.reason,
-                      (SELECT count(*) FROM sspm.findings f
+                      (SELECT count(*) FROM sspm.finding_rows f
                        WHERE f.exception_id = e.id AND f.status = 'muted') AS "muted!"
                FROM sspm.exceptions e JOIN sspm.instances i ON i.id = e.instance_id
                WHERE e.id = $1"#,

@@ -161,9 +161,13 @@ pub async fn render(
 ) -> Response {
     let pool = &state.pool;
     let f = match sqlx::query!(
-        r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.check_id, f.resource, f.status,
-                  f.severity, f.title, f.evidence, f.remediation, f.compliance, f.first_seen_at,
-                  f.last_seen_at, f.reopen_count,
+        // The view's columns (for the derived last_seen_at), NOT NULL in its table.
+        r#"SELECT f.id AS "id!", f.instance_id AS "instance_id!", i.name AS instance_name,
+                  f.check_id AS "check_id!", f.resource AS "resource!", f.status AS "status!",
+                  f.severity AS "severity!", f.title AS "title!", f.evidence AS "evidence!",
+                  f.remediation AS "remediation!", f.compliance AS "compliance!",
+                  f.first_seen_at AS "first_seen_at!", f.last_seen_at AS "last_seen_at!",
+                  f.reopen_count AS "reopen_count!",
                   e.id AS "exc_id?", e.reason AS "exc_reason?", e.author AS "exc_author?",
                   e.created_at AS "exc_created?", e.expires_at AS exc_expires
            FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id

@@ -258,7 +258,7 @@ async fn fetch_page(
                     PageRow,
                     r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title, f.resource,
                               f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-                       FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+                       FROM sspm.finding_rows f JOIN sspm.instances i ON i.id = f.instance_id
                        WHERE f.severity = $1
                          AND ($2::uuid IS NULL OR f.id > $2)
                          AND ($3::text IS NULL OR f.status = $3)
@@ -372,7 +372,7 @@ async fn text_walk(
                   w.n AS "n!", (w.title ILIKE $6 OR w.resource ILIKE $6) AS "is_match!"
            FROM (SELECT f.id, f.instance_id, f.severity, f.title, f.resource, f.status,
                         f.first_seen_at, f.last_seen_at, row_number() OVER (ORDER BY f.id) AS n
-                 FROM sspm.findings f
+                 FROM sspm.finding_rows f
                  WHERE f.severity = $1
                    AND ($2::uuid IS NULL OR f.id > $2)
                    AND ($3::text IS NULL OR f.status = $3)
@@ -488,7 +488,7 @@ async fn trigram_candidates(
     // with a severity btree's (hundreds of thousands of rows) costs more than testing the
     // few rows the trigrams leave.
     let rows = sqlx::query!(
-        r#"SELECT f.id, f.severity FROM sspm.findings f
+        r#"SELECT f.id, f.severity FROM sspm.finding_rows f
            WHERE (f.title ILIKE $1 OR f.resource ILIKE $1)
              AND array_position($2::text[], f.severity) IS NOT NULL
              AND ($3::uuid IS NULL OR f.id > $3)
@@ -528,7 +528,7 @@ async fn page_of(
         PageRow,
         r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
                   f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-           FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+           FROM sspm.finding_rows f JOIN sspm.instances i ON i.id = f.instance_id
            WHERE f.id = ANY($1)"#,
         &ids
     )
@@ -551,7 +551,7 @@ async fn ordered_text_page(
         PageRow,
         r#"SELECT f.id, f.instance_id, i.name AS instance_name, f.severity, f.title,
                       f.resource, f.status AS "status: Checked<FindingStatus>", f.first_seen_at, f.last_seen_at
-               FROM sspm.findings f JOIN sspm.instances i ON i.id = f.instance_id
+               FROM sspm.finding_rows f JOIN sspm.instances i ON i.id = f.instance_id
                WHERE f.severity = $1
                  AND ($2::uuid IS NULL OR f.id > $2)
                  AND ($3::text IS NULL OR f.status = $3)

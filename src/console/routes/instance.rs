@@ -211,7 +211,7 @@ async fn render(
         None => Vec::new(),
     };
     let findings = sqlx::query!(
-        r#"SELECT id, severity, title, resource, first_seen_at FROM sspm.findings
+        r#"SELECT id, severity, title, resource, first_seen_at FROM sspm.finding_rows
            WHERE instance_id = $1 AND status = 'open'
            ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2
                                   WHEN 'low' THEN 3 ELSE 4 END, title, resource

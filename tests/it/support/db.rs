@@ -161,7 +161,7 @@ pub async fn instance_with_finding(pool: &PgPool) -> (Uuid, Uuid) {
     .await
     .unwrap();
     let finding: Uuid = sqlx::query_scalar(
-        "INSERT INTO sspm.findings (id, instance_id, check_id, resource, status, severity, title,
+        "INSERT INTO sspm.finding_rows (id, instance_id, check_id, resource, status, severity, title,
                                     remediation, first_seen_at, last_seen_at)
          VALUES (gen_random_uuid(), $1, 'admin_2fa', 'admin:1', 'open', 'high', 't', 'r', now(), now())
          RETURNING id",
