@@ -111,7 +111,7 @@ pub async fn removal_impact(pool: &PgPool, id: Uuid) -> Result<RemovalImpact, sq
              (SELECT count(*) FROM sspm.finding_rows WHERE instance_id = $1) AS "findings!",
              (SELECT count(*) FROM sspm.exceptions WHERE instance_id = $1) AS "exceptions!",
              (SELECT count(*) FROM sspm.attestations WHERE instance_id = $1) AS "attestations!",
-             (SELECT count(*) FROM sspm.admins WHERE instance_id = $1) AS "teammates!",
+             (SELECT count(*) FROM sspm.admin_rows WHERE instance_id = $1) AS "teammates!",
              (SELECT count(*) FROM sspm.activity_events WHERE instance_id = $1) AS "activity_events!""#,
         id
     )

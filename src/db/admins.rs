@@ -110,7 +110,7 @@ pub async fn current(
     let rows = sqlx::query!(
         "SELECT admin_id, first_seen_at, away_since, last_active_at, name, email, job_title, role,
                 role_id, has_inbox_seat, away_mode_enabled, team_ids, last_login_at
-         FROM sspm.admins
+         FROM sspm.admin_rows
          WHERE instance_id = $1 AND removed_at IS NULL",
         instance_id
     )
@@ -186,14 +186,13 @@ pub struct AdminActivity {
 }
 
 /// How a scan's write brings the inventory to what `/admins` lists now: the rows that
-/// change, upserted with these columns; the rows only seen again, whose `last_seen_at`
-/// alone moves; and, when a row read before is no longer listed, every listed id (the
-/// others are marked removed). Written with the scan's new events by
+/// change, upserted with these columns (a row only seen again is not written: its
+/// `last_seen_at` is the instance's, migration 20261208000020); and, when a row read
+/// before is no longer listed, every listed id (the others are marked removed). Written with the scan's new events by
 /// [`super::workspace::write`].
 pub struct InventoryWrite<'a> {
     pub(super) now: DateTime<Utc>,
     pub(super) upserts: UpsertColumns<'a>,
-    pub(super) seen_again: Vec<&'a str>,
     /// None when nobody left: no row is marked removed.
     pub(super) listed: Option<Vec<&'a str>>,
 }
@@ -265,7 +264,6 @@ impl<'a> InventoryWrite<'a> {
         Self {
             now,
             upserts: c,
-            seen_again,
             listed,
         }
     }

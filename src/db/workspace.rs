@@ -18,9 +18,9 @@ use crate::checks::ActivityEvent;
 /// A large workspace's first scan has more rows than one statement should carry: the
 /// upserts go in chunks of [`admins::UPSERT_BATCH`], the events in chunks of
 /// [`activity::INSERT_BATCH`], the i-th statement carrying the i-th chunk of each, and the
-/// statement with the last chunk of upserts also the bump of the teammates seen again and
-/// the removals. Those three parts touch disjoint rows (listed and changed, listed and
-/// unchanged, no longer listed), so no row is modified twice in a statement.
+/// statement with the last chunk of upserts also the removals. Those parts touch disjoint
+/// rows (listed and changed, no longer listed), so no row is modified twice in a
+/// statement; teammates listed again unchanged are not written.
 pub async fn write(
     conn: &mut PgConnection,
     instance_id: Uuid,
@@ -40,7 +40,6 @@ pub async fn write(
             (Some(inv), Some((chunk, last))) => InventoryPart {
                 now: Some(inv.now),
                 upserts: inv.upserts.slice(chunk.clone()),
-                seen_again: if *last { &inv.seen_again } else { &[] },
                 listed: inv.listed.as_deref().filter(|_| *last),
             },
             _ => InventoryPart::default(),
@@ -57,7 +56,6 @@ struct InventoryPart<'p> {
     /// The scan's time (first/last seen, removal, away since); None with nothing to write.
     now: Option<DateTime<Utc>>,
     upserts: UpsertSlice<'p>,
-    seen_again: &'p [&'p str],
     listed: Option<&'p [&'p str]>,
 }
 
@@ -105,7 +103,7 @@ async fn statement(
     let u = &inv.upserts;
     let inserted = sqlx::query_scalar!(
         r#"WITH changed AS (
-               INSERT INTO sspm.admins
+               INSERT INTO sspm.admin_rows
                    (instance_id, admin_id, name, email, job_title, role, role_id, has_inbox_seat,
                     away_mode_enabled, away_since, team_ids, first_seen_at, last_seen_at, removed_at,
                     last_active_at, last_login_at)
@@ -126,30 +124,31 @@ async fn statement(
                    away_mode_enabled = EXCLUDED.away_mode_enabled,
                    -- Away time is continuous: it starts when first seen away and ends when back.
                    away_since = CASE WHEN EXCLUDED.away_mode_enabled IS TRUE
-                                     THEN COALESCE(sspm.admins.away_since, EXCLUDED.away_since) END,
+                                     THEN COALESCE(sspm.admin_rows.away_since, EXCLUDED.away_since) END,
                    team_ids = EXCLUDED.team_ids,
                    last_seen_at = EXCLUDED.last_seen_at,
                    removed_at = NULL,
-                   last_active_at = GREATEST(sspm.admins.last_active_at, EXCLUDED.last_active_at),
-                   last_login_at = GREATEST(sspm.admins.last_login_at, EXCLUDED.last_login_at)
+                   last_active_at = GREATEST(sspm.admin_rows.last_active_at, EXCLUDED.last_active_at),
+                   last_login_at = GREATEST(sspm.admin_rows.last_login_at, EXCLUDED.last_login_at)
            ),
-           seen_again AS (
-               UPDATE sspm.admins SET last_seen_at = $2
-               WHERE instance_id = $1 AND admin_id = ANY($14)
-           ),
+           -- Teammates listed again unchanged are not written: their last_seen_at is the
+           -- instance's findings_seen_at (migration 20261208000020). A removed one stores
+           -- it, as it was before this scan moves it.
            removed AS (
-               UPDATE sspm.admins SET removed_at = $2
-               WHERE $15::text[] IS NOT NULL
-                 AND instance_id = $1 AND removed_at IS NULL AND NOT (admin_id = ANY($15))
+               UPDATE sspm.admin_rows a
+               SET removed_at = $2, last_seen_at = COALESCE(i.findings_seen_at, a.last_seen_at)
+               FROM sspm.instances i
+               WHERE $14::text[] IS NOT NULL AND i.id = $1
+                 AND a.instance_id = $1 AND a.removed_at IS NULL AND NOT (a.admin_id = ANY($14))
            ),
            events AS (
                INSERT INTO sspm.activity_events
                    (instance_id, event_id, activity_type, performed_by_id, performed_by_email, ip,
                     created_at, description, metadata, scan_id)
                SELECT $1, e.event_id, e.activity_type, e.by_id, e.by_email, e.ip, e.created_at,
-                      e.description, e.metadata::jsonb, $16
-               FROM UNNEST($17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-                           $22::timestamptz[], $23::text[], $24::text[])
+                      e.description, e.metadata::jsonb, $15
+               FROM UNNEST($16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+                           $21::timestamptz[], $22::text[], $23::text[])
                     AS e(event_id, activity_type, by_id, by_email, ip, created_at, description, metadata)
                WHERE NOT EXISTS (SELECT 1 FROM sspm.activity_events s
                                  WHERE s.instance_id = $1 AND s.event_id = e.event_id)
@@ -170,7 +169,6 @@ async fn statement(
         u.teams,
         u.last_active as &[Option<DateTime<Utc>>],
         u.last_login as &[Option<DateTime<Utc>>],
-        inv.seen_again as &[&str],
         inv.listed as Option<&[&str]>,
         scan_id,
         &ev.ids as &[&str],

@@ -78,7 +78,7 @@ pub async fn seed(pool: &PgPool) {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO sspm.admins (instance_id, admin_id, name, email, job_title, role, has_inbox_seat, first_seen_at, last_seen_at)
+        "INSERT INTO sspm.admin_rows (instance_id, admin_id, name, email, job_title, role, has_inbox_seat, first_seen_at, last_seen_at)
          VALUES ($1, '1', $2, $3, $4, 'Admin', true, now(), now())",
     )
     .bind(uuid::Uuid::parse_str(INSTANCE).unwrap())

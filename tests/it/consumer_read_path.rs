@@ -136,7 +136,7 @@ VALUES
    'a0000000-0000-0000-0000-000000000002', 'open', 'muted', now() - interval '1 day',
    'exception: shared on-call inbox, reviewed');
 
-INSERT INTO sspm.admins (instance_id, admin_id, name, email, role, has_inbox_seat,
+INSERT INTO sspm.admin_rows (instance_id, admin_id, name, email, role, has_inbox_seat,
                          away_mode_enabled, first_seen_at, last_seen_at)
 VALUES ('11111111-1111-1111-1111-111111111111', '101', 'Ann', 'ann@gmail.com', 'Admin', true,
         false, now() - interval '2 days', now() - interval '1 day');

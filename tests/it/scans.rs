@@ -1000,6 +1000,32 @@ async fn last_seen_follows_the_last_scan_that_found_each_finding(pool: PgPool) {
         seen(&pool, acme.id, activity_check).await.0,
         Some(second.scan_id)
     );
+    // Teammates likewise (migration 20261208000020): listed again, not rewritten.
+    type Teammate = (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        String,
+    );
+    let teammate = |admin: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, Teammate>(
+                "SELECT a.last_seen_at, a.removed_at, r.xmin::text
+                 FROM sspm.admins a JOIN sspm.admin_rows r USING (instance_id, admin_id)
+                 WHERE a.instance_id = $1 AND a.admin_id = $2",
+            )
+            .bind(acme.id)
+            .bind(admin)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (jane_seen, _, jane_xmin) = teammate("2").await;
+    assert_eq!(jane_seen, second_at);
+
+    // Bob leaves: his row stores the last scan that listed him.
+    handle.remove_admin("acme", "4").unwrap();
 
     // The token loses the activity scope: activity checks are not evaluated, their
     // findings stay open and keep the last scan that found them.
@@ -1019,6 +1045,10 @@ async fn last_seen_follows_the_last_scan_that_found_each_finding(pool: PgPool) {
     let (scan, third_at, _) = seen(&pool, acme.id, inventory_check).await;
     assert_eq!(scan, Some(third.scan_id));
     assert!(third_at > second_at);
+    let (bob_seen, bob_removed, _) = teammate("4").await;
+    assert_eq!((bob_seen, bob_removed), (second_at, Some(third_at)));
+    let (jane_seen, _, xmin) = teammate("2").await;
+    assert_eq!((jane_seen, xmin), (third_at, jane_xmin));
     // ... and follows again once found again.
     handle
         .set_scopes(

@@ -233,7 +233,7 @@ async fn render(
     let admins = sqlx::query!(
         r#"SELECT name, email, job_title, role, has_inbox_seat, away_mode_enabled,
                   last_active_at, first_seen_at, removed_at
-           FROM sspm.admins WHERE instance_id = $1
+           FROM sspm.admin_rows WHERE instance_id = $1
            ORDER BY removed_at IS NOT NULL, lower(coalesce(name, '')), admin_id LIMIT $2"#,
         id,
         MAX_ADMINS
