@@ -565,7 +565,102 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::FindingDraft;
+    use crate::lifecycle::{self, Mode};
     use serde_json::json;
+
+    fn outcome(id: &'static str, status: CheckStatus, resources: &[&str]) -> CheckOutcome {
+        CheckOutcome {
+            check_id: id,
+            status,
+            reason: None,
+            findings: resources
+                .iter()
+                .map(|r| FindingDraft {
+                    resource: (*r).into(),
+                    severity: Severity::High,
+                    title: format!("t {r}"),
+                    evidence: json!({}).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn stored(
+        check: &str,
+        resource: &str,
+        status: FindingStatus,
+        follows: bool,
+    ) -> ExistingFinding {
+        let catalog = |_: &str| FindingCatalogData {
+            remediation: "",
+            compliance_json: "{}",
+        };
+        let draft = &outcome("x", CheckStatus::Fail, &[resource]).findings[0];
+        let data = catalog(check);
+        ExistingFinding {
+            id: Uuid::new_v4(),
+            check_id: check.into(),
+            resource: resource.into(),
+            status,
+            severity: "high".into(),
+            exception_id: None,
+            content_digest: Some(content_digest(
+                "high",
+                &draft.title,
+                data.remediation,
+                data.compliance_json,
+                &draft.evidence,
+            )),
+            last_seen_follows_instance: follows,
+        }
+    }
+
+    /// What a scan writes of the findings it finds again, and which following ones it
+    /// freezes (migration 20261208000010).
+    #[test]
+    fn found_again_following_findings_are_not_written_and_the_rest_are_frozen() {
+        let catalog = |_: &str| FindingCatalogData {
+            remediation: "",
+            compliance_json: "{}",
+        };
+        let follows = stored("a", "r1", FindingStatus::Open, true);
+        let stored_only = stored("a", "r2", FindingStatus::Open, false);
+        let not_evaluated = stored("b", "r3", FindingStatus::Open, true);
+        let resolved_before = stored("b", "r4", FindingStatus::Resolved, false);
+        let resolving = stored("c", "r5", FindingStatus::Open, true);
+        let existing = vec![
+            follows.clone(),
+            stored_only.clone(),
+            not_evaluated.clone(),
+            resolved_before,
+            resolving.clone(),
+        ];
+        let outcomes = vec![
+            outcome("a", CheckStatus::Fail, &["r1", "r2"]),
+            outcome("b", CheckStatus::Error, &[]),
+            outcome("c", CheckStatus::Pass, &[]),
+        ];
+        let plan = lifecycle::plan(&outcomes, &existing, &[], Mode::Complete, |_| false);
+        assert_eq!(plan.resolve, vec![resolving.id]);
+        let prior: HashMap<Uuid, &ExistingFinding> = existing.iter().map(|f| (f.id, f)).collect();
+
+        let split = split_writes(&plan.writes, &prior, true, catalog);
+        assert_eq!(split.seen_again, 2);
+        assert!(split.full.is_empty());
+        assert_eq!(
+            split.stamped,
+            vec![stored_only.id],
+            "only the unflagged one is written"
+        );
+        assert_eq!(to_freeze(&existing, &plan, true), vec![not_evaluated.id]);
+
+        // A failed scan does not move the instance: everything it finds again is stamped,
+        // nothing is frozen.
+        let split = split_writes(&plan.writes, &prior, false, catalog);
+        assert_eq!(split.stamped, vec![follows.id, stored_only.id]);
+        assert!(to_freeze(&existing, &plan, false).is_empty());
+    }
 
     #[test]
     fn the_content_digest_is_stable_and_covers_every_content_column() {
