@@ -409,37 +409,29 @@ async fn write_statement(
                    reopen_count = sspm.finding_rows.reopen_count
                        + CASE WHEN sspm.finding_rows.status = 'resolved' THEN 1 ELSE 0 END
            ),
-           -- Resolved, unmuted and frozen findings were not found again: a flagged one
-           -- stores the instance's last succeeded scan (read before this scan moves it).
+           -- Resolved, unmuted and frozen findings were not found again: each stores its
+           -- last seen values as the view derives them (the instance's last succeeded
+           -- scan for a flagged one, read before this scan moves it) and is unflagged.
            resolved AS (
                UPDATE sspm.finding_rows f
                SET status = 'resolved', resolved_at = $3, last_scan_id = $2, exception_id = NULL,
-                   last_seen_at = CASE WHEN f.last_seen_follows_instance
-                                       THEN COALESCE(i.findings_seen_at, f.last_seen_at)
-                                       ELSE f.last_seen_at END,
-                   last_seen_follows_instance = false
-               FROM sspm.instances i
-               WHERE i.id = $1 AND f.id = ANY($21)
+                   last_seen_at = v.last_seen_at, last_seen_follows_instance = false
+               FROM sspm.findings v
+               WHERE v.id = f.id AND f.id = ANY($21)
            ),
            unmuted AS (
                UPDATE sspm.finding_rows f
-               SET status = 'open', exception_id = NULL,
-                   last_seen_at = CASE WHEN f.last_seen_follows_instance
-                                       THEN COALESCE(i.findings_seen_at, f.last_seen_at)
-                                       ELSE f.last_seen_at END,
-                   last_scan_id = CASE WHEN f.last_seen_follows_instance
-                                       THEN i.findings_seen_scan_id ELSE f.last_scan_id END,
-                   last_seen_follows_instance = false
-               FROM sspm.instances i
-               WHERE i.id = $1 AND f.id = ANY($22) AND f.status = 'muted'
+               SET status = 'open', exception_id = NULL, last_seen_at = v.last_seen_at,
+                   last_scan_id = v.last_scan_id, last_seen_follows_instance = false
+               FROM sspm.findings v
+               WHERE v.id = f.id AND f.id = ANY($22) AND f.status = 'muted'
            ),
            frozen AS (
                UPDATE sspm.finding_rows f
-               SET last_seen_at = COALESCE(i.findings_seen_at, f.last_seen_at),
-                   last_scan_id = i.findings_seen_scan_id,
+               SET last_seen_at = v.last_seen_at, last_scan_id = v.last_scan_id,
                    last_seen_follows_instance = false
-               FROM sspm.instances i
-               WHERE i.id = $1 AND f.id = ANY($28) AND f.last_seen_follows_instance
+               FROM sspm.findings v
+               WHERE v.id = f.id AND f.id = ANY($28) AND f.last_seen_follows_instance
            )
            INSERT INTO sspm.finding_events
                (finding_id, instance_id, scan_id, from_status, to_status, at, reason)
@@ -586,18 +578,20 @@ mod tests {
         }
     }
 
+    const NO_CATALOG: FindingCatalogData = FindingCatalogData {
+        remediation: "",
+        compliance_json: "{}",
+    };
+
+    /// A stored finding whose content digest matches what `outcome` drafts for it.
     fn stored(
         check: &str,
         resource: &str,
         status: FindingStatus,
         follows: bool,
     ) -> ExistingFinding {
-        let catalog = |_: &str| FindingCatalogData {
-            remediation: "",
-            compliance_json: "{}",
-        };
-        let draft = &outcome("x", CheckStatus::Fail, &[resource]).findings[0];
-        let data = catalog(check);
+        let evidence = json!({}).into();
+        let title = format!("t {resource}");
         ExistingFinding {
             id: Uuid::new_v4(),
             check_id: check.into(),
@@ -605,13 +599,7 @@ mod tests {
             status,
             severity: "high".into(),
             exception_id: None,
-            content_digest: Some(content_digest(
-                "high",
-                &draft.title,
-                data.remediation,
-                data.compliance_json,
-                &draft.evidence,
-            )),
+            content_digest: Some(content_digest("high", &title, "", "{}", &evidence)),
             last_seen_follows_instance: follows,
         }
     }
@@ -620,10 +608,7 @@ mod tests {
     /// freezes (migration 20261208000010).
     #[test]
     fn found_again_following_findings_are_not_written_and_the_rest_are_frozen() {
-        let catalog = |_: &str| FindingCatalogData {
-            remediation: "",
-            compliance_json: "{}",
-        };
+        let catalog = |_: &str| NO_CATALOG;
         let follows = stored("a", "r1", FindingStatus::Open, true);
         let stored_only = stored("a", "r2", FindingStatus::Open, false);
         let not_evaluated = stored("b", "r3", FindingStatus::Open, true);

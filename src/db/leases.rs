@@ -463,9 +463,9 @@ pub async fn record_scan_end(
                    last_succeeded_scan_id = CASE WHEN $6 THEN $5 ELSE last_succeeded_scan_id END,
                    last_score = CASE WHEN $6 THEN $17 ELSE last_score END,
                    last_coverage = CASE WHEN $6 THEN $18 ELSE last_coverage END,
-                   findings_seen_at = CASE WHEN $6 THEN COALESCE($26, findings_seen_at)
-                                           ELSE findings_seen_at END,
-                   findings_seen_scan_id = CASE WHEN $6 AND $26::timestamptz IS NOT NULL THEN $5
+                   -- $26 is set exactly for a succeeded scan (`findings_seen_at`).
+                   findings_seen_at = COALESCE($26, findings_seen_at),
+                   findings_seen_scan_id = CASE WHEN $26::timestamptz IS NOT NULL THEN $5
                                                 ELSE findings_seen_scan_id END,
                    workspace_id = COALESCE(workspace_id, $7),
                    workspace_name = COALESCE($8, workspace_name),

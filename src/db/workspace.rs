@@ -133,12 +133,13 @@ async fn statement(
            ),
            -- Teammates listed again unchanged are not written: their last_seen_at is the
            -- instance's findings_seen_at (migration 20261208000020). A removed one stores
-           -- it, as it was before this scan moves it.
+           -- it as the view derives it, before this scan moves it.
            removed AS (
                UPDATE sspm.admin_rows a
-               SET removed_at = $2, last_seen_at = COALESCE(i.findings_seen_at, a.last_seen_at)
-               FROM sspm.instances i
-               WHERE $14::text[] IS NOT NULL AND i.id = $1
+               SET removed_at = $2, last_seen_at = v.last_seen_at
+               FROM sspm.admins v
+               WHERE $14::text[] IS NOT NULL AND v.instance_id = a.instance_id
+                 AND v.admin_id = a.admin_id
                  AND a.instance_id = $1 AND a.removed_at IS NULL AND NOT (a.admin_id = ANY($14))
            ),
            events AS (
